@@ -1,0 +1,5 @@
+import sys
+
+from cin.cli import main
+
+sys.exit(main())

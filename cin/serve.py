@@ -1,0 +1,95 @@
+"""Run one or more aiohttp apps in one process until SIGTERM or SIGINT.
+
+Shutdown is graceful: listeners close first, in-flight requests get up to the
+configured timeout to finish, then each app's resources are released. POPs stop
+before the coordinator, so their last requests can still reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from common.config import Config, EventLoop, Listen, PopConfig
+from common.drain import DRAIN
+from coordinator.app import make_app as make_coordinator_app
+from edge.app import make_app as make_edge_app
+
+log = logging.getLogger("cin")
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    app: web.Application
+    listen: Listen
+    public_url: str
+    ssl_context: ssl.SSLContext | None = None
+
+
+def coordinator_service(config: Config) -> Service:
+    return Service("coordinator", make_coordinator_app(config), config.coordinator.listen,
+                   config.coordinator.public_url)
+
+
+def pop_service(config: Config, pop: PopConfig) -> Service:
+    context = None
+    if pop.tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pop.tls.cert, pop.tls.key)
+    return Service(f"pop {pop.name}", make_edge_app(config, pop), pop.listen, pop.public_url,
+                   context)
+
+
+async def serve(services: list[Service], *, shutdown_timeout: float,
+                on_ready: Callable[[list[Service]], None] | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
+    sites: list[web.TCPSite] = []
+    try:
+        for service in services:
+            runner = web.AppRunner(service.app, shutdown_timeout=shutdown_timeout,
+                                   access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, service.listen.host, service.listen.port,
+                               ssl_context=service.ssl_context,
+                               shutdown_timeout=shutdown_timeout)
+            await site.start()
+            sites.append(site)
+            log.info("%s listening on %s", service.name, service.listen)
+        if on_ready is not None:
+            on_ready(services)
+        await stop.wait()
+        log.info("shutting down: finishing requests in flight")
+    finally:
+        for site in sites:
+            await site.stop()  # no new connections
+        drains = [runner.app[DRAIN].drain(shutdown_timeout) for runner in runners]
+        if not all(await asyncio.gather(*drains)):
+            log.warning("requests still running after %.0f s are cut off", shutdown_timeout)
+        for runner in reversed(runners):
+            await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(main: Coroutine[Any, Any, None], event_loop: EventLoop) -> None:
+    """Run `main` on the configured event loop implementation."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)

@@ -1,0 +1,55 @@
+"""Graceful shutdown that lets uploads in flight finish.
+
+aiohttp's own shutdown stops reading from every connection at once, which cuts off a
+request whose body is still arriving. So a cin node first stops listening, then waits
+(up to a timeout) for the requests it is serving to end, answering any new request on a
+kept-alive connection with a 503 that tells the client to go elsewhere; only then does
+aiohttp close the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from common.errors import CinError, Code
+from common.http import Handler
+
+
+class Drain:
+    def __init__(self) -> None:
+        self.active = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.draining:
+            raise CinError(Code.SHUTTING_DOWN)
+        self.active += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Refuse new requests and wait for the current ones; False if some outlived it."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        return self.active == 0
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+def install(app: web.Application) -> None:
+    """Add the drain middleware; it must come after the error middleware."""
+    app[DRAIN] = Drain()
+    app.middlewares.append(app[DRAIN].middleware)

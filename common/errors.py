@@ -1,0 +1,93 @@
+"""The one table of errors cin answers with.
+
+Every failure a client can cause or meet is declared here once, as a code, an HTTP status
+and a message. Handlers raise `CinError(Code.X, detail)`; the HTTP middleware turns it into
+`{"error": "...", "code": "..."}` with the status from this table, and the edge↔coordinator
+codec carries the code across processes so a POP answers the same error the coordinator
+decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    message: str
+
+
+class Code(Enum):
+    """Error codes, stable on the wire: clients may match on them."""
+
+    # Requests that are malformed.
+    BAD_PARAMETER = ErrorSpec(400, "a request parameter is invalid")
+    MISSING_APIKEY = ErrorSpec(400, "the request names no apikey (query parameter 'key')")
+    BAD_BASE64 = ErrorSpec(400, "the body is not valid base64")
+    BAD_PATH = ErrorSpec(400, "the storage path is not allowed")
+    UNKNOWN_PROVIDER = ErrorSpec(400, "this storage provider is not configured for the app")
+    MALFORMED_MULTIPART = ErrorSpec(400, "the multipart form body is malformed")
+    MISSING_FILE = ErrorSpec(400, "the request carries no file")
+    EMPTY_FILE = ErrorSpec(400, "the file is empty")
+    BAD_URL = ErrorSpec(400, "the source URL is invalid")
+    URL_UNREACHABLE = ErrorSpec(400, "the source URL could not be fetched")
+    BAD_MESSAGE = ErrorSpec(400, "the internal message is malformed")
+    # Who may do what.
+    UNKNOWN_APIKEY = ErrorSpec(403, "the apikey is not known")
+    URL_FORBIDDEN = ErrorSpec(403, "the source URL points at a forbidden address")
+    CONTAINER_NOT_ALLOWED = ErrorSpec(403, "the container is not allowed for this storage")
+    SECURITY_REQUIRED = ErrorSpec(403, "this call needs a policy and signature")
+    BAD_INTERNAL_SIGNATURE = ErrorSpec(403, "the internal message signature is invalid")
+    # What does not exist.
+    NOT_FOUND = ErrorSpec(404, "no such route")
+    FILE_NOT_FOUND = ErrorSpec(404, "no file has this handle")
+    METHOD_NOT_ALLOWED = ErrorSpec(405, "this method is not allowed on this route")
+    CONFLICT = ErrorSpec(409, "the file is not in a state that allows this")
+    # Limits.
+    TOO_LARGE = ErrorSpec(413, "the file is larger than the app allows")
+    URL_TOO_LARGE = ErrorSpec(413, "the file at the source URL is larger than allowed")
+    RANGE_NOT_SATISFIABLE = ErrorSpec(416, "the requested range is not satisfiable")
+    # Backends that are down: not the client's fault, but not a bug of ours either.
+    STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")
+    COORDINATOR_UNAVAILABLE = ErrorSpec(503, "the coordinator is unavailable")
+    SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
+    # A bug. The middleware logs it; the client sees no details.
+    INTERNAL = ErrorSpec(500, "internal error")
+
+    @property
+    def status(self) -> int:
+        return self.value.status
+
+    @property
+    def message(self) -> str:
+        return self.value.message
+
+    @property
+    def wire(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_wire(cls, text: str) -> Code:
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            return cls.INTERNAL
+
+
+class CinError(Exception):
+    """A failure with a code from the table and, optionally, what exactly was wrong."""
+
+    def __init__(self, code: Code, detail: str | None = None) -> None:
+        super().__init__(detail or code.message)
+        self.code = code
+        self.detail = detail
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+    def to_json(self) -> dict[str, str]:
+        text = self.code.message if not self.detail else f"{self.code.message}: {self.detail}"
+        return {"error": text, "code": self.code.wire}

@@ -1,0 +1,53 @@
+"""The file record: what the coordinator knows about one file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from common.status import FileStatus
+
+HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    handle: str
+    apikey: str
+    storage: str  # name of the StorageConfig the bytes live in
+    provider: str  # what the client named, e.g. "s3"
+    container: str
+    key: str
+    filename: str
+    mimetype: str
+    size: int
+    status: FileStatus
+    pop: str  # the POP that took the upload
+    uploaded: float  # unix seconds
+    access: str = "private"
+    region: str | None = None
+    source_url: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    version: int = 1  # bumped by every overwrite; hashes belong to one version
+    etag: str | None = None
+    hashes: dict[str, str] | None = None
+
+    def with_changes(self, **changes: Any) -> FileRecord:
+        return replace(self, **changes)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "handle": self.handle, "apikey": self.apikey, "storage": self.storage,
+            "provider": self.provider, "container": self.container, "key": self.key,
+            "filename": self.filename, "mimetype": self.mimetype, "size": self.size,
+            "status": self.status.value, "pop": self.pop, "uploaded": self.uploaded,
+            "access": self.access, "region": self.region, "source_url": self.source_url,
+            "tags": dict(self.tags), "version": self.version, "etag": self.etag,
+            "hashes": dict(self.hashes) if self.hashes is not None else None,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> FileRecord:
+        values = dict(data)
+        values["status"] = FileStatus(values["status"])
+        return cls(**values)

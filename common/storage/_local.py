@@ -1,0 +1,647 @@
+"""The local-disk driver: objects are files under a root, each committed by a rename.
+
+Layout of one container (a folder under the root):
+
+    {root}/{container}/objects/{name}          the object's bytes
+    {root}/{container}/objects/{name}.meta     JSON sidecar: key, content_type, access, etag
+    {root}/{container}/uploads/{upload_id}/    a pending multipart upload:
+                                               meta.json and part-00001, part-00002, ...
+
+An object is written into a temp file beside its final name, fsynced, and renamed into
+place, so a reader sees the old object, the new one or none: never a torn one. The data
+file and its sidecar are two renames; they happen under an exclusive `flock` on the
+`objects` directory and readers take a shared one, so no reader (in any process) sees new
+bytes with an old sidecar. An object exists only while its sidecar does.
+
+Every file system call runs in a thread: a slow disk must never stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
+from common.storage._protocol import (
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    Access,
+    ByteRange,
+    CompletedPart,
+    ObjectInfo,
+    StorageError,
+    StorageErrorKind,
+)
+
+READ_CHUNK = 1024 * 1024
+# Incoming chunks are gathered up to this size before a write, so a stream of small
+# network reads does not cost one thread hop each.
+WRITE_CHUNK = 1024 * 1024
+MAX_KEY_BYTES = 1024
+MAX_NAME_LENGTH = 200
+
+_CONTAINER_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # what secrets.token_urlsafe(24) makes
+_TEMP_PREFIX = ".tmp-"
+_META_SUFFIX = ".meta"
+_UPLOAD_META = "meta.json"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+# ------------------------------------------------------------------ pure naming rules
+
+
+def check_key(key: str) -> None:
+    """Refuse keys S3 would refuse, and keys that read as a way out of the folder."""
+    if not key:
+        raise StorageError(StorageErrorKind.BAD_KEY, "the key is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise StorageError(StorageErrorKind.BAD_KEY, f"the key is over {MAX_KEY_BYTES} bytes")
+    if "\x00" in key:
+        raise StorageError(StorageErrorKind.BAD_KEY, "the key contains a NUL character")
+    if ".." in key.split("/"):
+        raise StorageError(StorageErrorKind.BAD_KEY, "the key has a '..' segment")
+
+
+def object_name(key: str) -> str:
+    """The file name of a key's object: its percent-encoding, or a hash when too long.
+
+    `quote` leaves '.', '_', '-' and '~' as they are, so a few names are escaped further
+    where they could be mistaken for the driver's own files: a leading '.' (temp files,
+    and the keys '.' and '..'), a leading 'h_' (hashed names) and a trailing '.meta'
+    (sidecars). `quote` never writes '%2E' or '%5F' itself, so no two keys share a name.
+    """
+    check_key(key)
+    name = quote(key, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if name.startswith("h_"):
+        name = "h%5F" + name[2:]
+    if name.endswith(_META_SUFFIX):
+        name = name[: -len(_META_SUFFIX)] + "%2Emeta"
+    if len(name) > MAX_NAME_LENGTH:
+        name = "h_" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return name
+
+
+def check_container(container: str) -> None:
+    if not _CONTAINER_RE.match(container):
+        raise StorageError(
+            StorageErrorKind.NO_SUCH_CONTAINER, f"{container!r} is not a valid container name"
+        )
+
+
+def check_upload_id(upload_id: str) -> None:
+    # The id becomes a folder name: anything but our own ids could point elsewhere.
+    if not _UPLOAD_ID_RE.match(upload_id):
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "no upload has this id")
+
+
+def file_etag(st: os.stat_result) -> str:
+    """An ETag that changes whenever the file is replaced, without reading its bytes."""
+    token = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()
+    return hashlib.sha1(token, usedforsecurity=False).hexdigest()[:32]
+
+
+def clip_range(byte_range: ByteRange | None, size: int) -> ByteRange | None:
+    """The part of an object a range asks for, clipped to its end as S3 clips it."""
+    if byte_range is None:
+        return None
+    if byte_range.first < 0 or byte_range.last < byte_range.first or byte_range.first >= size:
+        raise StorageError(
+            StorageErrorKind.INVALID_RANGE,
+            f"bytes {byte_range.first}-{byte_range.last} of an object of {size} bytes",
+        )
+    return ByteRange(byte_range.first, min(byte_range.last, size - 1))
+
+
+def check_part_list(parts: list[CompletedPart]) -> None:
+    if not parts:
+        raise StorageError(StorageErrorKind.INVALID_PART, "no parts to complete")
+    previous = 0
+    for part in parts:
+        if not 1 <= part.part_number <= MAX_PARTS:
+            raise StorageError(
+                StorageErrorKind.INVALID_PART, f"part number {part.part_number} is out of range"
+            )
+        if part.part_number <= previous:
+            raise StorageError(StorageErrorKind.INVALID_PART, "part numbers must ascend")
+        previous = part.part_number
+
+
+def part_file_name(part_number: int) -> str:
+    return f"part-{part_number:05d}"
+
+
+# ------------------------------------------------------------------ threads and OS errors
+
+
+def os_failure(exc: OSError) -> StorageError:
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(StorageErrorKind.ACCESS_DENIED, f"{reason}{where}")
+    return StorageError(StorageErrorKind.UNAVAILABLE, f"{reason}{where}")
+
+
+async def _io(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run blocking file work in a thread, translating `OSError` into `StorageError`.
+
+    A thread cannot be interrupted, so on cancellation this waits for it to finish before
+    letting the cancellation through: otherwise cleanup (closing or unlinking a temp file)
+    would race the write still running.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as lost
+        raise
+    except OSError as exc:
+        raise os_failure(exc) from exc
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, *, exclusive: bool) -> Iterator[int]:
+    """Hold a flock on a directory; yields its fd (for fsync). Raises FileNotFoundError."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield fd
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ blocking file work
+
+
+def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
+    if make_dirs:
+        directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+    return fd, Path(name)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _seal(fd: int) -> os.stat_result:
+    """Make a written temp file durable and close it; its stat gives the ETag."""
+    try:
+        os.fsync(fd)
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(fd: int, path: Path | None) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def _write_json_temp(directory: Path, data: dict[str, Any]) -> Path:
+    fd, path = _create_temp(directory, make_dirs=False)
+    try:
+        _write_all(fd, json.dumps(data).encode())
+        _seal(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _commit(objects: Path, data_temp: Path, name: str, sidecar: dict[str, Any]) -> None:
+    """Move a sealed temp file and its sidecar into place, data first, as one step."""
+    meta_temp = _write_json_temp(objects, sidecar)
+    try:
+        with _locked(objects, exclusive=True) as dir_fd:
+            os.replace(data_temp, objects / name)
+            os.replace(meta_temp, objects / (name + _META_SUFFIX))
+            os.fsync(dir_fd)
+    finally:
+        meta_temp.unlink(missing_ok=True)
+
+
+def _load_sidecar(objects: Path, name: str, key: str) -> dict[str, Any]:
+    try:
+        with open(objects / (name + _META_SUFFIX), "rb") as f:
+            sidecar: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
+    except ValueError as exc:
+        raise StorageError(
+            StorageErrorKind.UNAVAILABLE, f"the sidecar of {key!r} is corrupt"
+        ) from exc
+    if sidecar.get("key") != key:  # two long keys whose hashes collide: not ours
+        raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}")
+    return sidecar
+
+
+def _info(container: str, key: str, sidecar: dict[str, Any], st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        container=container,
+        key=key,
+        size=st.st_size,
+        content_type=str(sidecar.get("content_type", "application/octet-stream")),
+        etag=file_etag(st),
+        access=Access(sidecar.get("access", Access.PRIVATE.value)),
+    )
+
+
+def _head(objects: Path, name: str, container: str, key: str) -> ObjectInfo:
+    try:
+        with _locked(objects, exclusive=False):
+            sidecar = _load_sidecar(objects, name, key)
+            st = os.stat(objects / name)
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
+    return _info(container, key, sidecar, st)
+
+
+def _open(objects: Path, name: str, container: str, key: str) -> tuple[int, ObjectInfo]:
+    try:
+        with _locked(objects, exclusive=False):
+            sidecar = _load_sidecar(objects, name, key)
+            fd = os.open(objects / name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
+    try:
+        return fd, _info(container, key, sidecar, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _delete(objects: Path, name: str) -> None:
+    try:
+        with _locked(objects, exclusive=True) as dir_fd:
+            # Sidecar first: the object is gone the moment its sidecar is.
+            (objects / (name + _META_SUFFIX)).unlink(missing_ok=True)
+            (objects / name).unlink(missing_ok=True)
+            os.fsync(dir_fd)
+    except FileNotFoundError:
+        return  # no folder for this container yet: nothing to delete
+
+
+def _create_upload(uploads: Path, upload_id: str, meta: dict[str, Any]) -> None:
+    """Make the upload folder whole before it appears, so a listing never meets half of one."""
+    uploads.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=uploads, prefix=_TEMP_PREFIX))
+    try:
+        meta_temp = _write_json_temp(staging, meta)
+        os.replace(meta_temp, staging / _UPLOAD_META)
+        os.replace(staging, uploads / upload_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(uploads)
+
+
+def _load_upload(upload_dir: Path, key: str) -> dict[str, Any]:
+    try:
+        with open(upload_dir / _UPLOAD_META, "rb") as f:
+            meta: dict[str, Any] = json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "no upload has this id") from None
+    if meta.get("key") != key:  # as S3: an upload id belongs to one key
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "no upload has this id for this key")
+    return meta
+
+
+def _create_part_temp(upload_dir: Path) -> tuple[int, Path]:
+    try:
+        return _create_temp(upload_dir, make_dirs=False)
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "the upload was aborted") from None
+
+
+def _store_part(upload_dir: Path, temp: Path, part_number: int) -> None:
+    try:
+        os.replace(temp, upload_dir / part_file_name(part_number))
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "the upload was aborted") from None
+    _fsync_dir(upload_dir)
+
+
+def _check_parts(upload_dir: Path, parts: list[CompletedPart]) -> None:
+    for index, part in enumerate(parts):
+        try:
+            st = os.stat(upload_dir / part_file_name(part.part_number))
+        except FileNotFoundError:
+            raise StorageError(
+                StorageErrorKind.INVALID_PART, f"part {part.part_number} was not uploaded"
+            ) from None
+        if file_etag(st) != part.etag.strip('"'):
+            raise StorageError(
+                StorageErrorKind.INVALID_PART, f"part {part.part_number}: the ETag does not match"
+            )
+        if index < len(parts) - 1 and st.st_size < MIN_PART_SIZE:
+            raise StorageError(
+                StorageErrorKind.INVALID_PART,
+                f"part {part.part_number} is smaller than {MIN_PART_SIZE} bytes"
+                " and is not the last (EntityTooSmall)",
+            )
+
+
+def _append_part(out_fd: int, upload_dir: Path, part: CompletedPart) -> None:
+    """Copy one part onto the end of the output, in the kernel where it can."""
+    try:
+        src = open(upload_dir / part_file_name(part.part_number), "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "the upload was aborted") from None
+    with src:
+        st = os.fstat(src.fileno())
+        if file_etag(st) != part.etag.strip('"'):  # replaced since it was checked
+            raise StorageError(
+                StorageErrorKind.INVALID_PART, f"part {part.part_number}: the ETag does not match"
+            )
+        remaining = st.st_size
+        if remaining and hasattr(os, "copy_file_range"):
+            try:
+                while remaining:
+                    copied = os.copy_file_range(src.fileno(), out_fd, remaining)
+                    if copied == 0:
+                        raise StorageError(
+                            StorageErrorKind.UNAVAILABLE, f"part {part.part_number} shrank"
+                        )
+                    remaining -= copied
+            except OSError as exc:
+                # Some file systems cannot copy in the kernel; that is known before a byte moves.
+                fallback = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+                if exc.errno not in fallback or remaining != st.st_size:
+                    raise
+        if remaining:
+            with open(out_fd, "wb", closefd=False) as out:
+                shutil.copyfileobj(src, out, READ_CHUNK)
+
+
+def _remove_upload(uploads: Path, upload_id: str) -> None:
+    """Take the folder out of sight in one rename, then delete it at leisure."""
+    trash = uploads / f"{_TEMP_PREFIX}trash-{upload_id}-{secrets.token_hex(4)}"
+    try:
+        os.replace(uploads / upload_id, trash)
+    except FileNotFoundError:
+        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "no upload has this id") from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _list_uploads(uploads: Path) -> list[tuple[str, str]]:
+    pending: list[tuple[str, str]] = []
+    try:
+        entries = sorted(os.listdir(uploads))
+    except FileNotFoundError:
+        return pending
+    for upload_id in entries:
+        if not _UPLOAD_ID_RE.match(upload_id):
+            continue
+        try:
+            with open(uploads / upload_id / _UPLOAD_META, "rb") as f:
+                meta = json.load(f)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            continue  # removed while listing
+        pending.append((str(meta["key"]), upload_id))
+    return pending
+
+
+# ------------------------------------------------------------------ the driver
+
+
+class LocalFileReader:
+    """An open object file: the fd was opened in `get`, so a later replace or delete of
+    the object does not disturb a read that has begun."""
+
+    def __init__(self, fd: int, info: ObjectInfo, byte_range: ByteRange | None) -> None:
+        self._fd = fd
+        self._info = info
+        self._range = byte_range
+
+    @property
+    def info(self) -> ObjectInfo:
+        return self._info
+
+    @property
+    def byte_range(self) -> ByteRange | None:
+        return self._range
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        span = self._range or ByteRange(0, self._info.size - 1)
+        offset, end = span.first, span.last + 1
+        while offset < end:
+            if self._fd < 0:
+                raise StorageError(StorageErrorKind.UNAVAILABLE, "the reader is closed")
+            data = await _io(os.pread, self._fd, min(READ_CHUNK, end - offset), offset)
+            if not data:
+                raise StorageError(StorageErrorKind.UNAVAILABLE, "the object file was truncated")
+            offset += len(data)
+            yield data
+
+    async def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            await _io(os.close, fd)
+
+
+class LocalDiskStorage:
+    """The `Storage` protocol over a directory tree."""
+
+    def __init__(self, root: Path, default_container: str) -> None:
+        self._root = root
+        self._default_container = default_container
+
+    @property
+    def default_container(self) -> str:
+        return self._default_container
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _objects(self, container: str) -> Path:
+        check_container(container)
+        return self._root / container / "objects"
+
+    def _uploads(self, container: str) -> Path:
+        check_container(container)
+        return self._root / container / "uploads"
+
+    async def put(
+        self,
+        container: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        access: Access = Access.PRIVATE,
+    ) -> ObjectInfo:
+        name = object_name(key)
+        objects = self._objects(container)
+        fd, temp = await _io(_create_temp, objects, make_dirs=True)
+        try:
+            await self._write_stream(fd, body, limit=None)
+            sealing, fd = fd, -1
+            st = await _io(_seal, sealing)
+            sidecar = {"key": key, "content_type": content_type, "access": access.value,
+                       "etag": file_etag(st)}
+            await _io(_commit, objects, temp, name, sidecar)
+        except BaseException:
+            await _io(_discard, fd, temp)
+            raise
+        return ObjectInfo(container, key, st.st_size, content_type, file_etag(st), access)
+
+    async def _write_stream(self, fd: int, body: AsyncIterable[bytes], limit: int | None) -> int:
+        """Write a stream as it arrives; refuse to go past `limit` bytes. Returns the size."""
+        written = 0
+        pending = bytearray()
+        async for chunk in body:
+            written += len(chunk)
+            if limit is not None and written > limit:
+                raise StorageError(
+                    StorageErrorKind.INVALID_PART, f"the part is longer than {limit} bytes"
+                )
+            pending += chunk
+            if len(pending) >= WRITE_CHUNK:
+                await _io(_write_all, fd, pending)
+                pending.clear()
+        if pending:
+            await _io(_write_all, fd, pending)
+        return written
+
+    async def head(self, container: str, key: str) -> ObjectInfo:
+        name = object_name(key)
+        return await _io(_head, self._objects(container), name, container, key)
+
+    async def get(
+        self, container: str, key: str, byte_range: ByteRange | None = None
+    ) -> LocalFileReader:
+        name = object_name(key)
+        fd, info = await _io(_open, self._objects(container), name, container, key)
+        try:
+            clipped = clip_range(byte_range, info.size)
+        except StorageError:
+            await _io(os.close, fd)
+            raise
+        return LocalFileReader(fd, info, clipped)
+
+    async def delete(self, container: str, key: str) -> None:
+        await _io(_delete, self._objects(container), object_name(key))
+
+    async def create_multipart(
+        self,
+        container: str,
+        key: str,
+        *,
+        content_type: str,
+        access: Access = Access.PRIVATE,
+    ) -> str:
+        check_key(key)
+        upload_id = secrets.token_urlsafe(24)
+        meta = {"key": key, "content_type": content_type, "access": access.value}
+        await _io(_create_upload, self._uploads(container), upload_id, meta)
+        return upload_id
+
+    async def upload_part(
+        self,
+        container: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: AsyncIterable[bytes],
+        size: int,
+    ) -> str:
+        check_key(key)
+        check_upload_id(upload_id)
+        if not 1 <= part_number <= MAX_PARTS:
+            raise StorageError(
+                StorageErrorKind.INVALID_PART, f"part number {part_number} is out of range"
+            )
+        if not 0 <= size <= MAX_PART_SIZE:
+            raise StorageError(StorageErrorKind.INVALID_PART, f"a part of {size} bytes")
+        upload_dir = self._uploads(container) / upload_id
+        await _io(_load_upload, upload_dir, key)
+        fd, temp = await _io(_create_part_temp, upload_dir)
+        try:
+            written = await self._write_stream(fd, body, limit=size)
+            if written != size:
+                raise StorageError(
+                    StorageErrorKind.INVALID_PART, f"the part has {written} bytes, not {size}"
+                )
+            sealing, fd = fd, -1
+            st = await _io(_seal, sealing)
+            await _io(_store_part, upload_dir, temp, part_number)
+        except BaseException:
+            await _io(_discard, fd, temp)
+            raise
+        # The ETag is a function of the part file's stat, so replacing the file replaces
+        # its ETag in the same rename: there is no second file to keep in step.
+        return file_etag(st)
+
+    async def complete_multipart(
+        self, container: str, key: str, upload_id: str, parts: list[CompletedPart]
+    ) -> ObjectInfo:
+        name = object_name(key)
+        check_upload_id(upload_id)
+        uploads = self._uploads(container)
+        upload_dir = uploads / upload_id
+        meta = await _io(_load_upload, upload_dir, key)
+        check_part_list(parts)
+        await _io(_check_parts, upload_dir, parts)
+        objects = self._objects(container)
+        fd, temp = await _io(_create_temp, objects, make_dirs=True)
+        try:
+            for part in parts:  # one thread call per part, so cancellation can stop between
+                await _io(_append_part, fd, upload_dir, part)
+            sealing, fd = fd, -1
+            st = await _io(_seal, sealing)
+            access = Access(meta.get("access", Access.PRIVATE.value))
+            content_type = str(meta.get("content_type", "application/octet-stream"))
+            sidecar = {"key": key, "content_type": content_type, "access": access.value,
+                       "etag": file_etag(st)}
+            await _io(_commit, objects, temp, name, sidecar)
+        except BaseException:
+            await _io(_discard, fd, temp)
+            raise
+        with contextlib.suppress(StorageError):  # the object is stored; a leftover is harmless
+            await _io(_remove_upload, uploads, upload_id)
+        return ObjectInfo(container, key, st.st_size, content_type, file_etag(st), access)
+
+    async def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
+        check_key(key)
+        check_upload_id(upload_id)
+        uploads = self._uploads(container)
+        await _io(_load_upload, uploads / upload_id, key)
+        await _io(_remove_upload, uploads, upload_id)
+
+    async def list_multipart_uploads(self, container: str) -> list[tuple[str, str]]:
+        return await _io(_list_uploads, self._uploads(container))

@@ -1,0 +1,203 @@
+"""Messages between POPs and the coordinator: frozen dataclasses, one msgpack codec.
+
+Every message carries its type tag `t` and the protocol version `v`. A receiver ignores
+fields it does not know (so a newer sender can add fields) and refuses a message whose
+version it does not speak. Messages are signed with the deployment's internal secret:
+`Cin-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from common.errors import CinError, Code
+from common.files import FileRecord
+
+PROTOCOL_VERSION = 1
+CONTENT_TYPE = "application/vnd.cin.v1+msgpack"
+SIGNATURE_HEADER = "Cin-Signature"
+MAX_CLOCK_SKEW = 300.0  # seconds a signed message stays valid
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+M = TypeVar("M", bound=type[Message])
+
+
+def message(cls: M) -> M:
+    """Register a message class under its TYPE tag."""
+    assert cls.TYPE and cls.TYPE not in _REGISTRY, cls
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+# ----------------------------------------------------------------------- the messages
+
+
+@message
+@dataclass(frozen=True)
+class StartFile(Message):
+    """A POP has a whole file spooled and asks for its identity (handle and key)."""
+
+    TYPE: ClassVar[str] = "start_file"
+    origin: str  # "<pop>:<spool id>": makes a retried StartFile return the same file
+    apikey: str
+    storage: str
+    provider: str
+    container: str
+    path: str | None
+    filename: str
+    mimetype: str
+    size: int
+    pop: str
+    access: str = "private"
+    region: str | None = None
+    source_url: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@message
+@dataclass(frozen=True)
+class FileStored(Message):
+    """The POP has put the file's bytes in the bucket."""
+
+    TYPE: ClassVar[str] = "file_stored"
+    handle: str
+    size: int
+    etag: str
+
+
+@message
+@dataclass(frozen=True)
+class FileFailed(Message):
+    TYPE: ClassVar[str] = "file_failed"
+    handle: str
+    reason: str
+
+
+@message
+@dataclass(frozen=True)
+class LookupFile(Message):
+    TYPE: ClassVar[str] = "lookup_file"
+    handle: str
+
+
+@message
+@dataclass(frozen=True)
+class GetMetadata(Message):
+    TYPE: ClassVar[str] = "get_metadata"
+    handle: str
+    query: dict[str, str]  # the client's query string, as the File API received it
+
+
+@message
+@dataclass(frozen=True)
+class FileReply(Message):
+    TYPE: ClassVar[str] = "file"
+    record: FileRecord
+
+
+@message
+@dataclass(frozen=True)
+class MetadataReply(Message):
+    TYPE: ClassVar[str] = "metadata"
+    fields: dict[str, Any]
+
+
+@message
+@dataclass(frozen=True)
+class Ack(Message):
+    TYPE: ClassVar[str] = "ack"
+
+
+@message
+@dataclass(frozen=True)
+class ErrorReply(Message):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, error: CinError) -> ErrorReply:
+        return cls(code=error.code.wire, detail=error.detail)
+
+    def to_error(self) -> CinError:
+        return CinError(Code.from_wire(self.code), self.detail)
+
+
+# ----------------------------------------------------------------------- the codec
+
+
+def encode(msg: Message) -> bytes:
+    body: dict[str, Any] = {"t": msg.TYPE, "v": PROTOCOL_VERSION}
+    for f in dataclasses.fields(msg):
+        value = getattr(msg, f.name)
+        body[f.name] = value.to_wire() if isinstance(value, FileRecord) else value
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise CinError(Code.BAD_MESSAGE, "message too large")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CinError(Code.BAD_MESSAGE, f"not msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise CinError(Code.BAD_MESSAGE, "a message is a map")
+    if body.get("v") != PROTOCOL_VERSION:
+        raise CinError(Code.BAD_MESSAGE, f"protocol version {body.get('v')!r} is not spoken here")
+    cls = _REGISTRY.get(body.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise CinError(Code.BAD_MESSAGE, f"unknown message type {body.get('t')!r}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body:
+            continue  # the dataclass default applies, or the constructor names it missing
+        value = body[f.name]
+        if hints[f.name] is FileRecord:
+            try:
+                value = FileRecord.from_wire(value)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CinError(Code.BAD_MESSAGE, f"bad file record: {exc}") from exc
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise CinError(Code.BAD_MESSAGE, f"{cls.TYPE}: {exc}") from exc
+
+
+def sign(secret: str, body: bytes, now: float | None = None) -> str:
+    stamp = str(int(now if now is not None else time.time()))
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+    return f"t={stamp},v1={digest.hexdigest()}"
+
+
+def verify(secret: str, body: bytes, header: str | None, now: float | None = None) -> None:
+    """Raise BAD_INTERNAL_SIGNATURE unless `header` signs `body` recently with `secret`."""
+    if not header:
+        raise CinError(Code.BAD_INTERNAL_SIGNATURE, f"no {SIGNATURE_HEADER} header")
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    stamp, given = parts.get("t", ""), parts.get("v1", "")
+    if not stamp.isdigit():
+        raise CinError(Code.BAD_INTERNAL_SIGNATURE, "no timestamp")
+    current = now if now is not None else time.time()
+    if abs(current - int(stamp)) > MAX_CLOCK_SKEW:
+        raise CinError(Code.BAD_INTERNAL_SIGNATURE, "timestamp outside the allowed window")
+    expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), given):
+        raise CinError(Code.BAD_INTERNAL_SIGNATURE, "signature does not match")

@@ -1,0 +1,47 @@
+"""The coordinator's side of the POP protocol: one signed msgpack RPC route."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common import wire
+from common.errors import CinError, Code
+from coordinator.keys import CONFIG, HASHES, REGISTRY
+from coordinator.metadata import build_metadata, requested_fields
+
+RPC_PATH = "/internal/v1/rpc"
+
+
+async def handle_rpc(request: web.Request) -> web.Response:
+    body = await request.content.read(wire.MAX_MESSAGE_BYTES + 1)
+    try:
+        wire.verify(request.app[CONFIG].internal_secret, body,
+                    request.headers.get(wire.SIGNATURE_HEADER))
+        reply = await dispatch(request.app, wire.decode(body))
+        status = 200
+    except CinError as error:
+        reply, status = wire.ErrorReply.of(error), error.status
+    return web.Response(body=wire.encode(reply), status=status,
+                        content_type=wire.CONTENT_TYPE)
+
+
+async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
+    registry = app[REGISTRY]
+    match msg:
+        case wire.StartFile():
+            return wire.FileReply(await registry.start(msg))
+        case wire.FileStored(handle=handle, size=size, etag=etag):
+            return wire.FileReply(await registry.stored(handle, size, etag))
+        case wire.FileFailed(handle=handle, reason=reason):
+            return wire.FileReply(await registry.failed(handle, reason))
+        case wire.LookupFile(handle=handle):
+            return wire.FileReply(await registry.get(handle))
+        case wire.GetMetadata(handle=handle, query=query):
+            record = await registry.get(handle)
+            fields = requested_fields(query)
+            return wire.MetadataReply(await build_metadata(record, fields, app[HASHES]))
+    raise CinError(Code.BAD_MESSAGE, f"the coordinator does not take {msg.TYPE!r}")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(RPC_PATH, handle_rpc)

@@ -1,0 +1,17 @@
+"""Typed keys for what the coordinator's aiohttp app holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common.config import Config
+from common.locations import StorageSet
+from coordinator.metadata import HashCache
+from coordinator.registry import FileRegistry
+from coordinator.state import StateStore
+
+CONFIG = web.AppKey("config", Config)
+STATE = web.AppKey("state", StateStore)
+STORAGE = web.AppKey("storage", StorageSet)
+REGISTRY = web.AppKey("registry", FileRegistry)
+HASHES = web.AppKey("hashes", HashCache)

@@ -1,0 +1,119 @@
+"""The File API's metadata: which fields a query asks for, and the hashes behind them.
+
+Hashes are computed once per file version — by streaming the object from the bucket
+through every algorithm at once, off the event loop — and kept in the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from common.errors import CinError, Code
+from common.files import HASH_ALGORITHMS, FileRecord
+from common.locations import StorageSet
+from common.storage import StorageError
+from coordinator.state import StateStore
+
+PLAIN_FIELDS = ("size", "mimetype", "filename", "uploaded", "writeable", "cloud",
+                "source_url", "upload_status")
+STORAGE_FIELDS = ("location", "path", "container", "key")
+SECURED_FIELDS = ("exif",)  # only with a policy allowing the `exif` call
+ALL_FIELDS = PLAIN_FIELDS + HASH_ALGORITHMS + STORAGE_FIELDS + SECURED_FIELDS
+_TRUE = {"true", "1", "yes", ""}
+_FALSE = {"false", "0", "no"}
+
+
+def requested_fields(query: Mapping[str, str]) -> list[str]:
+    """The fields a metadata query asks for: those set true, or every open field."""
+    chosen: list[str] = []
+    named = False
+    for name in ALL_FIELDS:
+        raw = query.get(name)
+        if raw is None:
+            continue
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false, not {raw!r}")
+        named = True
+        if value in _TRUE:
+            chosen.append(name)
+    if not named:
+        return [f for f in ALL_FIELDS if f not in SECURED_FIELDS]
+    if "exif" in chosen:
+        raise CinError(Code.SECURITY_REQUIRED, "exif=true needs a policy allowing 'exif'")
+    return chosen
+
+
+class HashCache:
+    """Computes a file version's hashes at most once, even under concurrent requests."""
+
+    CHUNK_HASH_IN_THREAD = 64 * 1024  # below this, the thread hop costs more than hashing
+
+    def __init__(self, state: StateStore, storage: StorageSet) -> None:
+        self.state = state
+        self.storage = storage
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+
+    async def hashes(self, record: FileRecord) -> dict[str, str]:
+        if record.hashes is not None:
+            return record.hashes
+        lock = self._locks.setdefault(f"{record.handle}:{record.version}", asyncio.Lock())
+        async with lock:
+            fresh = await self.state.get_file(record.handle)
+            if fresh is not None and fresh.version == record.version and fresh.hashes:
+                return fresh.hashes
+            hashes = await self._compute(record)
+            await self.state.save_hashes(record.handle, record.version, hashes)
+            return hashes
+
+    async def _compute(self, record: FileRecord) -> dict[str, str]:
+        hashers = [hashlib.new(name) for name in HASH_ALGORITHMS]
+
+        def update(chunk: bytes) -> None:
+            for hasher in hashers:
+                hasher.update(chunk)
+
+        try:
+            reader = await self.storage[record.storage].get(record.container, record.key)
+            try:
+                async for chunk in reader.chunks():
+                    if len(chunk) >= self.CHUNK_HASH_IN_THREAD:
+                        await asyncio.to_thread(update, chunk)  # hashlib frees the GIL
+                    else:
+                        update(chunk)
+            finally:
+                await reader.close()
+        except StorageError as exc:
+            raise exc.to_cin_error() from exc
+        return {name: h.hexdigest() for name, h in zip(HASH_ALGORITHMS, hashers, strict=True)}
+
+
+def location_name(provider: str) -> str:
+    return "S3" if provider == "s3" else provider
+
+
+async def build_metadata(
+    record: FileRecord, fields: list[str], hash_cache: HashCache
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "size": record.size,
+        "mimetype": record.mimetype,
+        "filename": record.filename,
+        "uploaded": round(record.uploaded * 1000, 3),  # Filestack gives milliseconds
+        "writeable": True,
+        "cloud": False,
+        "source_url": record.source_url,
+        "upload_status": record.status.value,
+        "location": location_name(record.provider),
+        "path": record.key,
+        "container": record.container,
+        "key": record.key,
+    }
+    if any(name in HASH_ALGORITHMS for name in fields):
+        values.update(await hash_cache.hashes(record))
+    return {name: values[name] for name in fields if name in values}

@@ -1,0 +1,62 @@
+"""A POP's aiohttp application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from common import drain, file_routes
+from common.config import Config, PopConfig
+from common.http import error_middleware
+from common.jobs import jobs_ctx
+from common.locations import StorageSet
+from edge import store
+from edge.coordinator_client import CoordinatorClient, RemoteFiles
+from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.spool import Spool
+from edge.url_fetch import UrlFetcher
+
+# aiohttp's own body limit does not guard streaming handlers (they read as they go, and
+# the spool enforces each app's limit); it only bounds what a handler reads whole.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config, pop = app[CONFIG], app[POP]
+    spool = Spool(pop.spool_dir)
+    await spool.prepare()
+    app[SPOOL] = spool
+    fetcher = UrlFetcher(config.url_fetch)
+    try:
+        async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
+            client = CoordinatorClient(config.coordinator.internal_url, config.internal_secret,
+                                       session)
+            app[STORAGE] = storage
+            app[file_routes.FILE_STORAGE] = storage
+            app[COORDINATOR] = client
+            app[file_routes.FILE_SOURCE] = RemoteFiles(client)
+            app[FETCHER] = fetcher
+            yield
+    finally:
+        await fetcher.close()
+
+
+async def health(request: web.Request) -> web.Response:
+    pop = request.app[POP]
+    return web.json_response({"status": "ok", "role": "pop", "pop": pop.name,
+                              "region": pop.region})
+
+
+def make_app(config: Config, pop: PopConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    drain.install(app)
+    app[CONFIG] = config
+    app[POP] = pop
+    app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
+    app.router.add_get("/health", health)
+    app.router.add_post("/api/store/{provider}", store.store)
+    file_routes.add_routes(app)
+    return app

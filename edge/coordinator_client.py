@@ -1,0 +1,89 @@
+"""How a POP talks to the coordinator: signed msgpack messages, retried when safe.
+
+Every message the POP sends is idempotent on the coordinator's side (StartFile carries
+an origin id, status reports are repeatable), so a connection failure or a 503 is
+retried with backoff; a definite answer, error or not, is returned as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+
+from common import wire
+from common.errors import CinError, Code
+from common.files import FileRecord
+
+log = logging.getLogger("cin.edge.coordinator")
+
+R = TypeVar("R", bound=wire.Message)
+
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+DEFAULT_TIMEOUT = 15.0
+# Metadata may hash a large file on first request, which takes seconds per gigabyte.
+METADATA_TIMEOUT = 300.0
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, secret: str, session: aiohttp.ClientSession) -> None:
+        self.url = base_url.rstrip("/") + "/internal/v1/rpc"
+        self.secret = secret
+        self.session = session
+
+    async def call(self, msg: wire.Message, expect: type[R], *,
+                   wait_seconds: float = DEFAULT_TIMEOUT) -> R:
+        body = wire.encode(msg)
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                reply = await self._post(body, wait_seconds)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if delay is None:
+                    raise CinError(Code.COORDINATOR_UNAVAILABLE, str(exc) or "timed out") from exc
+                log.warning("coordinator unreachable (%s), retry %d", exc, attempt + 1)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                continue
+            if isinstance(reply, wire.ErrorReply):
+                error = reply.to_error()
+                if error.code is Code.COORDINATOR_UNAVAILABLE and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                raise error
+            if not isinstance(reply, expect):
+                raise CinError(Code.INTERNAL, f"coordinator answered {reply.TYPE!r}")
+            return reply
+        raise AssertionError("unreachable")
+
+    async def _post(self, body: bytes, wait_seconds: float) -> wire.Message:
+        headers = {"Content-Type": wire.CONTENT_TYPE,
+                   wire.SIGNATURE_HEADER: wire.sign(self.secret, body)}
+        async with self.session.post(self.url, data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=wait_seconds)) as response:
+            payload = await response.read()
+        if response.content_type != wire.CONTENT_TYPE:
+            # Not the coordinator's answer: a proxy's error page, or something else there.
+            raise CinError(Code.COORDINATOR_UNAVAILABLE,
+                           f"no coordinator at {self.url} (HTTP {response.status})")
+        return wire.decode(payload)
+
+    async def file(self, msg: wire.Message) -> FileRecord:
+        return (await self.call(msg, wire.FileReply)).record
+
+
+class RemoteFiles:
+    """The File API's view of files at a POP: asked of the coordinator."""
+
+    def __init__(self, client: CoordinatorClient) -> None:
+        self.client = client
+
+    async def lookup(self, handle: str) -> FileRecord:
+        return await self.client.file(wire.LookupFile(handle=handle))
+
+    async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
+        reply = await self.client.call(wire.GetMetadata(handle=handle, query=dict(query)),
+                                       wire.MetadataReply, wait_seconds=METADATA_TIMEOUT)
+        return reply.fields

@@ -1,0 +1,135 @@
+"""Where a REST store's bytes come from: a multipart form, a raw body, or a URL.
+
+Each source becomes an `IncomingFile` whose bytes are a stream; nothing here holds a
+body in memory beyond one network read (and at most 64 KiB of a url-encoded form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from common.base64stream import decode_stream
+from common.errors import CinError, Code
+from edge.url_fetch import UrlFetcher
+
+FILE_FIELD = "fileUpload"
+READ_BYTES = 256 * 1024
+MAX_FORM_BYTES = 64 * 1024  # a url-encoded form only ever carries `url=`
+MAX_FIELD_BYTES = 8 * 1024
+
+
+@dataclass
+class IncomingFile:
+    chunks: AsyncIterator[bytes]
+    filename: str | None = None
+    content_type: str | None = None
+    source_url: str | None = None
+
+
+@asynccontextmanager
+async def open_incoming(
+    request: web.Request, fetcher: UrlFetcher, *, base64: bool, limit: int
+) -> AsyncIterator[IncomingFile]:
+    """The file a store request carries, in whichever form it came."""
+    _refuse_oversized(request, base64=base64, limit=limit)
+    if request.content_type.startswith("multipart/"):
+        incoming = await _from_multipart(request)
+    elif request.content_type == "application/x-www-form-urlencoded":
+        incoming = await _from_urlencoded(request)
+    else:
+        incoming = _from_raw(request)
+    if incoming.source_url is not None:
+        async with fetcher.open(incoming.source_url) as fetched:
+            incoming = IncomingFile(fetched.chunks(), fetched.filename, fetched.content_type,
+                                    fetched.url)
+            yield _decoded(incoming) if base64 else incoming
+        return
+    yield _decoded(incoming) if base64 else incoming
+
+
+def _decoded(incoming: IncomingFile) -> IncomingFile:
+    return IncomingFile(decode_stream(incoming.chunks), incoming.filename,
+                        incoming.content_type, incoming.source_url)
+
+
+def _refuse_oversized(request: web.Request, *, base64: bool, limit: int) -> None:
+    """Refuse early a body whose declared length already exceeds the limit."""
+    declared = request.content_length
+    if declared is None:
+        return  # chunked: the spool counts as it writes
+    allowed = limit * 4 // 3 + 4096 if base64 else limit
+    if request.content_type.startswith("multipart/"):
+        allowed += 64 * 1024  # boundaries and part headers
+    if declared > allowed:
+        raise CinError(Code.TOO_LARGE, f"the body declares {declared} bytes, over {limit}")
+
+
+def _from_raw(request: web.Request, prefix: bytes = b"") -> IncomingFile:
+    async def chunks() -> AsyncIterator[bytes]:
+        if prefix:
+            yield prefix
+        async for chunk in request.content.iter_chunked(READ_BYTES):
+            yield chunk
+
+    given = None if request.content_type == "application/octet-stream" else request.content_type
+    return IncomingFile(chunks(), content_type=given)
+
+
+async def _from_urlencoded(request: web.Request) -> IncomingFile:
+    # `curl -d url=...` arrives url-encoded, but so does `curl --data-binary @photo.jpg`
+    # without a Content-Type: a body that is not a `url=` form is taken as the file.
+    head = await request.content.read(MAX_FORM_BYTES)
+    if request.content.at_eof():
+        fields = parse_qs(head.decode("latin-1"), keep_blank_values=True)
+        if "url" in fields:
+            return IncomingFile(_nothing(), source_url=fields["url"][0])
+    return _from_raw(request, prefix=head)
+
+
+async def _from_multipart(request: web.Request) -> IncomingFile:
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise CinError(Code.MISSING_FILE, f"no '{FILE_FIELD}' field and no 'url' field")
+            if isinstance(part, MultipartReader):
+                continue  # nested multipart/mixed: not something a store form sends
+            if part.name == FILE_FIELD:
+                return IncomingFile(_part_chunks(part), filename=part.filename,
+                                    content_type=part.headers.get("Content-Type"))
+            if part.name == "url":
+                value = await _small_field(part)
+                return IncomingFile(_nothing(), source_url=value)
+            await part.release()
+    except CinError:
+        raise
+    except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
+        raise CinError(Code.MALFORMED_MULTIPART, str(exc) or type(exc).__name__) from exc
+
+
+async def _small_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(MAX_FIELD_BYTES):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise CinError(Code.BAD_PARAMETER, f"form field {part.name!r} is too long")
+    return data.decode("utf-8", "replace").strip()
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await part.read_chunk(READ_BYTES):
+            yield chunk
+    except (ValueError, AssertionError) as exc:
+        raise CinError(Code.MALFORMED_MULTIPART, str(exc) or type(exc).__name__) from exc
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator

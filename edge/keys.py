@@ -1,0 +1,18 @@
+"""Typed keys for what a POP's aiohttp app holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common.config import Config, PopConfig
+from common.locations import StorageSet
+from edge.coordinator_client import CoordinatorClient
+from edge.spool import Spool
+from edge.url_fetch import UrlFetcher
+
+CONFIG = web.AppKey("config", Config)
+POP = web.AppKey("pop", PopConfig)
+COORDINATOR = web.AppKey("coordinator", CoordinatorClient)
+STORAGE = web.AppKey("storage", StorageSet)
+SPOOL = web.AppKey("spool", Spool)
+FETCHER = web.AppKey("fetcher", UrlFetcher)

@@ -1,0 +1,102 @@
+"""`POST /api/store/{provider}`: the Filestack REST store, at a POP.
+
+The body is spooled (bounded by the app's size limit), the coordinator gives the file
+its handle and key, the spool is streamed to the bucket, and the reply is sent once the
+object is stored and the coordinator has recorded it: an acknowledged store is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from common import wire
+from common.errors import CinError, Code
+from common.files import FileRecord
+from common.jobs import JOBS
+from common.locations import find_app, find_location
+from common.sniff import choose_mimetype
+from common.storage import StorageError
+from edge.intake import open_incoming
+from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.spool import SpoolFile
+from edge.store_params import StoreParams
+
+log = logging.getLogger("cin.edge.store")
+
+
+async def store(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    app = find_app(config, request.query.get("key") or request.query.get("apikey"))
+    location = find_location(config, app, request.match_info["provider"])
+    params = StoreParams.from_query(request.query, location)
+    limit = app.max_upload_size
+
+    async with open_incoming(request, request.app[FETCHER], base64=params.base64decode,
+                             limit=limit) as incoming:
+        if incoming.source_url is not None:
+            limit = min(limit, config.url_fetch.max_size)
+        # Not fsync'd: this reply waits for the bucket, so the spool is only a buffer.
+        spool = await request.app[SPOOL].take(incoming.chunks, limit=limit, durable=False)
+    try:
+        if spool.size == 0:
+            raise CinError(Code.EMPTY_FILE)
+        filename = params.filename or incoming.filename or _name_from_url(incoming.source_url)
+        mimetype = choose_mimetype(params.mimetype or incoming.content_type, spool.head,
+                                   filename)
+        start = wire.StartFile(
+            origin=f"{request.app[POP].name}:{spool.spool_id}",
+            apikey=app.apikey, storage=location.name, provider=location.provider,
+            container=params.container, path=params.path, filename=filename or "",
+            mimetype=mimetype, size=spool.size, pop=request.app[POP].name,
+            access=params.access.value, region=params.region, source_url=incoming.source_url)
+    except BaseException:
+        await spool.remove()
+        raise
+    # The bucket write must finish even if the client hangs up meanwhile, or the file
+    # would stay Started forever: it runs as a shielded job that owns the spool file.
+    record = await request.app[JOBS].shield(_store_spooled(request.app, start, spool, params))
+    return web.json_response(store_reply(config.coordinator.public_url, record))
+
+
+async def _store_spooled(app: web.Application, start: wire.StartFile, spool: SpoolFile,
+                         params: StoreParams) -> FileRecord:
+    try:
+        coordinator = app[COORDINATOR]
+        record = await coordinator.file(start)
+        storage = app[STORAGE][record.storage]
+        try:
+            info = await storage.put(record.container, record.key, spool.chunks(),
+                                     content_type=record.mimetype, access=params.access)
+        except StorageError as exc:
+            log.warning("storing %s failed: %s", record.handle, exc)
+            await coordinator.file(wire.FileFailed(handle=record.handle, reason=str(exc)))
+            raise exc.to_cin_error() from exc
+        return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
+                                                      etag=info.etag))
+    finally:
+        await spool.remove()
+
+
+def _name_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    tail = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return tail or None
+
+
+def file_url(public_url: str, handle: str) -> str:
+    return f"{public_url}/api/file/{handle}"
+
+
+def store_reply(public_url: str, record: FileRecord) -> dict[str, object]:
+    return {
+        "url": file_url(public_url, record.handle),
+        "handle": record.handle,
+        "size": record.size,
+        "type": record.mimetype,
+        "filename": record.filename,
+        "key": record.key,
+        "container": record.container,
+    }

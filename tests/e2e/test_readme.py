@@ -1,0 +1,74 @@
+"""The README's quickstart, run verbatim against `cin dev -c configs/dev.yaml`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import REPO, CinProcess
+
+pytestmark = pytest.mark.e2e
+
+DEV_PORTS = (8700, 8701, 8702)
+
+
+def quickstart_script() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks, "the quickstart has no sh block"
+    return str(blocks[0])
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects in curl's output (its replies end without a newline)."""
+    decoder = json.JSONDecoder()
+    found, position = [], text.find("{")
+    while position != -1:
+        value, end = decoder.raw_decode(text, position)
+        found.append(value)
+        position = text.find("{", end)
+    return found
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
+    busy = [port for port in DEV_PORTS if port_in_use(port)]
+    if busy:
+        pytest.skip(f"ports {busy} are taken (is `make dev` running?)")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    network = CinProcess(["dev", "-c", "configs/dev.yaml"], tmp_path).wait_ready()
+    try:
+        assert "cin: apikey DEMOAPIKEY0123456789" in network.output
+        assert "cin: pop eu-west-1 at http://127.0.0.1:8702" in network.output
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_script()],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        assert network.stop() == 0, network.output
+
+    objects = json_objects(done.stdout)
+    first_store = objects[0]
+    assert first_store["size"] == 15 and first_store["filename"] == "hello.txt"
+    assert "hello from cin" in done.stdout  # the download
+    assert (tmp_path / "downloaded.txt").read_text() == "hello from cin\n"
+    sha = hashlib.sha256(b"hello from cin\n").hexdigest()
+    metadata = [o for o in objects if "upload_status" in o]
+    assert {"size": 15, "sha256": sha, "upload_status": "Complete"} in metadata
+    full = next(m for m in metadata if "md5" in m)
+    assert full["path"].startswith("docs/") and full["location"] == "S3"
+    copy = objects[-1]
+    assert copy["filename"] == "copy.txt" and copy["size"] == 15
+    assert list((tmp_path / "var" / "bucket").rglob("*hello.txt"))

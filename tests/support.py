@@ -1,0 +1,137 @@
+"""What the tests share: free ports, configs on disk, cin processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.config import Config, parse_config
+
+APIKEY = "TESTAPIKEY0123456789"
+APP_SECRET = "test-app-secret-0123456789"
+INTERNAL_SECRET = "test-internal-secret-0123"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "cin-test",
+                max_upload_size: str | int = "5GiB", allow_private: bool = True,
+                event_loop: str = "asyncio") -> dict[str, Any]:
+    """A network like configs/dev.yaml, on free ports, with its state under `root`."""
+    coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
+    if s3_endpoint is None:
+        storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
+    else:
+        storage = {"driver": "s3", "endpoint_url": s3_endpoint, "region": "us-east-1",
+                   "addressing_style": "path"}
+    storage.update(provider="s3", container=bucket, containers=[f"{bucket}-other"])
+    return {
+        "event_loop": event_loop,
+        "internal_secret": INTERNAL_SECRET,
+        "shutdown_timeout": 10,
+        "coordinator": {"listen": f"127.0.0.1:{coordinator_port}",
+                        "public_url": f"http://127.0.0.1:{coordinator_port}",
+                        "state_dir": str(root / "coordinator")},
+        "pops": [
+            {"name": "us-east-1", "listen": f"127.0.0.1:{east_port}",
+             "public_url": f"http://127.0.0.1:{east_port}",
+             "spool_dir": str(root / "spool-east")},
+            {"name": "eu-west-1", "listen": f"127.0.0.1:{west_port}",
+             "public_url": f"http://127.0.0.1:{west_port}",
+             "spool_dir": str(root / "spool-west")},
+        ],
+        "storage": {"bucket": storage},
+        "apps": {APIKEY: {"secret": APP_SECRET, "security": "optional",
+                          "storage": ["bucket"], "max_upload_size": max_upload_size}},
+        "url_fetch": {"allow_private": allow_private, "max_size": "64MiB", "timeout": 5},
+    }
+
+
+def to_config(data: dict[str, Any], root: Path) -> Config:
+    return parse_config(data, source="test-config", base=root)
+
+
+def write_config(data: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class CinProcess:
+    """A `cin` command running as a real process, its output collected."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "cin", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("cin: ready"):
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 30) -> CinProcess:
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise AssertionError("cin did not start:\n" + self.output)
+        return self
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak_rss_bytes(self) -> int:
+        """The process's high-water mark of resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")

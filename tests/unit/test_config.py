@@ -1,0 +1,96 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "configs" / "dev.yaml").read_text()))
+
+
+def parse(data: dict[str, Any]) -> Any:
+    return parse_config(data, source="test.yaml", base=Path("/srv"))
+
+
+def test_dev_config_loads_with_two_pops_and_a_local_bucket() -> None:
+    config = load_config(REPO / "configs" / "dev.yaml")
+    assert [p.name for p in config.pops] == ["us-east-1", "eu-west-1"]
+    assert config.storage["dev-bucket"].driver == "local"
+    assert config.event_loop == "uvloop"
+    app = config.apps["DEMOAPIKEY0123456789"]
+    assert app.max_upload_size == 5 * 1024**3
+
+
+def test_s3_example_reads_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIN_INTERNAL_SECRET", "an-internal-secret-of-length")
+    monkeypatch.setenv("CIN_APP_SECRET", "an-app-secret-of-some-length")
+    config = load_config(REPO / "configs" / "s3-example.yaml")
+    assert config.internal_secret == "an-internal-secret-of-length"
+    assert config.apps["PRODUCTIONAPIKEY0001"].security == "required"
+    assert config.storage["main-bucket"].driver == "s3"
+
+
+def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CIN_INTERNAL_SECRET", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "configs" / "s3-example.yaml")
+    assert caught.value.key == "internal_secret_env"
+    assert "CIN_INTERNAL_SECRET" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "words"),
+    [
+        (lambda d: d.update(evnet_loop="asyncio"), "evnet_loop", "not a known setting"),
+        (lambda d: d.update(event_loop="trio"), "event_loop", "one of uvloop, asyncio"),
+        (lambda d: d["coordinator"].update(listen="localhost"), "coordinator.listen",
+         "HOST:PORT"),
+        (lambda d: d["pops"][1].update(name="us-east-1"), "pops[1].name", "defined twice"),
+        (lambda d: d["pops"][0].pop("spool_dir"), "pops[0].spool_dir", "required"),
+        (lambda d: d["storage"]["dev-bucket"].update(driver="ftp"),
+         "storage.dev-bucket.driver", "one of local, s3"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(storage=["nope"]),
+         "apps.DEMOAPIKEY0123456789.storage", "no storage location"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(max_upload_size="lots"),
+         "apps.DEMOAPIKEY0123456789.max_upload_size", "positive size"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(security="sometimes"),
+         "apps.DEMOAPIKEY0123456789.security", "required, optional"),
+        (lambda d: d["url_fetch"].update(allow_private="yes"), "url_fetch.allow_private",
+         "true or false"),
+        (lambda d: d.update(internal_secret="short"), "internal_secret", "16 characters"),
+        (lambda d: d["pops"][0].update(public_url="127.0.0.1:1"), "pops[0].public_url",
+         "http:// or https://"),
+    ],
+)
+def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
+    data = base()
+    mutate(data)
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    assert caught.value.key == key
+    assert words in caught.value.problem
+    assert str(caught.value).startswith(f"test.yaml: {key}: ")
+
+
+def test_sizes_accept_units() -> None:
+    data = base()
+    data["apps"]["DEMOAPIKEY0123456789"]["max_upload_size"] = "100MB"
+    assert parse(data).apps["DEMOAPIKEY0123456789"].max_upload_size == 100_000_000
+    data["apps"]["DEMOAPIKEY0123456789"]["max_upload_size"] = "1.5KiB"
+    assert parse(data).apps["DEMOAPIKEY0123456789"].max_upload_size == 1536
+
+
+def test_relative_paths_resolve_against_the_base() -> None:
+    assert parse(base()).pops[0].spool_dir == Path("/srv/var/spool/us-east-1")
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("coordinator: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)

@@ -1,0 +1,50 @@
+import pytest
+
+from common.errors import CinError, Code
+from common.naming import clean_filename, is_handle, new_handle, object_key, validate_path
+
+
+def test_handles_are_20_url_safe_characters_and_distinct() -> None:
+    handles = {new_handle() for _ in range(1000)}
+    assert len(handles) == 1000
+    assert all(is_handle(h) and len(h) == 20 for h in handles)
+
+
+def test_key_without_path_is_random_id_underscore_filename() -> None:
+    key = object_key(None, "photo.png")
+    unique, name = key.split("_", 1)
+    assert is_handle(unique)
+    assert name == "photo.png"
+
+
+def test_path_ending_in_slash_is_a_folder() -> None:
+    key = object_key("/myfiles/", "photo.png")
+    assert key.startswith("myfiles/")
+    assert key.endswith("_photo.png")
+
+
+def test_other_path_is_the_key_with_leading_slash_dropped() -> None:
+    assert object_key("/myfiles/1234.png", "photo.png") == "myfiles/1234.png"
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "a/../../b", "a/./b", "/", "a\x00b", "x" * 1025])
+def test_escaping_or_broken_paths_are_refused(path: str) -> None:
+    with pytest.raises(CinError) as caught:
+        validate_path(path)
+    assert caught.value.code is Code.BAD_PATH
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, "untitled"),
+        ("", "untitled"),
+        ("C:\\Users\\me\\cat.png", "cat.png"),
+        ("../../etc/passwd", "passwd"),
+        ("..", "untitled"),
+        ("bad\nname.txt", "badname.txt"),
+        ("résumé.pdf", "résumé.pdf"),
+    ],
+)
+def test_filenames_are_cleaned(given: str | None, expected: str) -> None:
+    assert clean_filename(given) == expected

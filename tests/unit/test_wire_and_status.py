@@ -1,0 +1,69 @@
+import msgpack
+import pytest
+
+from common import wire
+from common.errors import CinError, Code
+from common.files import FileRecord
+from common.status import FileStatus, check_transition
+
+RECORD = FileRecord(handle="a" * 20, apikey="KEY", storage="bucket", provider="s3",
+                    container="c", key="k", filename="f.txt", mimetype="text/plain", size=3,
+                    status=FileStatus.IN_TRANSIT, pop="us-east-1", uploaded=1.5,
+                    tags={"user": "42"}, hashes={"md5": "x"})
+
+
+def test_messages_round_trip() -> None:
+    assert wire.decode(wire.encode(wire.FileReply(RECORD))) == wire.FileReply(RECORD)
+    start = wire.StartFile(origin="p:1", apikey="K", storage="s", provider="s3", container="c",
+                           path="a/", filename="f", mimetype="t/p", size=1, pop="p")
+    assert wire.decode(wire.encode(start)) == start
+    error = wire.ErrorReply.of(CinError(Code.FILE_NOT_FOUND, "h"))
+    decoded = wire.decode(wire.encode(error))
+    assert isinstance(decoded, wire.ErrorReply)
+    assert decoded.to_error().code is Code.FILE_NOT_FOUND
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    body = msgpack.packb({"t": "lookup_file", "v": 1, "handle": "h", "new_field": 1})
+    assert wire.decode(body) == wire.LookupFile(handle="h")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"t": "lookup_file", "v": 99, "handle": "h"}),
+        msgpack.packb({"t": "no_such", "v": 1}),
+        msgpack.packb({"t": "lookup_file", "v": 1}),
+    ],
+)
+def test_malformed_messages_are_bad_message(body: bytes) -> None:
+    with pytest.raises(CinError) as caught:
+        wire.decode(body)
+    assert caught.value.code is Code.BAD_MESSAGE
+
+
+def test_signatures() -> None:
+    body = b"payload"
+    header = wire.sign("s" * 16, body, now=1000)
+    wire.verify("s" * 16, body, header, now=1010)
+    for secret, data, when in [("t" * 16, body, 1010), ("s" * 16, b"other", 1010),
+                               ("s" * 16, body, 2000)]:
+        with pytest.raises(CinError) as caught:
+            wire.verify(secret, data, header, now=when)
+        assert caught.value.code is Code.BAD_INTERNAL_SIGNATURE
+    with pytest.raises(CinError):
+        wire.verify("s" * 16, body, None)
+
+
+def test_status_transitions() -> None:
+    check_transition(FileStatus.STARTED, FileStatus.IN_TRANSIT)
+    check_transition(FileStatus.IN_TRANSIT, FileStatus.COMPLETE)
+    check_transition(FileStatus.STARTED, FileStatus.STARTED)
+    for current, wanted in [(FileStatus.FAILED, FileStatus.COMPLETE),
+                            (FileStatus.COMPLETE, FileStatus.STARTED),
+                            (FileStatus.IN_TRANSIT, FileStatus.STARTED)]:
+        with pytest.raises(CinError) as caught:
+            check_transition(current, wanted)
+        assert caught.value.code is Code.CONFLICT
