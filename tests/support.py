@@ -8,13 +8,18 @@ import socket
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 
 from common.config import Config, parse_config
+from coordinator.app import make_app as make_coordinator_app
+from edge.app import make_app as make_edge_app
 
 APIKEY = "TESTAPIKEY0123456789"
 APP_SECRET = "test-app-secret-0123456789"
@@ -127,11 +132,22 @@ class CinProcess:
         return self.proc.returncode
 
 
-def wait_for_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
+@dataclass
+class Network:
+    config: Config
+    pop: TestClient  # type: ignore[type-arg]
+    coordinator: TestClient  # type: ignore[type-arg]
+    root: Path
+
+
+@asynccontextmanager
+async def start_network(root: Path, **settings: Any) -> AsyncIterator[Network]:
+    """A coordinator and the us-east-1 POP, talking over real loopback HTTP."""
+    config = to_config(config_data(root, **settings), root)
+    async with (
+        TestClient(TestServer(make_coordinator_app(config), host="127.0.0.1",
+                              port=config.coordinator.listen.port)) as coordinator,
+        TestClient(TestServer(make_edge_app(config, config.pops[0]), host="127.0.0.1",
+                              port=config.pops[0].listen.port)) as pop,
+    ):
+        yield Network(config, pop, coordinator, root)

@@ -29,7 +29,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -160,19 +160,29 @@ def os_failure(exc: OSError) -> StorageError:
 
 
 async def _io(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run blocking file work in a thread, translating `OSError` into `StorageError`.
+    """Run blocking file work in a thread, translating `OSError` into `StorageError`."""
+    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=None)
 
-    A thread cannot be interrupted, so on cancellation this waits for it to finish before
-    letting the cancellation through: otherwise cleanup (closing or unlinking a temp file)
-    would race the write still running.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+
+async def _io_acquire(
+    release: Callable[[_T], object], fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """`_io` for a call that opens something: if the caller is cancelled while the call
+    runs, what it opened is released instead of leaking."""
+    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=release)
+
+
+async def _in_thread(work: Coroutine[Any, Any, _T], release: Callable[[_T], object] | None) -> _T:
+    # A thread cannot be interrupted, so on cancellation wait for it before letting the
+    # cancellation through: otherwise cleanup (closing or unlinking a temp file) would
+    # race the write still running.
+    task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not log it as lost
+        if not task.cancelled() and task.exception() is None and release is not None:
+            await asyncio.to_thread(release, task.result())
         raise
     except OSError as exc:
         raise os_failure(exc) from exc
@@ -231,14 +241,20 @@ def _discard(fd: int, path: Path | None) -> None:
             path.unlink(missing_ok=True)
 
 
+def _release_temp(temp: tuple[int, Path]) -> None:
+    _discard(*temp)
+
+
 def _write_json_temp(directory: Path, data: dict[str, Any]) -> Path:
     fd, path = _create_temp(directory, make_dirs=False)
     try:
         _write_all(fd, json.dumps(data).encode())
-        _seal(fd)
+        os.fsync(fd)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     return path
 
 
@@ -302,6 +318,10 @@ def _open(objects: Path, name: str, container: str, key: str) -> tuple[int, Obje
     except BaseException:
         os.close(fd)
         raise
+
+
+def _release_opened(opened: tuple[int, ObjectInfo]) -> None:
+    os.close(opened[0])
 
 
 def _delete(objects: Path, name: str) -> None:
@@ -507,7 +527,7 @@ class LocalDiskStorage:
     ) -> ObjectInfo:
         name = object_name(key)
         objects = self._objects(container)
-        fd, temp = await _io(_create_temp, objects, make_dirs=True)
+        fd, temp = await _io_acquire(_release_temp, _create_temp, objects, make_dirs=True)
         try:
             await self._write_stream(fd, body, limit=None)
             sealing, fd = fd, -1
@@ -546,7 +566,8 @@ class LocalDiskStorage:
         self, container: str, key: str, byte_range: ByteRange | None = None
     ) -> LocalFileReader:
         name = object_name(key)
-        fd, info = await _io(_open, self._objects(container), name, container, key)
+        fd, info = await _io_acquire(
+            _release_opened, _open, self._objects(container), name, container, key)
         try:
             clipped = clip_range(byte_range, info.size)
         except StorageError:
@@ -590,7 +611,7 @@ class LocalDiskStorage:
             raise StorageError(StorageErrorKind.INVALID_PART, f"a part of {size} bytes")
         upload_dir = self._uploads(container) / upload_id
         await _io(_load_upload, upload_dir, key)
-        fd, temp = await _io(_create_part_temp, upload_dir)
+        fd, temp = await _io_acquire(_release_temp, _create_part_temp, upload_dir)
         try:
             written = await self._write_stream(fd, body, limit=size)
             if written != size:
@@ -618,7 +639,7 @@ class LocalDiskStorage:
         check_part_list(parts)
         await _io(_check_parts, upload_dir, parts)
         objects = self._objects(container)
-        fd, temp = await _io(_create_temp, objects, make_dirs=True)
+        fd, temp = await _io_acquire(_release_temp, _create_temp, objects, make_dirs=True)
         try:
             for part in parts:  # one thread call per part, so cancellation can stop between
                 await _io(_append_part, fd, upload_dir, part)

@@ -168,7 +168,8 @@ async def split_parts(
     async for chunk in body:
         buffer += chunk
         while len(buffer) > part_size:
-            part = bytes(buffer[:part_size])
+            with memoryview(buffer) as view:  # one copy of the part, not two
+                part = bytes(view[:part_size])
             del buffer[:part_size]
             yield part, False
     yield bytes(buffer), True
@@ -275,26 +276,35 @@ class S3Storage:
         check_key(key)
         parts = split_parts(body, PART_SIZE)
         try:
-            first, is_last = await anext(parts)
+            data, is_last = await anext(parts)
             if is_last:
-                request: PutObjectRequestTypeDef = {
-                    "Bucket": container, "Key": key, "Body": first, "ContentType": content_type,
-                    "Metadata": {_ACCESS_META: access.value}}
-                if access is Access.PUBLIC:
-                    request["ACL"] = PUBLIC_ACL
-                with self._boundary("PutObject", container, key):
-                    response = await self._client.put_object(**request)
-                return ObjectInfo(container, key, len(first), content_type,
-                                  _unquote(response["ETag"]), access)
-            return await self._put_in_parts(container, key, first, parts, content_type, access)
+                return await self._put_whole(container, key, data, content_type, access)
+            # Handed over in a list the sender empties: no frame here keeps the part alive
+            # while later ones stream, so memory stays at the parts in flight plus one.
+            pending = [data]
+            del data
+            return await self._put_in_parts(container, key, pending, parts, content_type, access)
         finally:
             await parts.aclose()
+
+    async def _put_whole(
+        self, container: str, key: str, data: bytes, content_type: str, access: Access
+    ) -> ObjectInfo:
+        request: PutObjectRequestTypeDef = {
+            "Bucket": container, "Key": key, "Body": data, "ContentType": content_type,
+            "Metadata": {_ACCESS_META: access.value}}
+        if access is Access.PUBLIC:
+            request["ACL"] = PUBLIC_ACL
+        with self._boundary("PutObject", container, key):
+            response = await self._client.put_object(**request)
+        return ObjectInfo(container, key, len(data), content_type,
+                          _unquote(response["ETag"]), access)
 
     async def _put_in_parts(
         self,
         container: str,
         key: str,
-        first: bytes,
+        pending: list[bytes],
         rest: AsyncIterator[tuple[bytes, bool]],
         content_type: str,
         access: Access,
@@ -309,7 +319,7 @@ class S3Storage:
                 await asyncio.shield(self._abort_quietly(container, key, await creating))
             raise
         try:
-            completed, size = await self._send_parts(container, key, upload_id, first, rest)
+            completed, size = await self._send_parts(container, key, upload_id, pending, rest)
             with self._boundary("CompleteMultipartUpload", container, key,
                                 missing=StorageErrorKind.NO_SUCH_UPLOAD):
                 response = await self._client.complete_multipart_upload(
@@ -328,16 +338,17 @@ class S3Storage:
         container: str,
         key: str,
         upload_id: str,
-        first: bytes,
+        pending: list[bytes],
         rest: AsyncIterator[tuple[bytes, bool]],
     ) -> tuple[list[CompletedPart], int]:
+        """Upload parts as they come, at most PARTS_IN_FLIGHT at a time."""
         completed: list[CompletedPart] = []
         in_flight: set[asyncio.Task[CompletedPart]] = set()
         size = 0
         number = 0
-        data: bytes | None = first
         try:
-            while data is not None:
+            while pending:
+                data = pending.pop()
                 number += 1
                 if number > MAX_PARTS:
                     raise StorageError(
@@ -350,9 +361,10 @@ class S3Storage:
                     completed.extend(task.result() for task in done)
                 in_flight.add(asyncio.create_task(
                     self._send_part(container, key, upload_id, number, data)))
-                data = None  # let the part go once its task holds it
+                del data  # the task holds the part now, and only as long as it needs it
                 following = await anext(rest, None)
-                data = following[0] if following is not None else None
+                if following is not None:
+                    pending.append(following[0])
             if in_flight:
                 done, in_flight = await asyncio.wait(in_flight)
                 completed.extend(task.result() for task in done)

@@ -266,7 +266,10 @@ def _region_result(bucket: _Bucket, configured: str | None, signing: str) -> Che
 
 
 async def _check_s3(config: StorageConfig) -> list[CheckResult]:
-    credentials = await get_session().get_credentials()
+    try:
+        credentials = await get_session().get_credentials()
+    except BotoCoreError as exc:  # a broken profile, an unreachable credential source
+        return [CheckResult("credentials", False, f"cannot load the credentials: {exc}")]
     if credentials is None:
         return [CheckResult("credentials", False,
                             "no AWS credentials found: set AWS_ACCESS_KEY_ID and"

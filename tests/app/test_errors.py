@@ -8,8 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Network
-from support import APIKEY, free_port
+from support import APIKEY, Network, free_port, start_network
 
 MISSING = "A" * 20  # looks like a handle, names no file
 
@@ -81,8 +80,6 @@ async def test_bad_requests_at_the_pop(network: Network, method: str, path: str,
 
 
 async def test_forbidden_url_destination_is_refused(tmp_path: Any) -> None:
-    from conftest import start_network
-
     async with start_network(tmp_path, allow_private=False) as network:
         for url in ("http://127.0.0.1:1/x", "http://169.254.169.254/latest/meta-data",
                     "http://[::1]/", "http://10.1.2.3/"):

@@ -12,8 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Network, start_network
-from support import APIKEY
+from support import APIKEY, Network, start_network
 
 from common.storage import Access, open_storage
 

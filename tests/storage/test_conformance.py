@@ -11,7 +11,7 @@ import hashlib
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,8 @@ from common.storage import (
     StorageError,
     StorageErrorKind,
 )
-from common.storage._s3 import PART_SIZE
+from common.storage._local import object_name
+from common.storage._s3 import PART_SIZE, split_parts
 
 MiB = 1024 * 1024
 
@@ -53,9 +54,9 @@ def new_key(name: str = "object") -> str:
     return f"conformance/{uuid.uuid4().hex}/{name}"
 
 
-async def expect(kind: StorageErrorKind, pending: object) -> StorageError:
+async def expect(kind: StorageErrorKind, pending: Awaitable[object]) -> StorageError:
     with pytest.raises(StorageError) as caught:
-        await pending  # type: ignore[misc]
+        await pending
     assert caught.value.kind is kind, caught.value
     return caught.value
 
@@ -350,7 +351,7 @@ async def test_local_refuses_bad_keys(local: LocalDiskStorage, key: str) -> None
     await expect(StorageErrorKind.BAD_KEY, local.get("files", key))
     await expect(StorageErrorKind.BAD_KEY, local.delete("files", key))
     await expect(StorageErrorKind.BAD_KEY, local.create_multipart("files", key, content_type="a/b"))
-    assert not (local.root / "files").exists() or not any((local.root / "files").rglob("*x*"))
+    assert not local.root.exists()  # refused before anything touched the disk
 
 
 @pytest.mark.parametrize("container", ["..", "../other", "UPPER", "a", "a/b", ""])
@@ -403,3 +404,32 @@ async def upload_part_bytes(
     storage: LocalDiskStorage, key: str, upload_id: str, number: int, data: bytes
 ) -> str:
     return await storage.upload_part("files", key, upload_id, number, stream(data), len(data))
+
+
+# ------------------------------------------------------------------ pure rules, no backend
+
+
+@pytest.mark.parametrize(
+    ("sizes", "parts"),
+    [([], [(0, True)]), ([9], [(9, True)]), ([10], [(10, True)]),
+     ([11], [(10, False), (1, True)]), ([3, 3, 3, 3], [(10, False), (2, True)]),
+     ([25], [(10, False), (10, False), (5, True)]), ([10, 0, 10], [(10, False), (10, True)])],
+    ids=["empty", "part-minus-one", "one-part", "part-plus-one", "small-chunks", "big-chunk",
+         "empty-chunk"],
+)
+async def test_split_parts_edges(sizes: list[int], parts: list[tuple[int, bool]]) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for size in sizes:
+            yield b"x" * size
+
+    assert [(len(data), last) async for data, last in split_parts(body(), 10)] == parts
+
+
+def test_object_names_never_collide_with_the_drivers_own_files() -> None:
+    keys = ["a", "a.meta", ".tmp-x", ".", "h_" + "0" * 64, "k" * 300, "a/b", "a%2Fb"]
+    names = [object_name(key) for key in keys]
+
+    assert len(set(names)) == len(names)
+    assert not any(name.endswith(".meta") or name.startswith(".") for name in names)
+    assert object_name("k" * 300).startswith("h_")
+    assert object_name("h_" + "0" * 64).startswith("h%5F")
