@@ -1,15 +1,80 @@
-"""Fixtures shared by every test layer."""
+"""Fixtures shared by every test layer: the in-process network, and S3 as a moto server.
+
+moto's decorators patch botocore's synchronous HTTP layer, which aiobotocore does not
+use: S3 is therefore a real `ThreadedMotoServer` on a free loopback port.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import Network, start_network
+from moto.s3.exceptions import NoSuchUpload
+from moto.s3.models import S3Backend
+from moto.server import ThreadedMotoServer
+from support import Network, free_port, start_network
 
 
 @pytest.fixture
 async def network(tmp_path: Path) -> AsyncIterator[Network]:
     async with start_network(tmp_path) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def aws_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake credentials, and no way for boto to reach for real ones or for the network."""
+    nowhere = tmp_path_factory.mktemp("aws") / "absent"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+                     "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("AWS_CONFIG_FILE", str(nowhere))
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+def _fill_moto_gaps(patch: pytest.MonkeyPatch) -> None:
+    """Make moto 5 answer as S3 does where it does not, so the suite checks the driver's
+    translation rather than moto's gaps: an unknown upload id gets NoSuchUpload (moto:
+    500, a KeyError), and a multipart upload created without an ACL keeps the default
+    private one (moto: no ACL at all, and GetObjectAcl then fails with 500)."""
+
+    def guarded(original: Any) -> Any:
+        def call(self: Any, bucket_name: str, multipart_id: str, *args: Any, **kw: Any) -> Any:
+            if multipart_id not in self.get_bucket(bucket_name).multiparts:
+                raise NoSuchUpload(upload_id=multipart_id)
+            return original(self, bucket_name, multipart_id, *args, **kw)
+
+        return call
+
+    for method in ("upload_part", "complete_multipart_upload"):
+        patch.setattr(S3Backend, method, guarded(getattr(S3Backend, method)))
+
+    set_acl = S3Backend.put_object_acl
+
+    def put_object_acl(self: Any, bucket_name: str, key_name: str, acl: Any, **kw: Any) -> Any:
+        if acl is None:
+            return None
+        return set_acl(self, bucket_name, key_name, acl, **kw)
+
+    patch.setattr(S3Backend, "put_object_acl", put_object_acl)
+
+
+@pytest.fixture(scope="session")
+def moto_url(aws_environment: None) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        _fill_moto_gaps(patch)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()

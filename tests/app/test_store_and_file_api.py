@@ -5,16 +5,37 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiobotocore.session
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, Network, start_network
 
 from common.storage import Access, open_storage
+
+
+@pytest.fixture(params=["local", "s3"])
+async def network(request: pytest.FixtureRequest, tmp_path: Path,
+                  moto_url: str) -> AsyncIterator[Network]:
+    """The network storing to local disk, then to S3 (moto) over HTTP."""
+    if request.param == "local":
+        settings: dict[str, Any] = {}
+    else:
+        bucket = f"cin-{uuid.uuid4().hex[:12]}"
+        async with aiobotocore.session.get_session().create_client(
+                "s3", endpoint_url=moto_url, region_name="us-east-1") as s3:
+            for name in (bucket, f"{bucket}-other"):
+                await s3.create_bucket(Bucket=name)
+        settings = {"s3_endpoint": moto_url, "bucket": bucket}
+    async with start_network(tmp_path, **settings) as started:
+        yield started
+
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + os.urandom(2000)
 
@@ -43,7 +64,7 @@ async def test_multipart_store_then_download_and_metadata(network: Network) -> N
     assert reply["type"] == "application/x-demo"
     assert reply["filename"] == "photo.bin"
     assert reply["key"].endswith("_photo.bin")
-    assert reply["container"] == "cin-test"
+    assert reply["container"] == network.config.storage["bucket"].container
 
     for client in (network.pop, network.coordinator):
         for route in (f"/api/file/{handle}", f"/{handle}"):
@@ -67,7 +88,7 @@ async def test_multipart_store_then_download_and_metadata(network: Network) -> N
             assert meta["source_url"] is None
             assert meta["location"] == "S3"
             assert meta["path"] == meta["key"] == reply["key"]
-            assert meta["container"] == "cin-test"
+            assert meta["container"] == reply["container"]
             assert meta["uploaded"] > 1e12  # milliseconds
             for name in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512"):
                 assert meta[name] == hashlib.new(name, payload).hexdigest()
@@ -87,7 +108,8 @@ async def test_hashes_are_computed_once_per_file(network: Network) -> None:
     first = await (await network.pop.get(f"/{handle}/metadata?sha1=true")).json()
     # With the object gone from the bucket, a second computation would fail: the answer
     # must come from what the coordinator kept.
-    os.remove(next((network.root / "bucket").rglob("*_hello.txt")))
+    async with open_storage(network.config.storage["bucket"]) as storage:
+        await storage.delete(reply["container"], reply["key"])
     second = await (await network.pop.get(f"/{handle}/metadata?sha1=true")).json()
     assert first == second == {"sha1": hashlib.sha1(b"hash me once").hexdigest()}
 
@@ -117,14 +139,15 @@ async def test_path_folder_and_key_semantics(network: Network) -> None:
 
 
 async def test_container_and_access(network: Network) -> None:
-    other = await store(network, form(b"in other"), container="cin-test-other",
+    container = f"{network.config.storage['bucket'].container}-other"
+    other = await store(network, form(b"in other"), container=container,
                         access="public")
-    assert other["container"] == "cin-test-other"
+    assert other["container"] == f"{network.config.storage['bucket'].container}-other"
     assert await (await network.pop.get(f"/{other['handle']}")).read() == b"in other"
     private = await store(network, form(b"default"))
     async with open_storage(network.config.storage["bucket"]) as storage:
         assert (await storage.head(other["container"], other["key"])).access is Access.PUBLIC
-        assert (await storage.head("cin-test", private["key"])).access is Access.PRIVATE
+        assert (await storage.head(private["container"], private["key"])).access is Access.PRIVATE
 
 
 async def test_base64decode(network: Network) -> None:
