@@ -22,18 +22,26 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote
 
+from common.storage._local_names import (
+    META_SUFFIX as _META_SUFFIX,
+)
+from common.storage._local_names import (
+    check_container,
+    check_upload_id,
+    file_etag,
+    is_upload_id,
+    object_name,
+    part_file_name,
+)
 from common.storage._protocol import (
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -45,107 +53,18 @@ from common.storage._protocol import (
     StorageError,
     StorageErrorKind,
 )
+from common.storage._rules import check_key, check_part_list, clip_range
 
 READ_CHUNK = 1024 * 1024
 # Incoming chunks are gathered up to this size before a write, so a stream of small
 # network reads does not cost one thread hop each.
 WRITE_CHUNK = 1024 * 1024
-MAX_KEY_BYTES = 1024
-MAX_NAME_LENGTH = 200
 
-_CONTAINER_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
-_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # what secrets.token_urlsafe(24) makes
 _TEMP_PREFIX = ".tmp-"
-_META_SUFFIX = ".meta"
 _UPLOAD_META = "meta.json"
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-# ------------------------------------------------------------------ pure naming rules
-
-
-def check_key(key: str) -> None:
-    """Refuse keys S3 would refuse, and keys that read as a way out of the folder."""
-    if not key:
-        raise StorageError(StorageErrorKind.BAD_KEY, "the key is empty")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise StorageError(StorageErrorKind.BAD_KEY, f"the key is over {MAX_KEY_BYTES} bytes")
-    if "\x00" in key:
-        raise StorageError(StorageErrorKind.BAD_KEY, "the key contains a NUL character")
-    if ".." in key.split("/"):
-        raise StorageError(StorageErrorKind.BAD_KEY, "the key has a '..' segment")
-
-
-def object_name(key: str) -> str:
-    """The file name of a key's object: its percent-encoding, or a hash when too long.
-
-    `quote` leaves '.', '_', '-' and '~' as they are, so a few names are escaped further
-    where they could be mistaken for the driver's own files: a leading '.' (temp files,
-    and the keys '.' and '..'), a leading 'h_' (hashed names) and a trailing '.meta'
-    (sidecars). `quote` never writes '%2E' or '%5F' itself, so no two keys share a name.
-    """
-    check_key(key)
-    name = quote(key, safe="")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
-    if name.startswith("h_"):
-        name = "h%5F" + name[2:]
-    if name.endswith(_META_SUFFIX):
-        name = name[: -len(_META_SUFFIX)] + "%2Emeta"
-    if len(name) > MAX_NAME_LENGTH:
-        name = "h_" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return name
-
-
-def check_container(container: str) -> None:
-    if not _CONTAINER_RE.match(container):
-        raise StorageError(
-            StorageErrorKind.NO_SUCH_CONTAINER, f"{container!r} is not a valid container name"
-        )
-
-
-def check_upload_id(upload_id: str) -> None:
-    # The id becomes a folder name: anything but our own ids could point elsewhere.
-    if not _UPLOAD_ID_RE.match(upload_id):
-        raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "no upload has this id")
-
-
-def file_etag(st: os.stat_result) -> str:
-    """An ETag that changes whenever the file is replaced, without reading its bytes."""
-    token = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()
-    return hashlib.sha1(token, usedforsecurity=False).hexdigest()[:32]
-
-
-def clip_range(byte_range: ByteRange | None, size: int) -> ByteRange | None:
-    """The part of an object a range asks for, clipped to its end as S3 clips it."""
-    if byte_range is None:
-        return None
-    if byte_range.first < 0 or byte_range.last < byte_range.first or byte_range.first >= size:
-        raise StorageError(
-            StorageErrorKind.INVALID_RANGE,
-            f"bytes {byte_range.first}-{byte_range.last} of an object of {size} bytes",
-        )
-    return ByteRange(byte_range.first, min(byte_range.last, size - 1))
-
-
-def check_part_list(parts: list[CompletedPart]) -> None:
-    if not parts:
-        raise StorageError(StorageErrorKind.INVALID_PART, "no parts to complete")
-    previous = 0
-    for part in parts:
-        if not 1 <= part.part_number <= MAX_PARTS:
-            raise StorageError(
-                StorageErrorKind.INVALID_PART, f"part number {part.part_number} is out of range"
-            )
-        if part.part_number <= previous:
-            raise StorageError(StorageErrorKind.INVALID_PART, "part numbers must ascend")
-        previous = part.part_number
-
-
-def part_file_name(part_number: int) -> str:
-    return f"part-{part_number:05d}"
 
 
 # ------------------------------------------------------------------ threads and OS errors
@@ -444,7 +363,7 @@ def _list_uploads(uploads: Path) -> list[tuple[str, str]]:
     except FileNotFoundError:
         return pending
     for upload_id in entries:
-        if not _UPLOAD_ID_RE.match(upload_id):
+        if not is_upload_id(upload_id):
             continue
         try:
             with open(uploads / upload_id / _UPLOAD_META, "rb") as f:

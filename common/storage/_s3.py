@@ -36,6 +36,7 @@ from common.storage._protocol import (
     StorageError,
     StorageErrorKind,
 )
+from common.storage._rules import check_part_list
 
 if TYPE_CHECKING:
     from aiobotocore.response import StreamingBody
@@ -180,20 +181,6 @@ def check_key(key: str) -> None:
         raise StorageError(StorageErrorKind.BAD_KEY, "the key is empty")
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise StorageError(StorageErrorKind.BAD_KEY, f"the key is over {MAX_KEY_BYTES} bytes")
-
-
-def check_part_list(parts: list[CompletedPart]) -> None:
-    # Checked here too, not left to the service: not every S3 implementation does.
-    previous = 0
-    for part in parts:
-        if not previous < part.part_number <= MAX_PARTS:
-            raise StorageError(
-                StorageErrorKind.INVALID_PART,
-                f"part {part.part_number}: numbers must ascend from 1 to {MAX_PARTS}",
-            )
-        previous = part.part_number
-    if not parts:
-        raise StorageError(StorageErrorKind.INVALID_PART, "no parts to complete")
 
 
 def access_hint(metadata: dict[str, str] | None) -> Access:

@@ -27,7 +27,7 @@ from common.storage import (
     StorageError,
     StorageErrorKind,
 )
-from common.storage._local import object_name
+from common.storage._local_names import object_name
 from common.storage._s3 import PART_SIZE, split_parts
 
 MiB = 1024 * 1024
