@@ -13,7 +13,7 @@ import signal
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -28,6 +28,7 @@ log = logging.getLogger("cin")
 @dataclass(frozen=True)
 class Service:
     name: str
+    role: Literal["coordinator", "pop"]
     app: web.Application
     listen: Listen
     public_url: str
@@ -35,8 +36,8 @@ class Service:
 
 
 def coordinator_service(config: Config) -> Service:
-    return Service("coordinator", make_coordinator_app(config), config.coordinator.listen,
-                   config.coordinator.public_url)
+    return Service("coordinator", "coordinator", make_coordinator_app(config),
+                   config.coordinator.listen, config.coordinator.public_url)
 
 
 def pop_service(config: Config, pop: PopConfig) -> Service:
@@ -44,7 +45,7 @@ def pop_service(config: Config, pop: PopConfig) -> Service:
     if pop.tls is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pop.tls.cert, pop.tls.key)
-    return Service(f"pop {pop.name}", make_edge_app(config, pop), pop.listen, pop.public_url,
+    return Service(f"pop {pop.name}", "pop", make_edge_app(config, pop), pop.listen, pop.public_url,
                    context)
 
 
@@ -73,15 +74,25 @@ async def serve(services: list[Service], *, shutdown_timeout: float,
         await stop.wait()
         log.info("shutting down: finishing requests in flight")
     finally:
-        for site in sites:
-            await site.stop()  # no new connections
-        drains = [runner.app[DRAIN].drain(shutdown_timeout) for runner in runners]
-        if not all(await asyncio.gather(*drains)):
-            log.warning("requests still running after %.0f s are cut off", shutdown_timeout)
-        for runner in reversed(runners):
+        started = list(zip(services, runners, sites, strict=False))
+        # POPs wholly first: their last requests may still need the coordinator.
+        for role in ("pop", "coordinator"):
+            await _stop([(runner, site) for service, runner, site in started
+                         if service.role == role], shutdown_timeout)
+        for runner in runners[len(sites):]:  # set up, but failed before listening
             await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _stop(group: list[tuple[web.AppRunner, web.TCPSite]], grace_seconds: float) -> None:
+    for _, site in group:
+        await site.stop()  # no new connections
+    drains = [runner.app[DRAIN].drain(grace_seconds) for runner, _ in group]
+    if not all(await asyncio.gather(*drains)):
+        log.warning("requests still running after %.0f s are cut off", grace_seconds)
+    for runner, _ in group:
+        await runner.cleanup()
 
 
 def run(main: Coroutine[Any, Any, None], event_loop: EventLoop) -> None:

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from common.errors import CinError
+from common.errors import CinError, Code
 from common.files import FileRecord
 from common.http import query_flag
 from common.ranges import parse_range
@@ -27,6 +27,8 @@ async def serve_file(
         info = await storage.head(record.container, record.key)
     except StorageError as exc:
         raise exc.to_cin_error() from exc
+    if record.etag is not None and info.etag != record.etag:
+        raise CinError(Code.FILE_GONE, "another upload replaced the object at this key")
     etag = f'"{info.etag}"'
     headers = {
         "Content-Type": record.mimetype,
@@ -34,6 +36,9 @@ async def serve_file(
         "Accept-Ranges": "bytes",
         "Content-Disposition": content_disposition(record.filename, attachment),
         "Cache-Control": "private, max-age=0, must-revalidate",
+        # Uploaded HTML or SVG must not run as a page of this origin.
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
     }
     if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
         return web.Response(status=304, headers=headers)

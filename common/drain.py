@@ -19,7 +19,11 @@ from common.http import Handler
 
 
 class Drain:
-    def __init__(self) -> None:
+    """`always_open`: path prefixes still served while draining (the coordinator keeps
+    answering POPs, whose own last requests depend on it)."""
+
+    def __init__(self, always_open: tuple[str, ...] = ()) -> None:
+        self.always_open = always_open
         self.active = 0
         self.draining = False
         self._idle = asyncio.Event()
@@ -27,7 +31,7 @@ class Drain:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.draining:
+        if self.draining and not request.path.startswith(self.always_open or ("\0",)):
             raise CinError(Code.SHUTTING_DOWN)
         self.active += 1
         self._idle.clear()
@@ -49,7 +53,7 @@ class Drain:
 DRAIN = web.AppKey("drain", Drain)
 
 
-def install(app: web.Application) -> None:
+def install(app: web.Application, always_open: tuple[str, ...] = ()) -> None:
     """Add the drain middleware; it must come after the error middleware."""
-    app[DRAIN] = Drain()
+    app[DRAIN] = Drain(always_open)
     app.middlewares.append(app[DRAIN].middleware)

@@ -44,6 +44,7 @@ class Code(Enum):
     NOT_FOUND = ErrorSpec(404, "no such route")
     FILE_NOT_FOUND = ErrorSpec(404, "no file has this handle")
     METHOD_NOT_ALLOWED = ErrorSpec(405, "this method is not allowed on this route")
+    FILE_GONE = ErrorSpec(410, "the file's bytes are no longer stored")
     CONFLICT = ErrorSpec(409, "the file is not in a state that allows this")
     # Limits.
     TOO_LARGE = ErrorSpec(413, "the file is larger than the app allows")

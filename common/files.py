@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from common.status import FileStatus
@@ -48,6 +48,7 @@ class FileRecord:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> FileRecord:
-        values = dict(data)
+        known = {f.name for f in fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
         values["status"] = FileStatus(values["status"])
         return cls(**values)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import CinError, Code
 
@@ -42,11 +43,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         detail = f"{request.method} {request.path}" if code in (
             Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED) else exc.reason
         return web.json_response(CinError(code, detail).to_json(), status=exc.status)
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        return error_response(CinError(Code.BAD_PARAMETER, f"unreadable body: {exc}"))
     except (ConnectionResetError, TimeoutError):
         raise  # the client went away; there is nobody to answer
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(CinError(Code.INTERNAL))
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, however many reads it takes, refused past `limit` bytes."""
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise CinError(Code.BAD_PARAMETER, f"the body is over {limit} bytes")
+    return bytes(body)
 
 
 def query_flag(request: web.Request, name: str, default: bool = False) -> bool:

@@ -33,6 +33,12 @@ def is_handle(text: str) -> bool:
     return bool(_HANDLE_RE.match(text))
 
 
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: aiohttp keeps undecodable header bytes as lone surrogates,
+    which nothing downstream (msgpack, SQLite, HTTP headers) can encode."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def clean_filename(name: str | None) -> str:
     """A client's file name made safe to show and to put in a key.
 
@@ -42,7 +48,7 @@ def clean_filename(name: str | None) -> str:
     """
     if not name:
         return DEFAULT_FILENAME
-    name = unicodedata.normalize("NFC", name)
+    name = unicodedata.normalize("NFC", valid_text(name))
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _CONTROL_RE.sub("", name).strip()
     if name in ("", ".", ".."):
@@ -54,9 +60,7 @@ def validate_path(path: str) -> str:
     """Check a client's `path` parameter; returns it without a leading '/'."""
     if _CONTROL_RE.search(path):
         raise CinError(Code.BAD_PATH, "the path contains control characters")
-    stripped = path.lstrip("/")
-    if not stripped:
-        raise CinError(Code.BAD_PATH, "the path is empty")
+    stripped = path.lstrip("/")  # "" (from "/") is the bucket's root folder
     if any(segment in ("..", ".") for segment in stripped.split("/")):
         raise CinError(Code.BAD_PATH, "the path may not contain '.' or '..' segments")
     if len(stripped.encode()) > MAX_KEY_BYTES:
@@ -75,7 +79,8 @@ def object_key(path: str | None, filename: str) -> str:
         key = unique
     else:
         folder_or_key = validate_path(path)
-        key = folder_or_key + unique if folder_or_key.endswith("/") else folder_or_key
+        is_folder = not folder_or_key or folder_or_key.endswith("/")
+        key = folder_or_key + unique if is_folder else folder_or_key
     if len(key.encode()) > MAX_KEY_BYTES:
         raise CinError(Code.BAD_PATH, f"the key would be longer than {MAX_KEY_BYTES} bytes")
     return key

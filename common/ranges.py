@@ -7,7 +7,9 @@ import re
 from common.errors import CinError, Code
 from common.storage import ByteRange
 
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# At most 19 ASCII digits: a longer number is no real offset (and `int` refuses 4300+).
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*$",
+                       re.IGNORECASE)
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:

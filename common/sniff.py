@@ -9,13 +9,14 @@ import filetype
 
 SNIFF_BYTES = 8192  # as much as the magic-number table looks at
 DEFAULT_MIMETYPE = "text/plain"  # Filestack's documented default for raw data
-_MIMETYPE_RE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_NAME_CHARS = r"[A-Za-z0-9!#$&^_.+-]+"  # RFC 6838 restricted-name characters
+_MIMETYPE_RE = re.compile(f"{_NAME_CHARS}/{_NAME_CHARS}")
 _UNINFORMATIVE = {"application/octet-stream", "application/x-www-form-urlencoded",
                   "multipart/form-data", "binary/octet-stream"}
 
 
 def is_mimetype(text: str) -> bool:
-    return bool(_MIMETYPE_RE.match(text)) and len(text) <= 255
+    return bool(_MIMETYPE_RE.fullmatch(text)) and len(text) <= 255
 
 
 def choose_mimetype(given: str | None, head: bytes, filename: str | None) -> str:

@@ -146,7 +146,10 @@ def encode(msg: Message) -> bytes:
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
         body[f.name] = value.to_wire() if isinstance(value, FileRecord) else value
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
+        raise CinError(Code.BAD_MESSAGE, f"{msg.TYPE} cannot be encoded: {exc}") from exc
 
 
 def decode(data: bytes) -> Message:
@@ -193,7 +196,7 @@ def verify(secret: str, body: bytes, header: str | None, now: float | None = Non
         raise CinError(Code.BAD_INTERNAL_SIGNATURE, f"no {SIGNATURE_HEADER} header")
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
     stamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not stamp.isdigit():
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise CinError(Code.BAD_INTERNAL_SIGNATURE, "no timestamp")
     current = now if now is not None else time.time()
     if abs(current - int(stamp)) > MAX_CLOCK_SKEW:

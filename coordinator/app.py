@@ -60,7 +60,7 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
-    drain.install(app)
+    drain.install(app, always_open=("/internal/",))
     app[CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
     app.cleanup_ctx.append(_resources)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from common import wire
 from common.errors import CinError, Code
+from common.http import read_bounded
 from coordinator.keys import CONFIG, HASHES, REGISTRY
 from coordinator.metadata import build_metadata, requested_fields
 
@@ -13,8 +14,8 @@ RPC_PATH = "/internal/v1/rpc"
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
-    body = await request.content.read(wire.MAX_MESSAGE_BYTES + 1)
     try:
+        body = await read_bounded(request, wire.MAX_MESSAGE_BYTES)
         wire.verify(request.app[CONFIG].internal_secret, body,
                     request.headers.get(wire.SIGNATURE_HEADER))
         reply = await dispatch(request.app, wire.decode(body))

@@ -15,6 +15,7 @@ from typing import Any
 from common.errors import CinError, Code
 from common.files import HASH_ALGORITHMS, FileRecord
 from common.locations import StorageSet
+from common.status import FileStatus
 from common.storage import StorageError
 from coordinator.state import StateStore
 
@@ -81,6 +82,8 @@ class HashCache:
         try:
             reader = await self.storage[record.storage].get(record.container, record.key)
             try:
+                if record.etag is not None and reader.info.etag != record.etag:
+                    raise CinError(Code.FILE_GONE, "another upload replaced the object")
                 async for chunk in reader.chunks():
                     if len(chunk) >= self.CHUNK_HASH_IN_THREAD:
                         await asyncio.to_thread(update, chunk)  # hashlib frees the GIL
@@ -115,5 +118,8 @@ async def build_metadata(
         "key": record.key,
     }
     if any(name in HASH_ALGORITHMS for name in fields):
-        values.update(await hash_cache.hashes(record))
+        if record.status is FileStatus.COMPLETE:
+            values.update(await hash_cache.hashes(record))
+        else:  # the bytes are not in the bucket yet: there is nothing to hash
+            values.update(dict.fromkeys(HASH_ALGORITHMS))
     return {name: values[name] for name in fields if name in values}

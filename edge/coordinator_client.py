@@ -29,6 +29,13 @@ DEFAULT_TIMEOUT = 15.0
 METADATA_TIMEOUT = 300.0
 
 
+_DEPLOYMENT_FAULTS = frozenset({Code.BAD_INTERNAL_SIGNATURE, Code.BAD_MESSAGE, Code.INTERNAL})
+
+
+class _NotTheCoordinator(Exception):
+    pass
+
+
 class CoordinatorClient:
     def __init__(self, base_url: str, secret: str, session: aiohttp.ClientSession) -> None:
         self.url = base_url.rstrip("/") + "/internal/v1/rpc"
@@ -41,7 +48,8 @@ class CoordinatorClient:
         for attempt, delay in enumerate((*RETRY_DELAYS, None)):
             try:
                 reply = await self._post(body, wait_seconds)
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError,
+                    _NotTheCoordinator) as exc:
                 if delay is None:
                     raise CinError(Code.COORDINATOR_UNAVAILABLE, str(exc) or "timed out") from exc
                 log.warning("coordinator unreachable (%s), retry %d", exc, attempt + 1)
@@ -49,9 +57,11 @@ class CoordinatorClient:
                 continue
             if isinstance(reply, wire.ErrorReply):
                 error = reply.to_error()
-                if error.code is Code.COORDINATOR_UNAVAILABLE and delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
+                if error.code in _DEPLOYMENT_FAULTS:
+                    # The POP and the coordinator disagree (secret, clock, version): not
+                    # the client's doing, and nothing the client can fix.
+                    log.error("coordinator refused a message: %s", error)
+                    raise CinError(Code.COORDINATOR_UNAVAILABLE, error.code.wire)
                 raise error
             if not isinstance(reply, expect):
                 raise CinError(Code.INTERNAL, f"coordinator answered {reply.TYPE!r}")
@@ -65,9 +75,9 @@ class CoordinatorClient:
                                      timeout=aiohttp.ClientTimeout(total=wait_seconds)) as response:
             payload = await response.read()
         if response.content_type != wire.CONTENT_TYPE:
-            # Not the coordinator's answer: a proxy's error page, or something else there.
-            raise CinError(Code.COORDINATOR_UNAVAILABLE,
-                           f"no coordinator at {self.url} (HTTP {response.status})")
+            # Not the coordinator's answer: a proxy's error page, a draining coordinator's
+            # 503, or something else listening there. Worth retrying.
+            raise _NotTheCoordinator(f"no coordinator at {self.url} (HTTP {response.status})")
         return wire.decode(payload)
 
     async def file(self, msg: wire.Message) -> FileRecord:

@@ -83,12 +83,15 @@ def _from_raw(request: web.Request, prefix: bytes = b"") -> IncomingFile:
 async def _from_urlencoded(request: web.Request) -> IncomingFile:
     # `curl -d url=...` arrives url-encoded, but so does `curl --data-binary @photo.jpg`
     # without a Content-Type: a body that is not a `url=` form is taken as the file.
-    head = await request.content.read(MAX_FORM_BYTES)
+    head = bytearray()
+    while len(head) < MAX_FORM_BYTES and (
+            chunk := await request.content.read(MAX_FORM_BYTES - len(head))):
+        head += chunk
     if request.content.at_eof():
-        fields = parse_qs(head.decode("latin-1"), keep_blank_values=True)
+        fields = parse_qs(bytes(head).decode("utf-8", "replace"), keep_blank_values=True)
         if "url" in fields:
             return IncomingFile(_nothing(), source_url=fields["url"][0])
-    return _from_raw(request, prefix=head)
+    return _from_raw(request, prefix=bytes(head))
 
 
 async def _from_multipart(request: web.Request) -> IncomingFile:
@@ -126,6 +129,8 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     try:
         while chunk := await part.read_chunk(READ_BYTES):
             yield chunk
+        if not part.at_eof():
+            raise CinError(Code.MALFORMED_MULTIPART, "the body ended inside the file part")
     except (ValueError, AssertionError) as exc:
         raise CinError(Code.MALFORMED_MULTIPART, str(exc) or type(exc).__name__) from exc
 

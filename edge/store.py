@@ -16,6 +16,7 @@ from common.errors import CinError, Code
 from common.files import FileRecord
 from common.jobs import JOBS
 from common.locations import find_app, find_location
+from common.naming import clean_filename, valid_text
 from common.sniff import choose_mimetype
 from common.storage import StorageError
 from edge.intake import open_incoming
@@ -42,7 +43,9 @@ async def store(request: web.Request) -> web.Response:
     try:
         if spool.size == 0:
             raise CinError(Code.EMPTY_FILE)
-        filename = params.filename or incoming.filename or _name_from_url(incoming.source_url)
+        source_url = valid_text(incoming.source_url) if incoming.source_url else None
+        given_name = params.filename or incoming.filename or _name_from_url(source_url)
+        filename = clean_filename(given_name) if given_name else None
         mimetype = choose_mimetype(params.mimetype or incoming.content_type, spool.head,
                                    filename)
         start = wire.StartFile(
@@ -50,7 +53,7 @@ async def store(request: web.Request) -> web.Response:
             apikey=app.apikey, storage=location.name, provider=location.provider,
             container=params.container, path=params.path, filename=filename or "",
             mimetype=mimetype, size=spool.size, pop=request.app[POP].name,
-            access=params.access.value, region=params.region, source_url=incoming.source_url)
+            access=params.access.value, region=params.region, source_url=source_url)
     except BaseException:
         await spool.remove()
         raise
@@ -73,10 +76,32 @@ async def _store_spooled(app: web.Application, start: wire.StartFile, spool: Spo
             log.warning("storing %s failed: %s", record.handle, exc)
             await coordinator.file(wire.FileFailed(handle=record.handle, reason=str(exc)))
             raise exc.to_cin_error() from exc
-        return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
-                                                      etag=info.etag))
+        try:
+            return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
+                                                          etag=info.etag))
+        except CinError:
+            # Not recorded as stored, so the client is told it failed: the object must go
+            # too, or it would sit in the bucket with no file pointing at it.
+            await _forget(app, record, info.etag)
+            raise
     finally:
         await spool.remove()
+
+
+async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:
+    storage = app[STORAGE][record.storage]
+    try:
+        info = await storage.head(record.container, record.key)
+        if info.etag == etag:  # only our own object, never a newer upload's
+            await storage.delete(record.container, record.key)
+    except StorageError as exc:
+        log.error("could not remove unrecorded object %s/%s: %s", record.container,
+                  record.key, exc)
+    try:
+        await app[COORDINATOR].file(wire.FileFailed(handle=record.handle,
+                                                    reason="not recorded as stored"))
+    except CinError as exc:
+        log.warning("could not mark %s failed: %s", record.handle, exc)
 
 
 def _name_from_url(url: str | None) -> str | None:

@@ -14,8 +14,8 @@ from common.sniff import is_mimetype
 from common.storage import Access
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,3}$")
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no", ""}
+_TRUE = {"true", "1", "yes", ""}  # a bare `?base64decode` means true, as `?dl` does
+_FALSE = {"false", "0", "no"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class StoreParams:
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
-    value = query.get(name, "").strip().lower()
+    if name not in query:
+        return False
+    value = query[name].strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:

@@ -27,7 +27,12 @@ def test_other_path_is_the_key_with_leading_slash_dropped() -> None:
     assert object_key("/myfiles/1234.png", "photo.png") == "myfiles/1234.png"
 
 
-@pytest.mark.parametrize("path", ["../etc/passwd", "a/../../b", "a/./b", "/", "a\x00b", "x" * 1025])
+def test_root_path_is_the_root_folder() -> None:
+    assert object_key("/", "a.txt").endswith("_a.txt")
+    assert "/" not in object_key("/", "a.txt")
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "a/../../b", "a/./b", "a\x00b", "x" * 1025])
 def test_escaping_or_broken_paths_are_refused(path: str) -> None:
     with pytest.raises(CinError) as caught:
         validate_path(path)
