@@ -208,3 +208,24 @@ def test_one_gibibyte_store_keeps_the_pop_memory_flat(tmp_path: Path) -> None:
         assert sha256_file(target) == sha256_file(source)
     finally:
         deployed.stop()
+
+
+def test_cin_dev_shutdown_lets_a_pop_upload_finish(tmp_path: Path) -> None:
+    """In one process, POPs stop before the coordinator they still need."""
+    data = config_data(tmp_path)
+    network = CinProcess(["dev", "-c", str(write_config(data, tmp_path / "dev.yaml"))],
+                         tmp_path).wait_ready()
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(150 * 1024 * 1024)
+    pop_url = data["pops"][0]["public_url"]
+    upload = subprocess.Popen(
+        ["curl", "-sS", "--limit-rate", "50M", "-w", "\n%{http_code}", "-X", "POST",
+         "-F", f"fileUpload=@{big}", f"{pop_url}/api/store/S3?key={APIKEY}"],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert network.stop(timeout=30) == 0, network.output
+    output, _ = upload.communicate(timeout=30)
+    body, _, status = output.rpartition("\n")
+    assert status == "200", output + network.output
+    assert json.loads(body)["size"] == 150 * 1024 * 1024
