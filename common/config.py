@@ -8,7 +8,6 @@ production bucket ends up public.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -405,9 +404,3 @@ def _url_fetch(r: _Reader) -> UrlFetchConfig:
     r.done()
     return config
 
-
-def is_loopback_host(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -74,6 +73,3 @@ def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
         return False
     raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false, not {raw!r}")
 
-
-def json_reply(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
