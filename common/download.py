@@ -22,7 +22,7 @@ def content_disposition(filename: str, attachment: bool) -> str:
 async def serve_file(
     request: web.Request, storage: Storage, record: FileRecord
 ) -> web.StreamResponse:
-    attachment = query_flag(request, "dl")
+    attachment = query_flag(request.query, "dl") is True
     try:
         info = await storage.head(record.container, record.key)
     except StorageError as exc:

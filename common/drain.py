@@ -31,7 +31,7 @@ class Drain:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.draining and not request.path.startswith(self.always_open or ("\0",)):
+        if self.draining and not request.path.startswith(self.always_open):
             raise CinError(Code.SHUTTING_DOWN)
         self.active += 1
         self._idle.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -61,15 +61,16 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
-    """A boolean query parameter: true/false, 1/0, yes/no; anything else is a 400."""
-    raw = request.query.get(name)
+def query_flag(query: Mapping[str, str], name: str) -> bool | None:
+    """A boolean query parameter: None when absent; true/1/yes or bare (`?dl`) is True,
+    false/0/no is False; anything else is a 400. Every route reads flags through this."""
+    raw = query.get(name)
     if raw is None:
-        return default
+        return None
     value = raw.strip().lower()
     if value in ("true", "1", "yes", ""):
         return True
     if value in ("false", "0", "no"):
         return False
-    raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false, not {raw!r}")
+    raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false, not {raw[:40]!r}")
 

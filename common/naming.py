@@ -13,11 +13,11 @@ import string
 import unicodedata
 
 from common.errors import CinError, Code
+from common.storage import MAX_KEY_BYTES
 
 HANDLE_ALPHABET = string.ascii_letters + string.digits
 HANDLE_LENGTH = 20
 HANDLE_PATTERN = f"[A-Za-z0-9]{{{HANDLE_LENGTH}}}"
-MAX_KEY_BYTES = 1024  # S3's limit
 MAX_FILENAME_CHARS = 255
 DEFAULT_FILENAME = "untitled"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.errors import CinError, Code
 from common.files import HASH_ALGORITHMS, FileRecord
+from common.http import query_flag
 from common.locations import StorageSet
 from common.status import FileStatus
 from common.storage import StorageError
@@ -24,8 +25,6 @@ PLAIN_FIELDS = ("size", "mimetype", "filename", "uploaded", "writeable", "cloud"
 STORAGE_FIELDS = ("location", "path", "container", "key")
 SECURED_FIELDS = ("exif",)  # only with a policy allowing the `exif` call
 ALL_FIELDS = PLAIN_FIELDS + HASH_ALGORITHMS + STORAGE_FIELDS + SECURED_FIELDS
-_TRUE = {"true", "1", "yes", ""}
-_FALSE = {"false", "0", "no"}
 
 
 def requested_fields(query: Mapping[str, str]) -> list[str]:
@@ -33,14 +32,11 @@ def requested_fields(query: Mapping[str, str]) -> list[str]:
     chosen: list[str] = []
     named = False
     for name in ALL_FIELDS:
-        raw = query.get(name)
-        if raw is None:
+        wanted = query_flag(query, name)
+        if wanted is None:
             continue
-        value = raw.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false, not {raw!r}")
         named = True
-        if value in _TRUE:
+        if wanted:
             chosen.append(name)
     if not named:
         return [f for f in ALL_FIELDS if f not in SECURED_FIELDS]

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 from common.config import StorageConfig
 from common.errors import CinError, Code
+from common.http import query_flag
 from common.locations import choose_container
 from common.naming import clean_filename, validate_path
 from common.sniff import is_mimetype
 from common.storage import Access
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,3}$")
-_TRUE = {"true", "1", "yes", ""}  # a bare `?base64decode` means true, as `?dl` does
-_FALSE = {"false", "0", "no"}
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,6 @@ class StoreParams:
             container=choose_container(location, query.get("container")),
             region=region,
             access=access,
-            base64decode=_flag(query, "base64decode"),
+            base64decode=query_flag(query, "base64decode") is True,
         )
 
-
-def _flag(query: Mapping[str, str], name: str) -> bool:
-    if name not in query:
-        return False
-    value = query[name].strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise CinError(Code.BAD_PARAMETER, f"{name} must be true or false")

@@ -24,9 +24,11 @@ from common.storage._protocol import (
     StorageError,
     StorageErrorKind,
 )
+from common.storage._rules import MAX_KEY_BYTES
 from common.storage._s3 import S3Storage, detect_bucket_region, s3_client
 
 __all__ = [
+    "MAX_KEY_BYTES",
     "MAX_PARTS",
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",

@@ -32,9 +32,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from common.storage._local_names import (
-    META_SUFFIX as _META_SUFFIX,
-)
-from common.storage._local_names import (
+    META_SUFFIX,
     check_container,
     check_upload_id,
     file_etag,
@@ -183,7 +181,7 @@ def _commit(objects: Path, data_temp: Path, name: str, sidecar: dict[str, Any]) 
     try:
         with _locked(objects, exclusive=True) as dir_fd:
             os.replace(data_temp, objects / name)
-            os.replace(meta_temp, objects / (name + _META_SUFFIX))
+            os.replace(meta_temp, objects / (name + META_SUFFIX))
             os.fsync(dir_fd)
     finally:
         meta_temp.unlink(missing_ok=True)
@@ -191,7 +189,7 @@ def _commit(objects: Path, data_temp: Path, name: str, sidecar: dict[str, Any]) 
 
 def _load_sidecar(objects: Path, name: str, key: str) -> dict[str, Any]:
     try:
-        with open(objects / (name + _META_SUFFIX), "rb") as f:
+        with open(objects / (name + META_SUFFIX), "rb") as f:
             sidecar: dict[str, Any] = json.load(f)
     except FileNotFoundError:
         raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
@@ -247,7 +245,7 @@ def _delete(objects: Path, name: str) -> None:
     try:
         with _locked(objects, exclusive=True) as dir_fd:
             # Sidecar first: the object is gone the moment its sidecar is.
-            (objects / (name + _META_SUFFIX)).unlink(missing_ok=True)
+            (objects / (name + META_SUFFIX)).unlink(missing_ok=True)
             (objects / name).unlink(missing_ok=True)
             os.fsync(dir_fd)
     except FileNotFoundError:

@@ -36,7 +36,7 @@ from common.storage._protocol import (
     StorageError,
     StorageErrorKind,
 )
-from common.storage._rules import check_part_list
+from common.storage._rules import check_key, check_part_list
 
 if TYPE_CHECKING:
     from aiobotocore.response import StreamingBody
@@ -52,7 +52,6 @@ PART_SIZE = 8 * 1024 * 1024
 # Two parts on the wire while the third fills: throughput without holding the file.
 PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1024 * 1024
-MAX_KEY_BYTES = 1024
 
 _ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 # Private objects are sent with no ACL at all, which S3 stores as private: buckets with
@@ -174,13 +173,6 @@ async def split_parts(
             del buffer[:part_size]
             yield part, False
     yield bytes(buffer), True
-
-
-def check_key(key: str) -> None:
-    if not key:
-        raise StorageError(StorageErrorKind.BAD_KEY, "the key is empty")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise StorageError(StorageErrorKind.BAD_KEY, f"the key is over {MAX_KEY_BYTES} bytes")
 
 
 def access_hint(metadata: dict[str, str] | None) -> Access:
