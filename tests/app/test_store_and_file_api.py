@@ -125,7 +125,8 @@ async def test_type_is_sniffed_from_content_then_name_then_text_plain(network: N
     response = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=PNG,
                                       headers={"Content-Type": "application/octet-stream"})
     assert (await response.json())["type"] == "image/png"
-    assert (await store(network, b"%PDF? no", filename="doc.pdf"))["type"] == "application/pdf"
+    # No magic number in these bytes: only the name can say what they are.
+    assert (await store(network, b"just words", filename="doc.pdf"))["type"] == "application/pdf"
     assert (await store(network, b"plain words"))["type"] == "text/plain"
     assert (await store(network, b"x", mimetype="image/gif"))["type"] == "image/gif"
 
