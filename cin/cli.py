@@ -1,15 +1,22 @@
-"""The `cin` command: run the services, check storage."""
+"""The `cin` command: run the services, check storage, sign policies."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
 
 from cin.serve import Service, coordinator_service, pop_service, run, serve
 from common.config import Config, ConfigError, load_config
+from common.errors import CinError
+from common.security import CALLS, Policy, encode_policy, sign_policy
 from common.storage.check import check_storage
 
 EXIT_OK = 0
@@ -17,6 +24,11 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2  # a bad command line or config
 
 DEFAULT_DEV_CONFIG = "configs/dev.yaml"
+DEFAULT_POLICY_LIFETIME = 3600  # seconds, as the Filestack SDKs default to
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out, told in one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,10 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config)
+        # Only `cin sign --secret-env` runs without a config file.
+        config = load_config(args.config) if args.config is not None else None
         return int(args.run(config, args))
     except ConfigError as exc:
         print(f"cin: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"cin: {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE
@@ -57,6 +73,29 @@ def _parser() -> argparse.ArgumentParser:
                                 help="verify every configured storage location works")
     check.add_argument("-c", "--config", required=True, help="config file (YAML)")
     check.set_defaults(run=_run_storage_check)
+
+    sign = commands.add_parser(
+        "sign", help="print a policy and its signature for an app",
+        description="Print a Filestack policy and signature as JSON. Regular expressions "
+                    "must match the whole path, container or URL.")
+    sign.add_argument("-c", "--config", help="config file (YAML) that defines the app")
+    secret = sign.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--app", metavar="APIKEY", help="sign with this app's secret")
+    secret.add_argument("--secret-env", metavar="VAR",
+                        help="sign with the secret in this environment variable (no config)")
+    sign.add_argument("--expiry", type=int, default=DEFAULT_POLICY_LIFETIME, metavar="SECONDS",
+                      help=f"lifetime from now (default {DEFAULT_POLICY_LIFETIME})")
+    sign.add_argument("--call", action="append", default=[], metavar="CALL",
+                      help=f"allow this call (repeatable; none allows all but exif): "
+                           f"{', '.join(sorted(CALLS))}")
+    sign.add_argument("--handle", help="allow only this file handle")
+    sign.add_argument("--path", metavar="REGEX", help="storage paths the policy allows")
+    sign.add_argument("--container", metavar="REGEX", help="containers the policy allows")
+    sign.add_argument("--url", metavar="REGEX", help="source URLs the policy allows")
+    sign.add_argument("--max-size", type=int, metavar="BYTES", help="largest file allowed")
+    sign.add_argument("--min-size", type=int, metavar="BYTES", help="smallest file allowed")
+    sign.add_argument("--compact", action="store_true", help="print the JSON on one line")
+    sign.set_defaults(run=_run_sign)
     return parser
 
 
@@ -97,6 +136,54 @@ def _run_storage_check(config: Config, args: argparse.Namespace) -> int:
             print(f"  {mark} {result.name}: {result.detail}")
             failed |= not result.ok
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _run_sign(config: Config | None, args: argparse.Namespace) -> int:
+    secret = _signing_secret(config, args)
+    if args.expiry <= 0:
+        raise UsageError("--expiry must be a positive number of seconds")
+    unknown = [c for c in args.call if c not in CALLS]
+    if unknown:
+        raise UsageError(f"unknown call {unknown[0]!r} (known: {', '.join(sorted(CALLS))})")
+    expiry = int(time.time()) + args.expiry
+    fields: dict[str, Any] = {"expiry": expiry}
+    if args.call:
+        fields["call"] = list(dict.fromkeys(args.call))  # once each, in the order given
+    optional = {"handle": args.handle, "path": args.path, "container": args.container,
+                "url": args.url, "maxSize": args.max_size, "minSize": args.min_size}
+    fields.update({key: value for key, value in optional.items() if value is not None})
+    policy = encode_policy(fields)
+    try:
+        Policy.parse(policy)  # the server's own rules: a bad regex fails here, not later
+    except CinError as exc:
+        raise UsageError(str(exc)) from exc
+    signature = sign_policy(secret, policy)
+    out = {
+        "policy": policy,
+        "signature": signature,
+        "expiry": expiry,
+        "query": urlencode({"policy": policy, "signature": signature}),
+        "security": f"security=p:{policy},s:{signature}",
+    }
+    print(json.dumps(out, separators=(",", ":")) if args.compact else json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _signing_secret(config: Config | None, args: argparse.Namespace) -> str:
+    if args.secret_env is not None:
+        if config is not None:
+            raise UsageError("--secret-env takes the secret from the environment: drop -c")
+        secret = os.environ.get(args.secret_env)
+        if not secret:
+            raise UsageError(f"environment variable {args.secret_env} is not set")
+        return secret
+    if config is None:
+        raise UsageError("--app needs -c CONFIG (or use --secret-env VAR)")
+    app = config.apps.get(args.app)
+    if app is None:
+        raise UsageError(f"no app {args.app!r} in {config.source} "
+                         f"(have: {', '.join(config.apps)})")
+    return app.secret
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ class StorageConfig:
         return container == self.container or container in self.containers
 
 
+WEBHOOK_ACTIONS = ("fp.upload", "fp.overwrite", "fp.delete")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One endpoint an app's file events are posted to, signed with its own secret."""
+
+    url: str
+    secret: str
+    actions: frozenset[str] = frozenset(WEBHOOK_ACTIONS)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     apikey: str
@@ -78,6 +90,21 @@ class AppConfig:
     security: SecurityMode
     storage: tuple[str, ...]  # names of StorageConfig entries; the first is the default
     max_upload_size: int
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    def webhook(self, url: str) -> WebhookConfig | None:
+        return next((hook for hook in self.webhooks if hook.url == url), None)
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryConfig:
+    """How the coordinator's outbox worker delivers webhooks (seconds)."""
+
+    timeout: float = 10.0  # per attempt
+    first_retry: float = 5.0  # the delay after the first failure; doubles after each
+    max_interval: float = 3600.0  # backoff cap
+    give_up_after: float = 3 * 86400.0  # since the event; then it is kept as abandoned
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -119,6 +146,7 @@ class Config:
     storage: Mapping[str, StorageConfig]
     apps: Mapping[str, AppConfig]
     url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
+    webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
     shutdown_timeout: float = 30.0
 
     def pop(self, name: str) -> PopConfig:
@@ -287,10 +315,13 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     apps = _apps(top, storage)
     fetch_reader = top.child("url_fetch", None)
     url_fetch = _url_fetch(fetch_reader) if fetch_reader else UrlFetchConfig()
+    delivery_reader = top.child("webhook_delivery", None)
+    delivery = _webhook_delivery(delivery_reader) if delivery_reader else WebhookDeliveryConfig()
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
-                  url_fetch=url_fetch, shutdown_timeout=shutdown_timeout)
+                  url_fetch=url_fetch, webhook_delivery=delivery,
+                  shutdown_timeout=shutdown_timeout)
 
 
 def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
@@ -389,9 +420,47 @@ def _apps(top: _Reader, storage: Mapping[str, StorageConfig]) -> dict[str, AppCo
             security=r.choice("security", ("required", "optional"), "required"),
             storage=tuple(names),
             max_upload_size=r.size("max_upload_size", 5 * 1024**3),
+            webhooks=_webhooks(r),
         )
         r.done()
     return apps
+
+
+def _webhooks(app: _Reader) -> tuple[WebhookConfig, ...]:
+    value = app.raw("webhooks", [])
+    if not isinstance(value, list):
+        raise app.fail("webhooks", "must be a list of {url, secret, actions}")
+    hooks: list[WebhookConfig] = []
+    for index, item in enumerate(value):
+        r = _Reader(app.source, f"{app.key('webhooks')}[{index}]", item)
+        url = r.url("url")
+        if any(hook.url == url for hook in hooks):
+            raise r.fail("url", f"{url} is listed twice")
+        secret = r.secret("secret")
+        if len(secret) < 16:
+            raise r.fail("secret", "must be at least 16 characters")
+        actions = r.raw("actions", list(WEBHOOK_ACTIONS))
+        if isinstance(actions, str):
+            actions = [actions]
+        if (not isinstance(actions, list) or not actions
+                or any(action not in WEBHOOK_ACTIONS for action in actions)):
+            raise r.fail("actions", f"must be a list of: {', '.join(WEBHOOK_ACTIONS)}")
+        hooks.append(WebhookConfig(url=url, secret=secret, actions=frozenset(actions)))
+        r.done()
+    return tuple(hooks)
+
+
+def _webhook_delivery(r: _Reader) -> WebhookDeliveryConfig:
+    defaults = WebhookDeliveryConfig()
+    config = WebhookDeliveryConfig(
+        timeout=r.number("timeout", defaults.timeout, minimum=0.1),
+        first_retry=r.number("first_retry", defaults.first_retry, minimum=0.01),
+        max_interval=r.number("max_interval", defaults.max_interval, minimum=0.01),
+        give_up_after=r.number("give_up_after", defaults.give_up_after, minimum=1),
+        concurrency=int(r.number("concurrency", defaults.concurrency, minimum=1)),
+    )
+    r.done()
+    return config
 
 
 def _url_fetch(r: _Reader) -> UrlFetchConfig:

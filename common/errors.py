@@ -34,11 +34,17 @@ class Code(Enum):
     BAD_URL = ErrorSpec(400, "the source URL is invalid")
     URL_UNREACHABLE = ErrorSpec(400, "the source URL could not be fetched")
     BAD_MESSAGE = ErrorSpec(400, "the internal message is malformed")
+    BAD_TAGS = ErrorSpec(400, "the upload tags break a rule")
     # Who may do what.
     UNKNOWN_APIKEY = ErrorSpec(403, "the apikey is not known")
     URL_FORBIDDEN = ErrorSpec(403, "the source URL points at a forbidden address")
     CONTAINER_NOT_ALLOWED = ErrorSpec(403, "the container is not allowed for this storage")
     SECURITY_REQUIRED = ErrorSpec(403, "this call needs a policy and signature")
+    BAD_POLICY = ErrorSpec(403, "the policy is not valid")
+    BAD_SIGNATURE = ErrorSpec(403, "the signature does not match the policy")
+    BAD_CREDENTIALS = ErrorSpec(403, "the basic auth credentials are wrong")
+    POLICY_EXPIRED = ErrorSpec(403, "the policy has expired")
+    POLICY_DENIES = ErrorSpec(403, "the policy does not allow this request")
     BAD_INTERNAL_SIGNATURE = ErrorSpec(403, "the internal message signature is invalid")
     # What does not exist.
     NOT_FOUND = ErrorSpec(404, "no such route")
@@ -53,6 +59,7 @@ class Code(Enum):
     # Backends that are down: not the client's fault, but not a bug of ours either.
     STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")
     COORDINATOR_UNAVAILABLE = ErrorSpec(503, "the coordinator is unavailable")
+    POP_UNAVAILABLE = ErrorSpec(503, "no POP could take the bytes; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")

@@ -1,8 +1,11 @@
-"""The read side of the File API, served alike by POPs and the coordinator.
+"""The File API, served alike by POPs and the coordinator.
 
-Download and metadata, under the API routes (`/api/file/{handle}`) and the CDN routes
-the SDKs call (`/{handle}`, `/{handle}/metadata`). Where the file record comes from is
-the only difference between the two services, so it is a small injected protocol.
+Download, metadata and delete, under the API routes (`/api/file/{handle}`) and the CDN
+routes the SDKs call (`/{handle}`, `/{handle}/metadata`, `/security=p:..,s:../{handle}`,
+`/{apikey}/[security=../]{handle}`). Every route authorizes against the app the file
+belongs to. Where the file record comes from, and how an overwrite's bytes are taken,
+are the only differences between the two services: a small injected protocol and an
+injected handler.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from common.config import Config
 from common.download import serve_file
 from common.errors import CinError, Code
 from common.files import FileRecord
+from common.http import Handler, query_flag
 from common.locations import StorageSet
 from common.naming import HANDLE_PATTERN, is_handle
+from common.request_auth import SECURITY_SEGMENT, authorize_file
+from common.security import Action
 from common.status import FileStatus
 
 
@@ -25,20 +32,37 @@ class FileSource(Protocol):
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]: ...
 
+    async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord: ...
 
+
+FILE_CONFIG = web.AppKey("file_config", Config)
 FILE_SOURCE = web.AppKey("file_source", FileSource)
 FILE_STORAGE = web.AppKey("file_storage", StorageSet)
 
+_APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
-def _handle(request: web.Request) -> str:
+
+def request_handle(request: web.Request) -> str:
     handle = request.match_info["handle"]
     if not is_handle(handle):
         raise CinError(Code.FILE_NOT_FOUND, handle[:64])
     return handle
 
 
+async def find_file(request: web.Request) -> FileRecord:
+    """The file a File API request names. An apikey given with it (query `key`, or the
+    CDN path) must be the file's own: another app's file is as good as missing."""
+    record = await request.app[FILE_SOURCE].lookup(request_handle(request))
+    apikey = (request.match_info.get("apikey") or request.query.get("key")
+              or request.query.get("apikey"))
+    if apikey and apikey != record.apikey:
+        raise CinError(Code.FILE_NOT_FOUND, record.handle)
+    return record
+
+
 async def download(request: web.Request) -> web.StreamResponse:
-    record = await request.app[FILE_SOURCE].lookup(_handle(request))
+    record = await find_file(request)
+    authorize_file(request, request.app[FILE_CONFIG], record, Action.read(record.handle))
     if record.status is FileStatus.FAILED:
         raise CinError(Code.FILE_NOT_FOUND, f"{record.handle} failed to upload")
     if record.status is not FileStatus.COMPLETE:
@@ -49,14 +73,36 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def metadata(request: web.Request) -> web.Response:
-    fields = await request.app[FILE_SOURCE].metadata(_handle(request), request.query)
+    record = await find_file(request)
+    wants_exif = query_flag(request.query, "exif") is True
+    action = Action.exif(record.handle) if wants_exif else Action.stat(record.handle)
+    authorize_file(request, request.app[FILE_CONFIG], record, action)
+    fields = await request.app[FILE_SOURCE].metadata(record.handle, request.query)
     return web.json_response(fields)
 
 
-def add_routes(app: web.Application) -> None:
+async def delete(request: web.Request) -> web.Response:
+    record = await find_file(request)
+    authorize_file(request, request.app[FILE_CONFIG], record, Action.remove(record.handle))
+    skip_storage = query_flag(request.query, "skip_storage") is True
+    await request.app[FILE_SOURCE].delete(record.handle, skip_storage=skip_storage)
+    return web.json_response({"handle": record.handle, "deleted": True,
+                              "skip_storage": skip_storage})
+
+
+def add_routes(app: web.Application, overwrite: Handler) -> None:
+    """The File API routes; `overwrite` is the service's own way of taking new bytes."""
     # The API routes take any handle-looking segment so that a wrong one is a JSON 404;
     # the CDN routes match real handles only, so they never shadow other routes.
     app.router.add_get("/api/file/{handle}", download)
+    app.router.add_post("/api/file/{handle}", overwrite)
+    app.router.add_delete("/api/file/{handle}", delete)
     app.router.add_get("/api/file/{handle}/metadata", metadata)
-    app.router.add_get(f"/{{handle:{HANDLE_PATTERN}}}", download)
-    app.router.add_get(f"/{{handle:{HANDLE_PATTERN}}}/metadata", metadata)
+    handle = f"{{handle:{HANDLE_PATTERN}}}"
+    # A standard-alphabet policy may hold `/`, so the security value may span segments.
+    security = f"security={{{SECURITY_SEGMENT}:.+}}"
+    apikey = f"{{apikey:{_APIKEY_PATTERN}}}"
+    for prefix in ("", f"/{security}", f"/{apikey}", f"/{apikey}/{security}"):
+        app.router.add_get(f"{prefix}/{handle}", download)
+    app.router.add_get(f"/{handle}/metadata", metadata)
+    app.router.add_get(f"/{security}/{handle}/metadata", metadata)

@@ -52,3 +52,8 @@ class FileRecord:
         values = {name: value for name, value in data.items() if name in known}
         values["status"] = FileStatus(values["status"])
         return cls(**values)
+
+
+def file_url(public_url: str, handle: str) -> str:
+    """A file's link, as store replies and webhooks give it."""
+    return f"{public_url}/api/file/{handle}"

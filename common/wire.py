@@ -90,6 +90,28 @@ class FileFailed(Message):
 
 @message
 @dataclass(frozen=True)
+class FileOverwritten(Message):
+    """The POP has put new bytes at a Complete file's key (the File API's overwrite)."""
+
+    TYPE: ClassVar[str] = "file_overwritten"
+    handle: str
+    size: int
+    etag: str
+    mimetype: str
+
+
+@message
+@dataclass(frozen=True)
+class DeleteFile(Message):
+    """A client with a `remove` policy deleted the file at a POP."""
+
+    TYPE: ClassVar[str] = "delete_file"
+    handle: str
+    skip_storage: bool = False
+
+
+@message
+@dataclass(frozen=True)
 class LookupFile(Message):
     TYPE: ClassVar[str] = "lookup_file"
     handle: str

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from common import drain, file_routes
@@ -12,11 +15,12 @@ from common.config import Config
 from common.files import FileRecord
 from common.http import error_middleware
 from common.locations import StorageSet
-from coordinator import internal_api
-from coordinator.keys import CONFIG, HASHES, REGISTRY, STATE, STORAGE
+from coordinator import internal_api, overwrite_proxy
+from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.registry import FileRegistry
 from coordinator.sqlite_state import SqliteStateStore
+from coordinator.webhooks import WebhookSender
 
 STATE_FILE = "state.sqlite3"
 
@@ -35,6 +39,9 @@ class LocalFiles:
         record = await self.app[REGISTRY].get(handle)
         return await build_metadata(record, fields, self.app[HASHES])
 
+    async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
+        return await self.app[REGISTRY].delete(handle, skip_storage=skip_storage)
+
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
@@ -43,28 +50,38 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await state.open()
     try:
         await state.sync_apps(list(config.apps.values()))
-        async with StorageSet(config) as storage:
+        async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
+            sender = WebhookSender(state, config, session)
             app[STATE] = state
+            app[SESSION] = session
             app[STORAGE] = storage
             app[file_routes.FILE_STORAGE] = storage
-            app[REGISTRY] = FileRegistry(state)
+            app[REGISTRY] = FileRegistry(state, config, storage, on_events=sender.wake)
             app[HASHES] = HashCache(state, storage)
-            yield
+            worker = asyncio.create_task(sender.run(), name="webhook-outbox")
+            try:
+                yield
+            finally:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
     finally:
         await state.close()
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "role": "coordinator"})
+    webhooks = await request.app[STATE].outbox_counts()
+    return web.json_response({"status": "ok", "role": "coordinator", "webhooks": webhooks})
 
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     drain.install(app, always_open=("/internal/",))
     app[CONFIG] = config
+    app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)
-    file_routes.add_routes(app)
+    file_routes.add_routes(app, overwrite_proxy.overwrite)
     return app

@@ -35,6 +35,10 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             return wire.FileReply(await registry.stored(handle, size, etag))
         case wire.FileFailed(handle=handle, reason=reason):
             return wire.FileReply(await registry.failed(handle, reason))
+        case wire.FileOverwritten(handle=handle, size=size, etag=etag, mimetype=mimetype):
+            return wire.FileReply(await registry.overwritten(handle, size, etag, mimetype))
+        case wire.DeleteFile(handle=handle, skip_storage=skip_storage):
+            return wire.FileReply(await registry.delete(handle, skip_storage=skip_storage))
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await registry.get(handle))
         case wire.GetMetadata(handle=handle, query=query):

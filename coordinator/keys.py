@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from common.config import Config
@@ -15,3 +16,4 @@ STATE = web.AppKey("state", StateStore)
 STORAGE = web.AppKey("storage", StorageSet)
 REGISTRY = web.AppKey("registry", FileRegistry)
 HASHES = web.AppKey("hashes", HashCache)
+SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

@@ -21,9 +21,10 @@ from common.storage import StorageError
 from coordinator.state import StateStore
 
 PLAIN_FIELDS = ("size", "mimetype", "filename", "uploaded", "writeable", "cloud",
-                "source_url", "upload_status")
+                "source_url", "upload_status", "upload_tags")
 STORAGE_FIELDS = ("location", "path", "container", "key")
-SECURED_FIELDS = ("exif",)  # only with a policy allowing the `exif` call
+# Only when asked for by name, and the File API has checked the policy allows `exif`.
+SECURED_FIELDS = ("exif",)
 ALL_FIELDS = PLAIN_FIELDS + HASH_ALGORITHMS + STORAGE_FIELDS + SECURED_FIELDS
 
 
@@ -40,8 +41,6 @@ def requested_fields(query: Mapping[str, str]) -> list[str]:
             chosen.append(name)
     if not named:
         return [f for f in ALL_FIELDS if f not in SECURED_FIELDS]
-    if "exif" in chosen:
-        raise CinError(Code.SECURITY_REQUIRED, "exif=true needs a policy allowing 'exif'")
     return chosen
 
 
@@ -108,6 +107,9 @@ async def build_metadata(
         "cloud": False,
         "source_url": record.source_url,
         "upload_status": record.status.value,
+        "upload_tags": dict(record.tags),
+        # cin does not read EXIF from images: a client that asks gets an explicit null.
+        "exif": None,
         "location": location_name(record.provider),
         "path": record.key,
         "container": record.container,

@@ -1,23 +1,43 @@
-"""The coordinator's authority over files: identity, status, and what POPs report."""
+"""The coordinator's authority over files: identity, status, and what POPs report.
+
+Every change that a webhook reports is written together with its events (see
+`coordinator.events`); the outbox worker is woken after the commit.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
+from collections.abc import Callable, Sequence
 
+from common.config import Config
 from common.errors import CinError, Code
-from common.files import FileRecord
+from common.files import FileRecord, file_url
+from common.locations import StorageSet
 from common.naming import clean_filename, new_handle, object_key
 from common.status import FileStatus
+from common.storage import StorageError, StorageErrorKind
 from common.wire import StartFile
+from coordinator import events
+from coordinator.events import WebhookEvent
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator")
 
 
 class FileRegistry:
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, config: Config, storage: StorageSet,
+                 on_events: Callable[[], None] = lambda: None) -> None:
         self.state = state
+        self.config = config
+        self.storage = storage
+        self.on_events = on_events
+        # One change at a time per handle: an overwrite's bucket check and its record
+        # update must not interleave with another overwrite or a delete of that file.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     async def start(self, request: StartFile) -> FileRecord:
         """Give a new file its handle and key, recorded as Started."""
@@ -59,11 +79,79 @@ class FileRegistry:
         if size != record.size:
             await self.failed(handle, f"size mismatch: expected {record.size}, stored {size}")
             raise CinError(Code.CONFLICT, f"stored {size} bytes, expected {record.size}")
-        updated = await self.state.set_status(handle, FileStatus.COMPLETE, size=size, etag=etag)
+        updated = await self.state.set_status(handle, FileStatus.COMPLETE, size=size, etag=etag,
+                                              events=self._events(events.UPLOAD))
         log.info("file %s complete (%d bytes)", handle, size)
+        self.on_events()
         return updated
 
     async def failed(self, handle: str, reason: str) -> FileRecord:
         updated = await self.state.set_status(handle, FileStatus.FAILED)
         log.warning("file %s failed: %s", handle, reason)
         return updated
+
+    async def overwritten(self, handle: str, size: int, etag: str, mimetype: str) -> FileRecord:
+        """A POP has put new bytes at a Complete file's key."""
+        async with self._lock(handle):
+            record = await self.get(handle)
+            if record.etag == etag and record.size == size:
+                return record  # a repeated report
+            if record.status is not FileStatus.COMPLETE:
+                raise CinError(Code.CONFLICT, f"{handle} is {record.status.value}")
+            # Two overwrites racing: the bytes in the bucket are the last put's, so only
+            # that put's report may be recorded; the other is told it lost.
+            current = await self._head(record)
+            if current is None or current != etag:
+                raise CinError(Code.CONFLICT, "another overwrite replaced these bytes")
+            updated = await self.state.overwrite_file(
+                handle, size=size, etag=etag, mimetype=mimetype,
+                events=self._events(events.OVERWRITE))
+        log.info("file %s overwritten (version %d, %d bytes)", handle, updated.version, size)
+        self.on_events()
+        return updated
+
+    async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
+        """Remove a file: its object (unless `skip_storage`), then its record."""
+        async with self._lock(handle):
+            record = await self.get(handle)
+            if record.status in (FileStatus.STARTED, FileStatus.IN_TRANSIT):
+                raise CinError(Code.CONFLICT,
+                               f"{handle} is still uploading ({record.status.value})")
+            if not skip_storage and record.etag is not None:
+                await self._delete_object(record)
+            deleted = await self.state.delete_file(handle, events=self._events(events.DELETE))
+        log.info("file %s deleted%s", handle, " (object kept)" if skip_storage else "")
+        self.on_events()
+        return deleted
+
+    async def _delete_object(self, record: FileRecord) -> None:
+        # Only the file's own bytes: a later store may have reused the key (an explicit
+        # path), and its object belongs to that other file.
+        if await self._head(record) != record.etag:
+            return
+        try:
+            await self.storage[record.storage].delete(record.container, record.key)
+        except StorageError as exc:
+            if exc.kind is not StorageErrorKind.NOT_FOUND:
+                raise exc.to_cin_error() from exc
+
+    async def _head(self, record: FileRecord) -> str | None:
+        """The ETag of the object at the file's key now, or None if there is none."""
+        try:
+            info = await self.storage[record.storage].head(record.container, record.key)
+        except StorageError as exc:
+            if exc.kind is StorageErrorKind.NOT_FOUND:
+                return None
+            raise exc.to_cin_error() from exc
+        return info.etag
+
+    def _events(self, action: str) -> Callable[[FileRecord], Sequence[WebhookEvent]]:
+        def build(record: FileRecord) -> Sequence[WebhookEvent]:
+            app = self.config.apps.get(record.apikey)
+            url = file_url(self.config.coordinator.public_url, record.handle)
+            return events.file_events(app, action, record, url, time.time())
+
+        return build
+
+    def _lock(self, handle: str) -> asyncio.Lock:
+        return self._locks.setdefault(handle, asyncio.Lock())

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,10 +21,12 @@ from common.config import AppConfig
 from common.errors import CinError, Code
 from common.files import FileRecord
 from common.status import FileStatus, check_transition
+from coordinator.events import Delivery, WebhookEvent
+from coordinator.state import EventsFor
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -65,6 +67,21 @@ CREATE TABLE IF NOT EXISTS parts (
     etag TEXT,
     PRIMARY KEY (handle, part_number)
 );
+-- Webhook events waiting to be delivered, written in the transaction of the change they
+-- report. A delivered row is deleted; one that ran out of retries stays, abandoned.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- the event id receivers see
+    apikey TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    action TEXT NOT NULL,
+    text TEXT NOT NULL,             -- JSON object
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    abandoned INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (abandoned, next_attempt);
 """
 
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
@@ -95,8 +112,8 @@ class SqliteStateStore:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(name) "
+                       "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -155,14 +172,11 @@ class SqliteStateStore:
         *,
         size: int | None = None,
         etag: str | None = None,
+        events: EventsFor | None = None,
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
             with _transaction(db):
-                cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
-                found = cursor.fetchone()
-                if found is None:
-                    raise CinError(Code.FILE_NOT_FOUND, handle)
-                record = _from_row(found, cursor.description)
+                record = _file_for_update(db, handle)
                 check_transition(record.status, status)
                 changes: dict[str, Any] = {"status": status}
                 if size is not None:
@@ -172,9 +186,99 @@ class SqliteStateStore:
                 updated = record.with_changes(**changes)
                 db.execute("UPDATE files SET status = ?, size = ?, etag = ? WHERE handle = ?",
                            (updated.status.value, updated.size, updated.etag, handle))
+                if events is not None:
+                    _enqueue(db, events(updated))
                 return updated
 
         return await self._run(write)
+
+    async def overwrite_file(
+        self,
+        handle: str,
+        *,
+        size: int,
+        etag: str,
+        mimetype: str,
+        events: EventsFor,
+    ) -> FileRecord:
+        def write(db: sqlite3.Connection) -> FileRecord:
+            with _transaction(db):
+                record = _file_for_update(db, handle)
+                if record.status is not FileStatus.COMPLETE:
+                    raise CinError(Code.CONFLICT, f"{handle} is {record.status.value}")
+                updated = record.with_changes(size=size, etag=etag, mimetype=mimetype,
+                                              version=record.version + 1, hashes=None,
+                                              uploaded=time.time())
+                db.execute("UPDATE files SET size = ?, etag = ?, mimetype = ?, version = ?, "
+                           "hashes = NULL, uploaded = ? WHERE handle = ?",
+                           (size, etag, mimetype, updated.version, updated.uploaded, handle))
+                _enqueue(db, events(updated))
+                return updated
+
+        return await self._run(write)
+
+    async def delete_file(
+        self, handle: str, *, events: EventsFor
+    ) -> FileRecord:
+        def write(db: sqlite3.Connection) -> FileRecord:
+            with _transaction(db):
+                record = _file_for_update(db, handle)
+                db.execute("DELETE FROM files WHERE handle = ?", (handle,))
+                _enqueue(db, events(record))
+                return record
+
+        return await self._run(write)
+
+    # ------------------------------------------------------------------ webhook outbox
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        def read(db: sqlite3.Connection) -> list[Delivery]:
+            rows = db.execute(
+                "SELECT id, apikey, endpoint, action, text, created, attempts FROM outbox "
+                "WHERE abandoned = 0 AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+                (now, limit)).fetchall()
+            return [Delivery(id=row[0], apikey=row[1], endpoint=row[2], action=row[3],
+                             text=json.loads(row[4]), created=row[5], attempts=row[6])
+                    for row in rows]
+
+        return await self._run(read)
+
+    async def next_delivery_time(self) -> float | None:
+        def read(db: sqlite3.Connection) -> float | None:
+            row = db.execute("SELECT MIN(next_attempt) FROM outbox WHERE abandoned = 0")
+            value = row.fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._run(read)
+
+    async def delivery_done(self, delivery_id: int) -> None:
+        await self._write("DELETE FROM outbox WHERE id = ?", (delivery_id,))
+
+    async def delivery_failed(self, delivery_id: int, error: str, *,
+                              retry_at: float | None) -> None:
+        """Count a failed attempt; try again at `retry_at`, or never when it is None."""
+        if retry_at is None:
+            await self._write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                              "abandoned = 1 WHERE id = ?", (error[:1000], delivery_id))
+        else:
+            await self._write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                              "next_attempt = ? WHERE id = ?",
+                              (error[:1000], retry_at, delivery_id))
+
+    async def outbox_counts(self) -> dict[str, int]:
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT abandoned, COUNT(*) FROM outbox GROUP BY abandoned")
+            counts = dict(rows.fetchall())
+            return {"pending": counts.get(0, 0), "abandoned": counts.get(1, 0)}
+
+        return await self._run(read)
+
+    async def _write(self, statement: str, values: tuple[Any, ...]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(statement, values)
+
+        await self._run(write)
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         def write(db: sqlite3.Connection) -> None:
@@ -196,6 +300,22 @@ class _transaction:
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _file_for_update(db: sqlite3.Connection, handle: str) -> FileRecord:
+    cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
+    found = cursor.fetchone()
+    if found is None:
+        raise CinError(Code.FILE_NOT_FOUND, handle)
+    return _from_row(found, cursor.description)
+
+
+def _enqueue(db: sqlite3.Connection, events: Sequence[WebhookEvent]) -> None:
+    db.executemany(
+        "INSERT INTO outbox (apikey, endpoint, action, text, created, next_attempt) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(e.apikey, e.endpoint, e.action, json.dumps(e.text), e.created, e.created)
+         for e in events])
 
 
 def _to_row(record: FileRecord) -> tuple[Any, ...]:

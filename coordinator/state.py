@@ -3,11 +3,16 @@ server database (for several coordinators) are interchangeable."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from common.config import AppConfig
 from common.files import FileRecord
 from common.status import FileStatus
+from coordinator.events import Delivery, WebhookEvent
+
+# Given the record as a change leaves it, the webhook events to write with the change.
+EventsFor = Callable[[FileRecord], Sequence[WebhookEvent]]
 
 
 class StateStore(Protocol):
@@ -33,10 +38,34 @@ class StateStore(Protocol):
         *,
         size: int | None = None,
         etag: str | None = None,
+        events: EventsFor | None = None,
     ) -> FileRecord:
-        """Move a file to `status` (checked against the status table) and return it."""
+        """Move a file to `status` (checked against the status table) and return it,
+        writing the change's webhook events in the same transaction."""
+        ...
+
+    async def overwrite_file(self, handle: str, *, size: int, etag: str, mimetype: str,
+                             events: EventsFor) -> FileRecord:
+        """Record new bytes under a Complete file's handle: a new version, hashes reset."""
+        ...
+
+    async def delete_file(self, handle: str, *, events: EventsFor) -> FileRecord:
+        """Remove a file's record (its parts go with it); returns what it was."""
         ...
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         """Keep the hashes of one version; ignored if the file has moved on since."""
         ...
+
+    # The webhook outbox.
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
+
+    async def next_delivery_time(self) -> float | None: ...
+
+    async def delivery_done(self, delivery_id: int) -> None: ...
+
+    async def delivery_failed(self, delivery_id: int, error: str, *,
+                              retry_at: float | None) -> None: ...
+
+    async def outbox_counts(self) -> dict[str, int]: ...

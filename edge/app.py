@@ -12,7 +12,7 @@ from common.config import Config, PopConfig
 from common.http import error_middleware
 from common.jobs import jobs_ctx
 from common.locations import StorageSet
-from edge import store
+from edge import overwrite, store
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.spool import Spool
@@ -53,10 +53,11 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
     drain.install(app)
     app[CONFIG] = config
+    app[file_routes.FILE_CONFIG] = config
     app[POP] = pop
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
     app.router.add_get("/health", health)
     app.router.add_post("/api/store/{provider}", store.store)
-    file_routes.add_routes(app)
+    file_routes.add_routes(app, overwrite.overwrite)
     return app

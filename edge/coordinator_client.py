@@ -97,3 +97,6 @@ class RemoteFiles:
         reply = await self.client.call(wire.GetMetadata(handle=handle, query=dict(query)),
                                        wire.MetadataReply, wait_seconds=METADATA_TIMEOUT)
         return reply.fields
+
+    async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
+        return await self.client.file(wire.DeleteFile(handle=handle, skip_storage=skip_storage))

@@ -15,6 +15,8 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from common.base64stream import decode_stream
 from common.errors import CinError, Code
+from common.security import Grant
+from edge.spool import Spool, SpoolFile
 from edge.url_fetch import UrlFetcher
 
 FILE_FIELD = "fileUpload"
@@ -31,18 +33,23 @@ class IncomingFile:
     source_url: str | None = None
 
 
-@asynccontextmanager
-async def open_incoming(
-    request: web.Request, fetcher: UrlFetcher, *, base64: bool, limit: int
-) -> AsyncIterator[IncomingFile]:
-    """The file a store request carries, in whichever form it came."""
+async def receive(request: web.Request, *, base64: bool, limit: int) -> IncomingFile:
+    """What a store or overwrite request carries: the file's bytes as a stream not yet
+    read, or the URL to fetch them from (not yet fetched). Callers authorize in between:
+    a policy can restrict the URL, and nothing should be fetched before it is checked."""
     _refuse_oversized(request, base64=base64, limit=limit)
     if request.content_type.startswith("multipart/"):
-        incoming = await _from_multipart(request)
-    elif request.content_type == "application/x-www-form-urlencoded":
-        incoming = await _from_urlencoded(request)
-    else:
-        incoming = _from_raw(request)
+        return await _from_multipart(request)
+    if request.content_type == "application/x-www-form-urlencoded":
+        return await _from_urlencoded(request)
+    return _from_raw(request)
+
+
+@asynccontextmanager
+async def open_incoming(
+    incoming: IncomingFile, fetcher: UrlFetcher, *, base64: bool
+) -> AsyncIterator[IncomingFile]:
+    """The file's bytes, fetched from its URL if it has one, base64-decoded if asked."""
     if incoming.source_url is not None:
         async with fetcher.open(incoming.source_url) as fetched:
             incoming = IncomingFile(fetched.chunks(), fetched.filename, fetched.content_type,
@@ -50,6 +57,26 @@ async def open_incoming(
             yield _decoded(incoming) if base64 else incoming
         return
     yield _decoded(incoming) if base64 else incoming
+
+
+async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int, grant: Grant,
+                       durable: bool) -> SpoolFile:
+    """Spool the file, refusing it once it passes the app's limit or the policy's maxSize
+    (whichever is smaller, enforced as the bytes arrive), or if it is under minSize."""
+    allowed = grant.max_size(limit)
+    try:
+        spooled = await spool.take(incoming.chunks, limit=allowed, durable=durable)
+    except CinError as exc:
+        if exc.code is Code.TOO_LARGE and allowed < limit:
+            raise CinError(Code.POLICY_DENIES,
+                           f"maxSize: the file is over the policy's {allowed} bytes") from exc
+        raise
+    try:
+        grant.check_size(spooled.size)
+    except CinError:
+        await spooled.remove()
+        raise
+    return spooled
 
 
 def _decoded(incoming: IncomingFile) -> IncomingFile:

@@ -8,18 +8,21 @@ object is stored and the coordinator has recorded it: an acknowledged store is c
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from aiohttp import web
 
 from common import wire
 from common.errors import CinError, Code
-from common.files import FileRecord
+from common.files import FileRecord, file_url
 from common.jobs import JOBS
 from common.locations import find_app, find_location
 from common.naming import clean_filename, valid_text
+from common.request_auth import request_credentials
+from common.security import Action, authorize
 from common.sniff import choose_mimetype
 from common.storage import StorageError
-from edge.intake import open_incoming
+from edge.intake import open_incoming, receive, spool_within
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.spool import SpoolFile
 from edge.store_params import StoreParams
@@ -32,28 +35,36 @@ async def store(request: web.Request) -> web.Response:
     app = find_app(config, request.query.get("key") or request.query.get("apikey"))
     location = find_location(config, app, request.match_info["provider"])
     params = StoreParams.from_query(request.query, location)
+    creds = request_credentials(request)
+    action = Action.store(path=params.path, container=params.container)
+    grant = authorize(app, creds, action)
     limit = app.max_upload_size
 
-    async with open_incoming(request, request.app[FETCHER], base64=params.base64decode,
-                             limit=limit) as incoming:
-        if incoming.source_url is not None:
-            limit = min(limit, config.url_fetch.max_size)
+    incoming = await receive(request, base64=params.base64decode, limit=limit)
+    if incoming.source_url is not None:
+        # Checked again now that the URL is known, before anything is fetched from it.
+        grant = authorize(app, creds, replace(action, url=incoming.source_url))
+        limit = min(limit, config.url_fetch.max_size)
+    async with open_incoming(incoming, request.app[FETCHER],
+                             base64=params.base64decode) as opened:
         # Not fsync'd: this reply waits for the bucket, so the spool is only a buffer.
-        spool = await request.app[SPOOL].take(incoming.chunks, limit=limit, durable=False)
+        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant,
+                                   durable=False)
     try:
         if spool.size == 0:
             raise CinError(Code.EMPTY_FILE)
-        source_url = valid_text(incoming.source_url) if incoming.source_url else None
-        given_name = params.filename or incoming.filename or _name_from_url(source_url)
+        source_url = valid_text(opened.source_url) if opened.source_url else None
+        given_name = params.filename or opened.filename or _name_from_url(source_url)
         filename = clean_filename(given_name) if given_name else None
-        mimetype = choose_mimetype(params.mimetype or incoming.content_type, spool.head,
+        mimetype = choose_mimetype(params.mimetype or opened.content_type, spool.head,
                                    filename)
         start = wire.StartFile(
             origin=f"{request.app[POP].name}:{spool.spool_id}",
             apikey=app.apikey, storage=location.name, provider=location.provider,
             container=params.container, path=params.path, filename=filename or "",
             mimetype=mimetype, size=spool.size, pop=request.app[POP].name,
-            access=params.access.value, region=params.region, source_url=source_url)
+            access=params.access.value, region=params.region, source_url=source_url,
+            tags=params.tags)
     except BaseException:
         await spool.remove()
         raise
@@ -111,10 +122,6 @@ def _name_from_url(url: str | None) -> str | None:
     return tail or None
 
 
-def file_url(public_url: str, handle: str) -> str:
-    return f"{public_url}/api/file/{handle}"
-
-
 def store_reply(public_url: str, record: FileRecord) -> dict[str, object]:
     return {
         "url": file_url(public_url, record.handle),
@@ -124,4 +131,5 @@ def store_reply(public_url: str, record: FileRecord) -> dict[str, object]:
         "filename": record.filename,
         "key": record.key,
         "container": record.container,
+        "upload_tags": dict(record.tags),
     }

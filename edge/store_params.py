@@ -13,6 +13,7 @@ from common.locations import choose_container
 from common.naming import clean_filename, validate_path
 from common.sniff import is_mimetype
 from common.storage import Access
+from common.tags import tags_from_json_text
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,3}$")
 
@@ -26,6 +27,7 @@ class StoreParams:
     region: str | None
     access: Access
     base64decode: bool
+    tags: dict[str, str]
 
     @classmethod
     def from_query(cls, query: Mapping[str, str], location: StorageConfig) -> StoreParams:
@@ -52,5 +54,6 @@ class StoreParams:
             region=region,
             access=access,
             base64decode=query_flag(query, "base64decode") is True,
+            tags=tags_from_json_text(query["upload_tags"]) if "upload_tags" in query else {},
         )
 

@@ -23,6 +23,10 @@ from edge.app import make_app as make_edge_app
 
 APIKEY = "TESTAPIKEY0123456789"
 APP_SECRET = "test-app-secret-0123456789"
+# A second app, as production apps are: every call needs a policy or the app secret.
+SECURE_APIKEY = "SECUREAPIKEY01234567"
+SECURE_SECRET = "secure-app-secret-0123456789"
+WEBHOOK_SECRET = "test-webhook-secret-0123"
 INTERNAL_SECRET = "test-internal-secret-0123"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +39,13 @@ def free_port() -> int:
 
 def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "cin-test",
                 max_upload_size: str | int = "5GiB", allow_private: bool = True,
-                event_loop: str = "asyncio") -> dict[str, Any]:
-    """A network like configs/dev.yaml, on free ports, with its state under `root`."""
+                event_loop: str = "asyncio", webhooks: list[str] | None = None,
+                webhook_delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A network like configs/dev.yaml, on free ports, with its state under `root`.
+
+    Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
+    required security. `webhooks` are URLs both apps post every event to, signed with
+    WEBHOOK_SECRET; `webhook_delivery` overrides the outbox worker's timing."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -44,7 +53,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         storage = {"driver": "s3", "endpoint_url": s3_endpoint, "region": "us-east-1",
                    "addressing_style": "path"}
     storage.update(provider="s3", container=bucket, containers=[f"{bucket}-other"])
-    return {
+    hooks = [{"url": url, "secret": WEBHOOK_SECRET} for url in webhooks or []]
+    data: dict[str, Any] = {
         "event_loop": event_loop,
         "internal_secret": INTERNAL_SECRET,
         "shutdown_timeout": 10,
@@ -60,10 +70,18 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
              "spool_dir": str(root / "spool-west")},
         ],
         "storage": {"bucket": storage},
-        "apps": {APIKEY: {"secret": APP_SECRET, "security": "optional",
-                          "storage": ["bucket"], "max_upload_size": max_upload_size}},
+        "apps": {
+            APIKEY: {"secret": APP_SECRET, "security": "optional", "storage": ["bucket"],
+                     "max_upload_size": max_upload_size, "webhooks": hooks},
+            SECURE_APIKEY: {"secret": SECURE_SECRET, "security": "required",
+                            "storage": ["bucket"], "max_upload_size": max_upload_size,
+                            "webhooks": hooks},
+        },
         "url_fetch": {"allow_private": allow_private, "max_size": "64MiB", "timeout": 5},
     }
+    if webhook_delivery is not None:
+        data["webhook_delivery"] = webhook_delivery
+    return data
 
 
 def to_config(data: dict[str, Any], root: Path) -> Config:
