@@ -79,14 +79,14 @@ class WebhookConfig:
     """One endpoint an app's file events are posted to, signed with its own secret."""
 
     url: str
-    secret: str
+    secret: str = field(repr=False)
     actions: frozenset[str] = frozenset(WEBHOOK_ACTIONS)
 
 
 @dataclass(frozen=True)
 class AppConfig:
     apikey: str
-    secret: str
+    secret: str = field(repr=False)  # never in a log line
     security: SecurityMode
     storage: tuple[str, ...]  # names of StorageConfig entries; the first is the default
     max_upload_size: int
@@ -140,7 +140,7 @@ class PopConfig:
 class Config:
     source: str
     event_loop: EventLoop
-    internal_secret: str
+    internal_secret: str = field(repr=False)
     coordinator: CoordinatorConfig
     pops: tuple[PopConfig, ...]
     storage: Mapping[str, StorageConfig]

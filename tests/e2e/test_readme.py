@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,17 @@ pytestmark = pytest.mark.e2e
 DEV_PORTS = (8700, 8701, 8702)
 
 
-def quickstart_script() -> str:
+def first_sh_block(heading: str) -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## Quickstart", 1)[1]
+    section = readme.split(f"## {heading}\n", 1)[1]
     blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
-    assert blocks, "the quickstart has no sh block"
+    assert blocks, f"{heading} has no sh block"
     return str(blocks[0])
+
+
+def quickstart_script() -> str:
+    """The quickstart, then the security section, which goes on with its $HANDLE."""
+    return first_sh_block("Quickstart") + first_sh_block("Securing an app")
 
 
 def json_objects(text: str) -> list[dict[str, Any]]:
@@ -52,9 +59,11 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
     try:
         assert "cin: apikey DEMOAPIKEY0123456789" in network.output
         assert "cin: pop eu-west-1 at http://127.0.0.1:8702" in network.output
+        # `cin` as a reader who ran `make dev` has it: the project's venv on the PATH.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_script()],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                              check=False)
+                              check=False, env={**os.environ, "PATH": path})
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         assert network.stop() == 0, network.output
@@ -69,6 +78,13 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
     assert {"size": 15, "sha256": sha, "upload_status": "Complete"} in metadata
     full = next(m for m in metadata if "md5" in m)
     assert full["path"].startswith("docs/") and full["location"] == "S3"
-    copy = objects[-1]
-    assert copy["filename"] == "copy.txt" and copy["size"] == 15
+    copy = next(o for o in objects if o.get("filename") == "copy.txt")
+    assert copy["size"] == 15
+
+    # The security section: overwrite, read back, delete, with a policy from `cin sign`.
+    overwritten = next(o for o in objects if "isWriteable" in o)
+    assert overwritten["size"] == len("hello again\n")
+    assert "hello again" in done.stdout
+    assert objects[-1] == {"handle": overwritten["handle"], "deleted": True,
+                           "skip_storage": False}
     assert list((tmp_path / "var" / "bucket").rglob("*hello.txt"))

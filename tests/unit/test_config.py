@@ -29,10 +29,18 @@ def test_dev_config_loads_with_two_pops_and_a_local_bucket() -> None:
 def test_s3_example_reads_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIN_INTERNAL_SECRET", "an-internal-secret-of-length")
     monkeypatch.setenv("CIN_APP_SECRET", "an-app-secret-of-some-length")
+    monkeypatch.setenv("CIN_WEBHOOK_SECRET", "a-webhook-secret-of-length")
     config = load_config(REPO / "configs" / "s3-example.yaml")
     assert config.internal_secret == "an-internal-secret-of-length"
-    assert config.apps["PRODUCTIONAPIKEY0001"].security == "required"
+    app = config.apps["PRODUCTIONAPIKEY0001"]
+    assert app.security == "required"
     assert config.storage["main-bucket"].driver == "s3"
+    (hook,) = app.webhooks
+    assert hook.secret == "a-webhook-secret-of-length"
+    assert hook.actions == {"fp.upload", "fp.overwrite", "fp.delete"}
+    assert config.webhook_delivery.give_up_after == 3 * 86400
+    # Secrets stay out of reprs, so a logged config never carries them.
+    assert "of-length" not in repr(config)
 
 
 def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +73,25 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
         (lambda d: d.update(internal_secret="short"), "internal_secret", "16 characters"),
         (lambda d: d["pops"][0].update(public_url="127.0.0.1:1"), "pops[0].public_url",
          "http:// or https://"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(webhooks={"url": "x"}),
+         "apps.DEMOAPIKEY0123456789.webhooks", "must be a list"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(
+            webhooks=[{"url": "ftp://hooks", "secret": "s" * 16}]),
+         "apps.DEMOAPIKEY0123456789.webhooks[0].url", "http:// or https://"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(
+            webhooks=[{"url": "http://hooks.test/a", "secret": "short"}]),
+         "apps.DEMOAPIKEY0123456789.webhooks[0].secret", "16 characters"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(
+            webhooks=[{"url": "http://hooks.test/a", "secret": "s" * 16,
+                       "actions": ["fp.upload", "fp.converted"]}]),
+         "apps.DEMOAPIKEY0123456789.webhooks[0].actions", "fp.upload, fp.overwrite"),
+        (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(
+            webhooks=[{"url": "http://hooks.test/a", "secret": "s" * 16}] * 2),
+         "apps.DEMOAPIKEY0123456789.webhooks[1].url", "listed twice"),
+        (lambda d: d.update(webhook_delivery={"first_retry": 0}),
+         "webhook_delivery.first_retry", "at least 0.01"),
+        (lambda d: d.update(webhook_delivery={"retries": 3}),
+         "webhook_delivery.retries", "not a known setting"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -75,6 +102,18 @@ def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, word
     assert caught.value.key == key
     assert words in caught.value.problem
     assert str(caught.value).startswith(f"test.yaml: {key}: ")
+
+
+def test_webhooks_default_to_every_action() -> None:
+    data = base()
+    data["apps"]["DEMOAPIKEY0123456789"]["webhooks"] = [
+        {"url": "https://hooks.test/all", "secret": "s" * 16},
+        {"url": "https://hooks.test/uploads", "secret": "t" * 16, "actions": "fp.upload"}]
+    app = parse(data).apps["DEMOAPIKEY0123456789"]
+    assert [hook.actions for hook in app.webhooks] == [
+        {"fp.upload", "fp.overwrite", "fp.delete"}, {"fp.upload"}]
+    assert app.webhook("https://hooks.test/uploads") is app.webhooks[1]
+    assert app.webhook("https://hooks.test/other") is None
 
 
 def test_sizes_accept_units() -> None:
