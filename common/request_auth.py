@@ -29,10 +29,16 @@ SECURITY_SEGMENT = "security"  # the match_info name of a CDN `security=` path s
 def request_credentials(request: web.Request,
                         fields: Mapping[str, Any] | None = None) -> Credentials:
     """Credentials from a CDN `security=` segment, the query, basic auth, or JSON fields."""
+    creds = credentials_from(request.query, request.headers.get("Authorization"), fields)
     segment = request.match_info.get(SECURITY_SEGMENT)
     if segment:
-        return parse_security_segment(segment)
-    creds = credentials_from(request.query, request.headers.get("Authorization"), fields)
+        # Every credential presented is checked: the segment's policy, and basic auth
+        # beside it. A second, different policy in the query would leave it unclear
+        # which one was meant.
+        in_path = parse_security_segment(segment)
+        if creds.policy is not None and creds.policy.replace(" ", "+") != in_path.policy:
+            raise CinError(Code.BAD_POLICY, "policy: the path and the query give different ones")
+        return Credentials(in_path.policy, in_path.signature, creds.app_secret)
     if creds.policy is not None and " " in creds.policy:
         # A standard-alphabet policy sent with a bare `+` in the query decodes to a space
         # (form encoding); base64 has no spaces, so the `+` is what the client meant.

@@ -18,15 +18,16 @@ from coordinator.keys import CONFIG, SESSION
 
 log = logging.getLogger("cin.coordinator.proxy")
 
-# The request headers a POP needs to read the body and the credentials the same way.
-_FORWARDED = ("Content-Type", "Content-Length", "Content-Encoding", "Authorization")
+# The request headers a POP needs to read the body and the credentials the same way. Not
+# Content-Length or Content-Encoding: aiohttp hands the body over already decompressed,
+# so it goes on chunked, and the POP counts the bytes against the limits as they arrive.
+_FORWARDED = ("Content-Type", "Authorization")
 MAX_REPLY_BYTES = 64 * 1024  # a POP's JSON answer
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
 
 
 async def overwrite(request: web.Request) -> web.StreamResponse:
     headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
-    headers["X-Forwarded-For"] = request.remote or ""
     session = request.app[SESSION]
     for pop in request.app[CONFIG].pops:
         url = pop.public_url + request.path_qs

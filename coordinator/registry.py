@@ -82,7 +82,7 @@ class FileRegistry:
         updated = await self.state.set_status(handle, FileStatus.COMPLETE, size=size, etag=etag,
                                               events=self._events(events.UPLOAD))
         log.info("file %s complete (%d bytes)", handle, size)
-        self.on_events()
+        self._notify(updated, events.UPLOAD)
         return updated
 
     async def failed(self, handle: str, reason: str) -> FileRecord:
@@ -107,7 +107,7 @@ class FileRegistry:
                 handle, size=size, etag=etag, mimetype=mimetype,
                 events=self._events(events.OVERWRITE))
         log.info("file %s overwritten (version %d, %d bytes)", handle, updated.version, size)
-        self.on_events()
+        self._notify(updated, events.OVERWRITE)
         return updated
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
@@ -121,7 +121,7 @@ class FileRegistry:
                 await self._delete_object(record)
             deleted = await self.state.delete_file(handle, events=self._events(events.DELETE))
         log.info("file %s deleted%s", handle, " (object kept)" if skip_storage else "")
-        self.on_events()
+        self._notify(deleted, events.DELETE)
         return deleted
 
     async def _delete_object(self, record: FileRecord) -> None:
@@ -152,6 +152,12 @@ class FileRegistry:
             return events.file_events(app, action, record, url, time.time())
 
         return build
+
+    def _notify(self, record: FileRecord, action: str) -> None:
+        """Wake the outbox worker, if the change wrote an event for it to send."""
+        app = self.config.apps.get(record.apikey)
+        if app is not None and any(action in hook.actions for hook in app.webhooks):
+            self.on_events()
 
     def _lock(self, handle: str) -> asyncio.Lock:
         return self._locks.setdefault(handle, asyncio.Lock())

@@ -35,9 +35,11 @@ class StoreParams:
         mimetype = query.get("mimetype")
         if mimetype is not None and not is_mimetype(mimetype.strip()):
             raise CinError(Code.BAD_PARAMETER, f"mimetype {mimetype[:100]!r} is not type/subtype")
+        # Kept as the key will have it (no leading '/'), so a policy's path pattern is
+        # matched against what is stored, however the client spelled it.
         path = query.get("path")
         if path is not None:
-            validate_path(path)
+            path = validate_path(path)
         region = query.get("region") or query.get("storeRegion")
         if region is not None and not _REGION_RE.match(region):
             raise CinError(Code.BAD_PARAMETER, f"region {region[:64]!r} is not a region name")
