@@ -1,0 +1,659 @@
+"""A POP's durable spool for multipart uploads (the Upload API).
+
+    <root>/uploads/<upload_id>/upload.json         the caller's metadata, written once
+    <root>/uploads/<upload_id>/part-<N>.data       the part's bytes, each at its offset
+    <root>/uploads/<upload_id>/part-<N>.journal    one JSON line per acknowledged chunk
+
+A chunk is acknowledged once its bytes are fsync'd in the data file and then its line
+`{"offset":..,"size":..,"md5":"<hex>"}` is fsync'd in the journal: the journal, not the
+data file, says which bytes exist, so bytes of a chunk that failed (or of a crash
+mid-chunk) are never believed. Acknowledged bytes are never written again: a chunk equal
+to an acknowledged one is accepted without a write, any other overlap is a conflict.
+
+All disk work (and the MD5 of the bytes, hashed as they are written) runs in worker
+threads, batched into ~1 MiB calls; a part is never held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from common.errors import CinError, Code
+
+log = logging.getLogger("cin.edge.part_spool")
+
+FLUSH_BYTES = 1024 * 1024
+READ_BYTES = 1024 * 1024
+HASH_STEP_BYTES = 8 * 1024 * 1024
+MAX_PART_NUMBER = 10_000
+MAX_PART_BYTES = 5 * 1024**3  # S3's largest part
+_IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
+
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_PART_JOURNAL = re.compile(r"part-([1-9][0-9]{0,4})\.journal")
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_META_FILE = "upload.json"
+_META_VERSION = 1
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, order=True)
+class Extent:
+    """A byte range `[offset, offset + size)` of a part."""
+
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+    def overlaps(self, other: Extent) -> bool:
+        return self.offset < other.end and other.offset < self.end
+
+
+@dataclass(frozen=True)
+class ChunkReceipt:
+    """An acknowledged chunk: durable at the POP, listed in its part's journal."""
+
+    part: int
+    offset: int
+    size: int
+    md5_hex: str
+
+    @property
+    def extent(self) -> Extent:
+        return Extent(self.offset, self.size)
+
+    def journal_line(self) -> bytes:
+        entry = {"offset": self.offset, "size": self.size, "md5": self.md5_hex}
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+def merge_extents(extents: Iterable[Extent]) -> tuple[Extent, ...]:
+    """Sorted, with overlapping and touching ranges joined."""
+    merged: list[Extent] = []
+    for extent in sorted(extents):
+        if merged and extent.offset <= merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Extent(last.offset, max(last.end, extent.end) - last.offset)
+        else:
+            merged.append(extent)
+    return tuple(merged)
+
+
+@dataclass(frozen=True)
+class PartState:
+    """Which bytes of a part are acknowledged."""
+
+    part: int
+    extents: tuple[Extent, ...]  # merged, sorted
+
+    @classmethod
+    def of(cls, part: int, receipts: Iterable[ChunkReceipt]) -> PartState:
+        return cls(part, merge_extents(receipt.extent for receipt in receipts))
+
+    @property
+    def contiguous(self) -> int:
+        """How many bytes from byte 0 are acknowledged without a gap."""
+        if self.extents and self.extents[0].offset == 0:
+            return self.extents[0].end
+        return 0
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(extent.size for extent in self.extents)
+
+    @property
+    def end(self) -> int:
+        return self.extents[-1].end if self.extents else 0
+
+    def first_gap(self, expected: int | None = None) -> int | None:
+        """The first missing byte below `end` (or below `expected` when given), else None."""
+        if not self.extents:
+            return 0
+        limit = self.end if expected is None else expected
+        return self.contiguous if self.contiguous < limit else None
+
+    def size_if_complete(self, expected: int | None = None) -> int | None:
+        """The part's size when its bytes are all here (and are `expected` many), else None."""
+        if self.first_gap(expected) is not None:
+            return None
+        if expected is not None and self.end != expected:
+            return None
+        return self.end
+
+
+@dataclass(frozen=True)
+class FinishedPart:
+    """A part whose bytes are all acknowledged: ready to go to the bucket as one UploadPart."""
+
+    upload_id: str
+    part: int
+    path: Path
+    size: int
+    md5_hex: str  # of the whole part: its ETag in the bucket
+
+
+@dataclass(frozen=True)
+class SpooledUpload:
+    """An upload found on disk after a restart."""
+
+    upload_id: str
+    meta: dict[str, Any]
+    parts: tuple[PartState, ...]  # parts with acknowledged bytes, by part number
+
+
+@dataclass
+class _InFlight:
+    extent: Extent
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _PartBook:
+    """What this process knows of one part: its acknowledged chunks (mirroring its journal),
+    the chunks being written now, and the lock that serializes its journal appends."""
+
+    def __init__(self, directory: Path, part: int, receipts: list[ChunkReceipt],
+                 journal_end: int) -> None:
+        self.part = part
+        self.data_path = directory / f"part-{part}.data"
+        self.journal_path = directory / f"part-{part}.journal"
+        self.receipts = receipts
+        self.journal_end = journal_end  # where the next line goes: after the last whole line
+        self.journal_lock = asyncio.Lock()
+        self.in_flight: list[_InFlight] = []
+        self._directory_synced = False
+
+    def state(self) -> PartState:
+        return PartState.of(self.part, list(self.receipts))
+
+    def admit(self, extent: Extent) -> ChunkReceipt | _InFlight | None:
+        """What stands in the chunk's way: an in-flight chunk it overlaps (wait for it), an
+        acknowledged chunk it repeats exactly, or nothing. Any other overlap is refused."""
+        for writing in self.in_flight:
+            if writing.extent.overlaps(extent):
+                return writing
+        for receipt in list(self.receipts):
+            if receipt.extent == extent:
+                return receipt
+        for receipt in list(self.receipts):
+            if receipt.extent.overlaps(extent):
+                raise CinError(
+                    Code.CONFLICT,
+                    f"bytes {extent.offset}-{extent.end - 1} of part {self.part} overlap "
+                    f"acknowledged bytes {receipt.offset}-{receipt.extent.end - 1}",
+                )
+        return None
+
+    def append(self, receipt: ChunkReceipt) -> None:
+        """Journal `receipt` durably (in a worker thread, under `journal_lock`).
+
+        The in-memory list is updated here rather than by the caller so that it can never
+        lag the file, even when the caller is cancelled while the thread runs.
+        """
+        line = receipt.journal_line()
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
+        try:
+            if os.fstat(fd).st_size != self.journal_end:
+                # A torn line from a crash, or an append that failed: the new line must start
+                # on a line boundary, or it would be glued to garbage and lost.
+                os.ftruncate(fd, self.journal_end)
+            _pwrite_all(fd, [line], self.journal_end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not self._directory_synced:
+            # The part's two new names must survive a crash too.
+            _fsync_directory(self.journal_path.parent)
+            self._directory_synced = True
+        self.journal_end += len(line)
+        self.receipts.append(receipt)
+
+
+class PartSpool:
+    def __init__(self, root: Path, *, max_part_bytes: int = MAX_PART_BYTES) -> None:
+        self.uploads = root / "uploads"
+        self.max_part_bytes = max_part_bytes
+        self._known: set[str] = set()
+        self._books: dict[tuple[str, int], _PartBook] = {}
+        self._loading = asyncio.Lock()
+
+    async def prepare(self) -> None:
+        await _settled(self.uploads.mkdir, parents=True, exist_ok=True)
+
+    async def open_upload(self, upload_id: str, meta: dict[str, Any]) -> None:
+        """Create the upload's directory and record `meta`; a second call keeps the first."""
+        directory = self._directory(upload_id)
+        text = json.dumps({"version": _META_VERSION, "upload_id": upload_id, "meta": meta})
+        await _settled(_create_once, directory, _META_FILE, text.encode())
+        self._known.add(upload_id)
+
+    async def write_chunk(self, upload_id: str, part: int, offset: int,
+                          body: AsyncIterable[bytes], size: int,
+                          md5_b64: str | None = None) -> ChunkReceipt:
+        """Write `size` bytes from `body` at `offset` in the part, and acknowledge them.
+
+        When this returns the bytes are durable. When it raises, nothing is acknowledged
+        and no acknowledged byte was touched.
+        """
+        _check_part(part)
+        if type(offset) is not int or type(size) is not int or offset < 0 or size < 1:
+            raise CinError(Code.BAD_PARAMETER, "a chunk needs an offset >= 0 and a size >= 1")
+        if offset + size > self.max_part_bytes:
+            raise CinError(Code.BAD_PARAMETER,
+                           f"a part may not pass {self.max_part_bytes} bytes")
+        expected_md5 = _decode_md5(md5_b64)
+        book = await self._book(upload_id, part)
+        extent = Extent(offset, size)
+        while isinstance(obstacle := book.admit(extent), _InFlight):
+            # Once it settles, this chunk either repeats it, conflicts with it, or is free.
+            await obstacle.settled.wait()
+        if isinstance(obstacle, ChunkReceipt):
+            return await self._repeat(obstacle, body, expected_md5)
+
+        writing = _InFlight(extent)
+        book.in_flight.append(writing)
+        try:
+            md5_hex = await _receive(book.data_path, extent, body, expected_md5)
+            receipt = ChunkReceipt(part, offset, size, md5_hex)
+            async with book.journal_lock:
+                await _settled(book.append, receipt)
+            return receipt
+        except FileNotFoundError as error:
+            raise CinError(Code.FILE_NOT_FOUND,
+                           f"upload {upload_id} was removed from this POP") from error
+        finally:
+            book.in_flight.remove(writing)
+            writing.settled.set()
+
+    async def _repeat(self, acknowledged: ChunkReceipt, body: AsyncIterable[bytes],
+                      expected_md5: bytes | None) -> ChunkReceipt:
+        """A chunk at the range of an acknowledged one: fine if its bytes are the same."""
+        conflict = CinError(Code.CONFLICT, f"bytes {acknowledged.offset}-"
+                            f"{acknowledged.extent.end - 1} of part {acknowledged.part} were "
+                            "acknowledged with different content")
+        if expected_md5 is not None and expected_md5.hex() != acknowledged.md5_hex:
+            raise conflict
+        md5_hex = await _receive(None, acknowledged.extent, body, expected_md5)
+        if md5_hex != acknowledged.md5_hex:
+            raise conflict
+        return acknowledged
+
+    async def part_state(self, upload_id: str, part: int) -> PartState:
+        _check_part(part)
+        return (await self._book(upload_id, part)).state()
+
+    async def finish_part(self, upload_id: str, part: int,
+                          expected_size: int | None = None) -> FinishedPart:
+        """Check the part has all its bytes, and compute its MD5 (its ETag)."""
+        _check_part(part)
+        book = await self._book(upload_id, part)
+        state = book.state()
+        gap = state.first_gap(expected_size)
+        if gap is not None:
+            raise CinError(Code.CONFLICT, f"part {part} has a gap at byte {gap}")
+        if expected_size is not None and state.end != expected_size:
+            raise CinError(Code.CONFLICT,
+                           f"part {part} has {state.end} bytes, its size is {expected_size}")
+        md5 = hashlib.md5(usedforsecurity=False)
+        fd = await _settled(_open_for_reading, book.data_path)
+        try:
+            for start in range(0, state.end, HASH_STEP_BYTES):
+                await _settled(_hash_range, fd, md5.update, start,
+                               min(HASH_STEP_BYTES, state.end - start))
+        finally:
+            await _settled(os.close, fd)
+        return FinishedPart(upload_id, part, book.data_path, state.end, md5.hexdigest())
+
+    def read_part(self, finished: FinishedPart) -> AsyncIterator[bytes]:
+        """The part's bytes, ~1 MiB at a time (for UploadPart)."""
+        return _stream(finished.path, 0, finished.size)
+
+    async def read_range(self, upload_id: str, part: int, start: int,
+                         length: int) -> AsyncIterator[bytes]:
+        """Bytes `[start, start + length)` of a part, ~1 MiB at a time (for In Transit
+        downloads). Checked before anything is read: only acknowledged bytes are served."""
+        _check_part(part)
+        book = await self._book(upload_id, part)
+        wanted = Extent(start, length)
+        if start < 0 or length < 0 or not any(
+            extent.offset <= wanted.offset and wanted.end <= extent.end
+            for extent in book.state().extents
+        ):
+            raise CinError(Code.RANGE_NOT_SATISFIABLE,
+                           f"bytes {start}-{start + length - 1} of part {part} are not here")
+        return _stream(book.data_path, start, length)
+
+    async def recover(self) -> list[SpooledUpload]:
+        """Every upload on disk with its metadata and acknowledged bytes (after a restart)."""
+        found = await _settled(_scan, self.uploads)
+        self._known.update(upload.upload_id for upload in found)
+        return found
+
+    async def remove_part(self, upload_id: str, part: int) -> None:
+        _check_part(part)
+        directory = self._directory(upload_id)
+        book = self._books.pop((upload_id, part), None)
+
+        def remove() -> None:
+            for name in (f"part-{part}.data", f"part-{part}.journal"):
+                (directory / name).unlink(missing_ok=True)
+
+        await _settled(remove)
+        if book is not None:
+            book.receipts.clear()
+
+    async def remove_upload(self, upload_id: str) -> None:
+        directory = self._directory(upload_id)
+        self._known.discard(upload_id)
+        for key in [key for key in self._books if key[0] == upload_id]:
+            self._books.pop(key).receipts.clear()
+
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(directory)
+
+        await _settled(remove)
+
+    async def uploads_older_than(self, seconds: float) -> list[str]:
+        """Uploads with no activity for `seconds`, oldest first (to expire them).
+
+        Activity is the newest modification time of the upload's directory and files:
+        writing into an existing part file does not touch the directory itself.
+        """
+        return await _settled(_idle_uploads, self.uploads, time.time() - seconds)
+
+    def _directory(self, upload_id: str) -> Path:
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+            raise CinError(Code.BAD_PARAMETER, "the upload id is not valid")
+        return self.uploads / upload_id
+
+    async def _book(self, upload_id: str, part: int) -> _PartBook:
+        directory = self._directory(upload_id)
+        book = self._books.get((upload_id, part))
+        if book is not None:
+            return book
+        if upload_id not in self._known:
+            if not await _settled((directory / _META_FILE).is_file):
+                raise CinError(Code.FILE_NOT_FOUND,
+                               f"upload {upload_id} is not spooled at this POP")
+            self._known.add(upload_id)
+        async with self._loading:
+            book = self._books.get((upload_id, part))
+            if book is None:
+                receipts, journal_end = await _settled(
+                    _read_journal, directory / f"part-{part}.journal", part)
+                book = self._books[(upload_id, part)] = _PartBook(
+                    directory, part, receipts, journal_end)
+        return book
+
+
+async def _settled(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run `fn` in a worker thread; if cancelled, still wait for it before giving up.
+
+    A thread cannot be stopped. Returning early would let the caller close a descriptor the
+    thread still writes through, or free a byte range the thread still writes into.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller sees
+        raise
+
+
+class _ChunkSink:
+    """One chunk's bytes on their way to the data file (or, with no file, only hashed)."""
+
+    def __init__(self, fd: int | None, offset: int) -> None:
+        self.fd = fd
+        self.position = offset
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def write(self, buffers: list[bytes]) -> None:
+        for buffer in buffers:
+            self.md5.update(buffer)
+        if self.fd is not None:
+            _pwrite_all(self.fd, buffers, self.position)
+        self.position += sum(len(buffer) for buffer in buffers)
+
+
+async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes],
+                   expected_md5: bytes | None) -> str:
+    """Take exactly `extent.size` bytes from `body`, write them at `extent.offset` in `path`
+    (when given) and fsync them; return their MD5 in hex. Never writes past the extent."""
+    fd = None if path is None else await _settled(_open_for_writing, path)
+    sink = _ChunkSink(fd, extent.offset)
+    try:
+        received = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for piece in body:
+            received += len(piece)
+            if received > extent.size:
+                raise CinError(Code.BAD_PARAMETER, f"the chunk is at least {received} bytes, "
+                               f"the request said {extent.size}")
+            pending.append(piece)
+            pending_bytes += len(piece)
+            if pending_bytes >= FLUSH_BYTES:
+                await _settled(sink.write, pending)
+                pending, pending_bytes = [], 0
+        if pending:
+            await _settled(sink.write, pending)
+        if received != extent.size:
+            raise CinError(Code.BAD_PARAMETER,
+                           f"the chunk is {received} bytes, the request said {extent.size}")
+        if expected_md5 is not None and sink.md5.digest() != expected_md5:
+            raise CinError(Code.BAD_PARAMETER, "Content-MD5 does not match")
+        if fd is not None:
+            await _settled(os.fsync, fd)
+        return sink.md5.hexdigest()
+    finally:
+        if fd is not None:
+            await _settled(os.close, fd)
+
+
+async def _stream(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    fd = await _settled(_open_for_reading, path)
+    try:
+        position, end = start, start + length
+        while position < end:
+            block = await _settled(os.pread, fd, min(READ_BYTES, end - position), position)
+            if not block:
+                raise CinError(Code.INTERNAL, f"{path} is shorter than its acknowledged bytes")
+            position += len(block)
+            yield block
+    finally:
+        await _settled(os.close, fd)
+
+
+def _check_part(part: int) -> None:
+    if type(part) is not int or not 1 <= part <= MAX_PART_NUMBER:
+        raise CinError(Code.BAD_PARAMETER, f"a part number is 1 to {MAX_PART_NUMBER}")
+
+
+def _decode_md5(md5_b64: str | None) -> bytes | None:
+    if md5_b64 is None:
+        return None
+    try:
+        digest = base64.b64decode(md5_b64, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise CinError(Code.BAD_PARAMETER, "Content-MD5 is not valid base64") from error
+    if len(digest) != hashlib.md5(usedforsecurity=False).digest_size:
+        raise CinError(Code.BAD_PARAMETER, "Content-MD5 is not the base64 of an MD5 digest")
+    return digest
+
+
+def _open_for_writing(path: Path) -> int:
+    # No O_TRUNC: the file holds other chunks of the part.
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+
+
+def _open_for_reading(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def _pwrite_all(fd: int, buffers: list[bytes], offset: int) -> None:
+    views = [memoryview(buffer) for buffer in buffers if buffer]
+    while views:
+        written = os.pwritev(fd, views[:_IOV_MAX], offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def _hash_range(fd: int, update: Callable[[bytes], None], start: int, length: int) -> None:
+    position, end = start, start + length
+    while position < end:
+        block = os.pread(fd, min(READ_BYTES, end - position), position)
+        if not block:
+            raise CinError(Code.INTERNAL, "a part file is shorter than its acknowledged bytes")
+        update(block)
+        position += len(block)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_once(directory: Path, name: str, content: bytes) -> None:
+    """Create `directory/name` holding `content`, atomically and durably, unless it exists."""
+    target = directory / name
+    if target.exists():
+        return
+    directory.mkdir(exist_ok=True)
+    _fsync_directory(directory.parent)
+    temporary = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        _pwrite_all(fd, [content], 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # A link, not a rename: it never replaces, so of two racing callers the first wins.
+        os.link(temporary, target)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    _fsync_directory(directory)
+
+
+def _read_journal(path: Path, part: int) -> tuple[list[ChunkReceipt], int]:
+    """The journal's acknowledged chunks, and the length of its whole lines.
+
+    A line without its newline was torn by a crash before it was fsync'd: it was never
+    acknowledged, so it is ignored (and cut before the next append).
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    end = raw.rfind(b"\n") + 1
+    receipts: dict[ChunkReceipt, None] = {}
+    for line in raw[:end].splitlines():
+        receipt = _parse_line(line, part)
+        if receipt is None:
+            log.warning("%s: ignoring a malformed journal line %r", path, line[:200])
+        else:
+            receipts[receipt] = None
+    return list(receipts), end
+
+
+def _parse_line(line: bytes, part: int) -> ChunkReceipt | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    offset, size, md5 = entry.get("offset"), entry.get("size"), entry.get("md5")
+    if type(offset) is not int or type(size) is not int or offset < 0 or size < 1:
+        return None
+    if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
+        return None
+    return ChunkReceipt(part, offset, size, md5)
+
+
+def _read_meta(directory: Path) -> dict[str, Any] | None:
+    try:
+        stored = json.loads((directory / _META_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    meta = stored.get("meta") if isinstance(stored, dict) else None
+    return meta if isinstance(meta, dict) else None
+
+
+def _scan(uploads: Path) -> list[SpooledUpload]:
+    found: list[SpooledUpload] = []
+    for directory in sorted(_upload_directories(uploads)):
+        meta = _read_meta(directory)
+        if meta is None:
+            # open_upload never returned for it, so nothing of it was acknowledged.
+            log.warning("%s: no readable %s, left for expiry", directory, _META_FILE)
+            continue
+        parts: list[PartState] = []
+        for journal in directory.iterdir():
+            match = _PART_JOURNAL.fullmatch(journal.name)
+            if match is None or int(match[1]) > MAX_PART_NUMBER:
+                continue
+            part = int(match[1])
+            receipts, _ = _read_journal(journal, part)
+            if receipts:
+                parts.append(PartState.of(part, receipts))
+        parts.sort(key=lambda state: state.part)
+        found.append(SpooledUpload(directory.name, meta, tuple(parts)))
+    return found
+
+
+def _upload_directories(uploads: Path) -> list[Path]:
+    try:
+        entries = list(uploads.iterdir())
+    except FileNotFoundError:
+        return []
+    return [entry for entry in entries
+            if _UPLOAD_ID.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()]
+
+
+def _idle_uploads(uploads: Path, before: float) -> list[str]:
+    idle: list[tuple[float, str]] = []
+    for directory in _upload_directories(uploads):
+        try:
+            latest = max([directory.stat().st_mtime,
+                          *(entry.stat().st_mtime for entry in directory.iterdir())])
+        except FileNotFoundError:
+            continue  # removed while we looked
+        if latest < before:
+            idle.append((latest, directory.name))
+    return [name for _, name in sorted(idle)]

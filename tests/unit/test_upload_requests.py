@@ -1,0 +1,100 @@
+"""The Upload API's request parsing and its signed part URLs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from common.errors import CinError, Code
+from common.part_urls import new_target, verify_target
+from common.upload_api import CompleteRequest, PartRequest, StartRequest
+
+SECRET = "internal-secret-for-tests"
+MD5 = base64.b64encode(hashlib.md5(b"chunk").digest()).decode()
+
+
+def start_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"apikey": "KEY0123456", "filename": "a.bin", "size": 10,
+                              "mimetype": "application/x-demo",
+                              "store": {"location": "s3", "path": "in/", "access": "public"},
+                              "extra": "ignored"}
+    fields.update(changes)
+    return fields
+
+
+def test_start_request_as_the_sdks_send_it() -> None:
+    start = StartRequest.parse(start_fields(fii=True))
+    assert (start.apikey, start.filename, start.size, start.fii) == ("KEY0123456", "a.bin",
+                                                                     10, True)
+    assert (start.store.location, start.store.path, start.store.access) == ("s3", "in/",
+                                                                            "public")
+    assert StartRequest.parse(start_fields(size="10")).size == 10
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"apikey": None}, "apikey"),
+    ({"size": 0}, "size"),
+    ({"size": True}, "size"),
+    ({"size": 2.5}, "size"),
+    ({"filename": ["x"]}, "filename"),
+    ({"store": "s3"}, "store"),
+    ({"store": {"access": "world"}}, "store.access"),
+    ({"fii": "maybe"}, "fii"),
+])
+def test_start_request_names_the_bad_field(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(CinError) as caught:
+        StartRequest.parse(start_fields(**changes))
+    assert caught.value.code is Code.BAD_PARAMETER
+    assert named in str(caught.value)
+
+
+def test_part_request_regular_and_fii() -> None:
+    ids = {"apikey": "KEY0123456", "upload_id": "u" * 32}
+    regular = PartRequest.parse({**ids, "part": 2, "size": 5, "md5": MD5})
+    assert (regular.part, regular.offset, regular.fii, regular.md5) == (2, 0, False, MD5)
+    chunk = PartRequest.parse({**ids, "part": 1, "size": 32768, "offset": 65536, "fii": True})
+    assert (chunk.offset, chunk.fii, chunk.md5) == (65536, True, None)
+    for bad in ({"part": 0}, {"part": 10_001}, {"md5": "not-base64!"},
+                {"md5": base64.b64encode(b"short").decode()}, {"offset": -1}):
+        with pytest.raises(CinError):
+            PartRequest.parse({**ids, "part": 1, "size": 5, **bad})
+
+
+def test_complete_request_lists_parts_and_tags() -> None:
+    complete = CompleteRequest.parse({
+        "apikey": "KEY0123456", "upload_id": "u" * 32, "fii": True,
+        "parts": [{"part_number": 1, "etag": '"abc"'}, {"part_number": 3, "etag": "def"}],
+        "upload_tags": {"user": "42"}})
+    assert complete.parts == {1: "abc", 3: "def"}
+    assert complete.tags == {"user": "42"} and complete.fii
+    with pytest.raises(CinError) as caught:
+        CompleteRequest.parse({"apikey": "KEY0123456", "upload_id": "u" * 32,
+                               "upload_tags": {str(n): "v" for n in range(11)}})
+    assert caught.value.code is Code.BAD_TAGS
+
+
+def test_a_part_url_verifies_only_as_given() -> None:
+    target = new_target("u" * 32, part=3, offset=65536, size=4096, md5=MD5, now=1000.0)
+    url = target.url("https://pop.test:8443", SECRET)
+    assert url.startswith("https://pop.test:8443/multipart/part?")
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert verify_target(query, SECRET, now=1001.0) == target
+
+    for name, value in (("part", "4"), ("offset", "0"), ("size", "4097"),
+                        ("upload_id", "v" * 32), ("md5", ""), ("expires", "999999")):
+        with pytest.raises(CinError) as caught:
+            verify_target({**query, name: value}, SECRET, now=1001.0)
+        assert caught.value.code is Code.BAD_SIGNATURE, name
+    with pytest.raises(CinError) as caught:
+        verify_target(query, "another-secret-entirely", now=1001.0)
+    assert caught.value.code is Code.BAD_SIGNATURE
+    with pytest.raises(CinError) as caught:
+        verify_target(query, SECRET, now=target.expires)
+    assert caught.value.code is Code.POLICY_EXPIRED
+    with pytest.raises(CinError) as caught:
+        verify_target({"part": "x"}, SECRET)
+    assert caught.value.code is Code.BAD_SIGNATURE
