@@ -75,21 +75,27 @@ class WebhookSender:
 
     async def _step(self) -> None:
         self._wake.clear()
+        # The next retry time is read before `now` is taken: a row that falls due while
+        # the outbox is being read is then either among the due rows or waited for, not
+        # left to the idle poll.
+        next_time = await self.state.next_delivery_time()
+        now = self.clock()
         free = self.settings.concurrency - len(self._in_flight)
         if free > 0:
-            now = self.clock()
             due = await self.state.due_deliveries(now, free + len(self._in_flight))
             for delivery in due:
                 if delivery.id not in self._in_flight and len(self._in_flight) < \
                         self.settings.concurrency:
                     self._start(delivery)
         wait = IDLE_POLL
-        next_time = await self.state.next_delivery_time()
-        if next_time is not None and next_time > self.clock():
-            wait = min(wait, next_time - self.clock())
+        if next_time is not None and next_time > now:
+            wait = min(wait, max(0.0, next_time - self.clock()))
         # Due rows not started are waiting for a free slot; a finishing delivery wakes us.
+        # Not `wait_for`: on Python 3.11 it swallows a cancel that arrives as the event is
+        # set, and the worker would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
 
     def _start(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
