@@ -45,8 +45,11 @@ class Drain:
     async def drain(self, grace_seconds: float) -> bool:
         """Refuse new requests and wait for the current ones; False if some outlived it."""
         self.draining = True
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow a cancel
+        # that arrives just as the event is set.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+            async with asyncio.timeout(grace_seconds):
+                await self._idle.wait()
         return self.active == 0
 
 

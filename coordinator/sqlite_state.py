@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -243,9 +243,13 @@ class SqliteStateStore:
 
         return await self._run(read)
 
-    async def next_delivery_time(self) -> float | None:
+    async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
+        skipped = list(excluding)
+
         def read(db: sqlite3.Connection) -> float | None:
-            row = db.execute("SELECT MIN(next_attempt) FROM outbox WHERE abandoned = 0")
+            marks = ", ".join("?" * len(skipped))  # placeholders only; the ids are bound
+            query = f"SELECT MIN(next_attempt) FROM outbox WHERE abandoned = 0 AND id NOT IN ({marks})"  # noqa: S608, E501
+            row = db.execute(query, skipped)
             value = row.fetchone()[0]
             return float(value) if value is not None else None
 

@@ -3,7 +3,7 @@ server database (for several coordinators) are interchangeable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from common.config import AppConfig
@@ -61,7 +61,9 @@ class StateStore(Protocol):
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
 
-    async def next_delivery_time(self) -> float | None: ...
+    async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
+        """When the earliest pending delivery not in `excluding` (those being sent) is due."""
+        ...
 
     async def delivery_done(self, delivery_id: int) -> None: ...
 

@@ -78,7 +78,8 @@ class WebhookSender:
         # The next retry time is read before `now` is taken: a row that falls due while
         # the outbox is being read is then either among the due rows or waited for, not
         # left to the idle poll.
-        next_time = await self.state.next_delivery_time()
+        # Rows being sent are left out: their old due time would otherwise look overdue.
+        next_time = await self.state.next_delivery_time(excluding=set(self._in_flight))
         now = self.clock()
         free = self.settings.concurrency - len(self._in_flight)
         if free > 0:

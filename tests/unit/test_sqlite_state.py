@@ -150,6 +150,7 @@ async def test_outbox_retries_and_abandons(tmp_path: Path) -> None:
     await store.delivery_failed(first.id, "HTTP 500", retry_at=200.0)
     assert await store.due_deliveries(now=150.0, limit=10) == []
     assert await store.next_delivery_time() == 200.0
+    assert await store.next_delivery_time(excluding={first.id}) is None  # being sent
     (again,) = await store.due_deliveries(now=200.0, limit=10)
     assert (again.id, again.attempts) == (first.id, 1)
     await store.delivery_failed(first.id, "HTTP 500", retry_at=None)
