@@ -12,9 +12,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from botocore.exceptions import ClientError
-from support import APIKEY, APP_SECRET, Network, start_network
+from support import APIKEY, APP_SECRET, Network
 
 from common.security import encode_policy, sign_policy
 
@@ -33,21 +30,9 @@ HOUR = 3600
 BASIC = "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()
 
 
-@pytest.fixture(params=["local", "s3"])
-async def network(request: pytest.FixtureRequest, tmp_path: Path,
-                  moto_url: str) -> AsyncIterator[Network]:
-    """The network storing to local disk, then to S3 (moto) over HTTP."""
-    if request.param == "local":
-        settings: dict[str, Any] = {}
-    else:
-        bucket = f"cin-{uuid.uuid4().hex[:12]}"
-        async with aiobotocore.session.get_session().create_client(
-                "s3", endpoint_url=moto_url, region_name="us-east-1") as s3:
-            for name in (bucket, f"{bucket}-other"):
-                await s3.create_bucket(Bucket=name)
-        settings = {"s3_endpoint": moto_url, "bucket": bucket}
-    async with start_network(tmp_path, **settings) as started:
-        yield started
+@pytest.fixture
+def network(network_on_each_driver: Network) -> Network:
+    return network_on_each_driver
 
 
 def signed(secret: str = APP_SECRET, **fields: Any) -> dict[str, str]:
