@@ -54,6 +54,29 @@ class FileRecord:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class UploadRecord:
+    """A multipart upload (the Upload API) of one file: what the client's `upload_id`
+    stands for. `storage_upload_id` is the bucket's own multipart upload id."""
+
+    upload_id: str
+    handle: str
+    storage_upload_id: str
+    pop: str  # the POP the client was sent to (`location_url`)
+    fii: bool
+    created: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "handle": self.handle,
+                "storage_upload_id": self.storage_upload_id, "pop": self.pop,
+                "fii": self.fii, "created": self.created}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> UploadRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
 def file_url(public_url: str, handle: str) -> str:
     """A file's link, as store replies and webhooks give it."""
     return f"{public_url}/api/file/{handle}"

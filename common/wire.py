@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 from common.errors import CinError, Code
-from common.files import FileRecord
+from common.files import FileRecord, UploadRecord
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/vnd.cin.v1+msgpack"
@@ -67,6 +67,27 @@ class StartFile(Message):
     region: str | None = None
     source_url: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+
+@message
+@dataclass(frozen=True)
+class StartUpload(Message):
+    """A client began a multipart upload (the Upload API's start), checked by a POP."""
+
+    TYPE: ClassVar[str] = "start_upload"
+    origin: str  # "<node>:<request id>": a retried start returns the same upload
+    apikey: str
+    storage: str
+    provider: str
+    container: str
+    path: str | None
+    filename: str
+    mimetype: str
+    size: int
+    access: str
+    region: str | None
+    fii: bool
+    pop: str | None  # the POP the client called, which then takes the bytes
 
 
 @message
@@ -134,6 +155,14 @@ class FileReply(Message):
 
 @message
 @dataclass(frozen=True)
+class UploadReply(Message):
+    TYPE: ClassVar[str] = "upload"
+    record: FileRecord
+    upload: UploadRecord
+
+
+@message
+@dataclass(frozen=True)
 class MetadataReply(Message):
     TYPE: ClassVar[str] = "metadata"
     fields: dict[str, Any]
@@ -167,7 +196,7 @@ def encode(msg: Message) -> bytes:
     body: dict[str, Any] = {"t": msg.TYPE, "v": PROTOCOL_VERSION}
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
-        body[f.name] = value.to_wire() if isinstance(value, FileRecord) else value
+        body[f.name] = value.to_wire() if isinstance(value, FileRecord | UploadRecord) else value
     try:
         return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
     except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
@@ -194,11 +223,12 @@ def decode(data: bytes) -> Message:
         if f.name not in body:
             continue  # the dataclass default applies, or the constructor names it missing
         value = body[f.name]
-        if hints[f.name] is FileRecord:
+        record_type = hints[f.name]
+        if record_type is FileRecord or record_type is UploadRecord:
             try:
-                value = FileRecord.from_wire(value)
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CinError(Code.BAD_MESSAGE, f"bad file record: {exc}") from exc
+                value = record_type.from_wire(value)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                raise CinError(Code.BAD_MESSAGE, f"bad {f.name}: {exc}") from exc
         values[f.name] = value
     try:
         return cls(**values)

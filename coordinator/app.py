@@ -15,11 +15,12 @@ from common.config import Config
 from common.files import FileRecord
 from common.http import error_middleware
 from common.locations import StorageSet
-from coordinator import internal_api, overwrite_proxy
-from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE
+from coordinator import internal_api, overwrite_proxy, upload_routes
+from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.registry import FileRegistry
 from coordinator.sqlite_state import SqliteStateStore
+from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
 
 STATE_FILE = "state.sqlite3"
@@ -58,6 +59,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[file_routes.FILE_STORAGE] = storage
             app[REGISTRY] = FileRegistry(state, config, storage, on_events=sender.wake)
             app[HASHES] = HashCache(state, storage)
+            app[UPLOADS] = UploadRegistry(state, config, storage)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
             try:
                 yield
@@ -83,5 +85,6 @@ def make_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)
+    upload_routes.add_routes(app)
     file_routes.add_routes(app, overwrite_proxy.overwrite)
     return app

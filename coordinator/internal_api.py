@@ -7,7 +7,7 @@ from aiohttp import web
 from common import wire
 from common.errors import CinError, Code
 from common.http import read_bounded
-from coordinator.keys import CONFIG, HASHES, REGISTRY
+from coordinator.keys import CONFIG, HASHES, REGISTRY, UPLOADS
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -39,6 +39,9 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             return wire.FileReply(await registry.overwritten(handle, size, etag, mimetype))
         case wire.DeleteFile(handle=handle, skip_storage=skip_storage):
             return wire.FileReply(await registry.delete(handle, skip_storage=skip_storage))
+        case wire.StartUpload():
+            record, upload = await app[UPLOADS].start(msg)
+            return wire.UploadReply(record=record, upload=upload)
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await registry.get(handle))
         case wire.GetMetadata(handle=handle, query=query):

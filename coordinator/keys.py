@@ -10,10 +10,12 @@ from common.locations import StorageSet
 from coordinator.metadata import HashCache
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
+from coordinator.uploads import UploadRegistry
 
 CONFIG = web.AppKey("config", Config)
 STATE = web.AppKey("state", StateStore)
 STORAGE = web.AppKey("storage", StorageSet)
 REGISTRY = web.AppKey("registry", FileRegistry)
 HASHES = web.AppKey("hashes", HashCache)
+UPLOADS = web.AppKey("uploads", UploadRegistry)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 
 from common.config import AppConfig
 from common.errors import CinError, Code
-from common.files import FileRecord
+from common.files import FileRecord, UploadRecord
 from common.status import FileStatus, check_transition
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import EventsFor
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     etag TEXT,
     PRIMARY KEY (handle, part_number)
+);
+-- Multipart uploads (the Upload API): the client's upload id for a file being uploaded.
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL UNIQUE REFERENCES files(handle) ON DELETE CASCADE,
+    storage_upload_id TEXT NOT NULL,
+    pop TEXT NOT NULL,
+    fii INTEGER NOT NULL,
+    created REAL NOT NULL
 );
 -- Webhook events waiting to be delivered, written in the transaction of the change they
 -- report. A delivered row is deleted; one that ran out of retries stays, abandoned.
@@ -156,6 +165,36 @@ class SqliteStateStore:
                 return record
 
         return await self._run(write)
+
+    async def create_upload(self, record: FileRecord, upload: UploadRecord,
+                            origin: str) -> None:
+        row = _to_row(record)
+
+        def write(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                columns = ", ".join(("origin", *_FILE_COLUMNS))
+                marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
+                db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
+                           (origin, *row))
+                db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                           (upload.upload_id, upload.handle, upload.storage_upload_id,
+                            upload.pop, int(upload.fii), upload.created))
+
+        await self._run(write)
+
+    async def get_upload(self, upload_id: str | None = None, *,
+                         origin: str | None = None) -> UploadRecord | None:
+        def read(db: sqlite3.Connection) -> UploadRecord | None:
+            found = db.execute(
+                "SELECT upload_id, uploads.handle, storage_upload_id, uploads.pop, fii, created "
+                "FROM uploads JOIN files ON files.handle = uploads.handle "
+                "WHERE upload_id = ? OR origin = ?", (upload_id, origin)).fetchone()
+            if found is None:
+                return None
+            return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
+                                pop=found[3], fii=bool(found[4]), created=found[5])
+
+        return await self._run(read)
 
     async def get_file(self, handle: str) -> FileRecord | None:
         def read(db: sqlite3.Connection) -> FileRecord | None:

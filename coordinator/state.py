@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from common.config import AppConfig
-from common.files import FileRecord
+from common.files import FileRecord, UploadRecord
 from common.status import FileStatus
 from coordinator.events import Delivery, WebhookEvent
 
@@ -30,6 +30,16 @@ class StateStore(Protocol):
         ...
 
     async def get_file(self, handle: str) -> FileRecord | None: ...
+
+    async def create_upload(self, record: FileRecord, upload: UploadRecord,
+                            origin: str) -> None:
+        """Insert a Started file and the multipart upload that will bring its bytes."""
+        ...
+
+    async def get_upload(self, upload_id: str | None = None, *,
+                         origin: str | None = None) -> UploadRecord | None:
+        """An upload by its id, or by the origin of the start that made it."""
+        ...
 
     async def set_status(
         self,

@@ -12,7 +12,7 @@ from common.config import Config, PopConfig
 from common.http import error_middleware
 from common.jobs import jobs_ctx
 from common.locations import StorageSet
-from edge import overwrite, store
+from edge import overwrite, store, upload_routes
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.spool import Spool
@@ -60,4 +60,5 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_post("/api/store/{provider}", store.store)
     file_routes.add_routes(app, overwrite.overwrite)
+    upload_routes.add_routes(app)
     return app
