@@ -140,6 +140,13 @@ class LookupFile(Message):
 
 @message
 @dataclass(frozen=True)
+class LookupUpload(Message):
+    TYPE: ClassVar[str] = "lookup_upload"
+    upload_id: str
+
+
+@message
+@dataclass(frozen=True)
 class GetMetadata(Message):
     TYPE: ClassVar[str] = "get_metadata"
     handle: str

@@ -42,6 +42,9 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.StartUpload():
             record, upload = await app[UPLOADS].start(msg)
             return wire.UploadReply(record=record, upload=upload)
+        case wire.LookupUpload(upload_id=upload_id):
+            upload = await app[UPLOADS].get(upload_id)
+            return wire.UploadReply(record=await registry.get(upload.handle), upload=upload)
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await registry.get(handle))
         case wire.GetMetadata(handle=handle, query=query):

@@ -12,9 +12,10 @@ from common.config import Config, PopConfig
 from common.http import error_middleware
 from common.jobs import jobs_ctx
 from common.locations import StorageSet
-from edge import overwrite, store, upload_routes
+from edge import overwrite, part_routes, store, upload_routes
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
-from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STORAGE
+from edge.part_spool import PartSpool
 from edge.spool import Spool
 from edge.url_fetch import UrlFetcher
 
@@ -28,6 +29,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     spool = Spool(pop.spool_dir)
     await spool.prepare()
     app[SPOOL] = spool
+    parts = PartSpool(pop.spool_dir)
+    await parts.prepare()
+    app[PART_SPOOL] = parts
     fetcher = UrlFetcher(config.url_fetch)
     try:
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
@@ -61,4 +65,5 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app.router.add_post("/api/store/{provider}", store.store)
     file_routes.add_routes(app, overwrite.overwrite)
     upload_routes.add_routes(app)
+    part_routes.add_routes(app)
     return app

@@ -7,6 +7,7 @@ from aiohttp import web
 from common.config import Config, PopConfig
 from common.locations import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.part_spool import PartSpool
 from edge.spool import Spool
 from edge.url_fetch import UrlFetcher
 
@@ -16,3 +17,4 @@ COORDINATOR = web.AppKey("coordinator", CoordinatorClient)
 STORAGE = web.AppKey("storage", StorageSet)
 SPOOL = web.AppKey("spool", Spool)
 FETCHER = web.AppKey("fetcher", UrlFetcher)
+PART_SPOOL = web.AppKey("part_spool", PartSpool)
