@@ -77,6 +77,17 @@ class UploadRecord:
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
+@dataclass(frozen=True)
+class PartRecord:
+    """One part of a multipart upload: where it is and whether it is in the bucket."""
+
+    number: int
+    pop: str  # the POP holding (or that held) its bytes
+    state: str  # "spooled" (durable at the POP) or "stored" (uploaded to the bucket)
+    size: int
+    etag: str | None  # the bucket's ETag, once stored
+
+
 def file_url(public_url: str, handle: str) -> str:
     """A file's link, as store replies and webhooks give it."""
     return f"{public_url}/api/file/{handle}"

@@ -92,6 +92,31 @@ class StartUpload(Message):
 
 @message
 @dataclass(frozen=True)
+class CompleteUpload(Message):
+    """Every byte of an upload is durable at `pop`, which holds `parts`."""
+
+    TYPE: ClassVar[str] = "complete_upload"
+    upload_id: str
+    parts: list[list[int]]  # [number, size] pairs: msgpack maps take string keys only
+    tags: dict[str, str]
+    pop: str
+
+
+@message
+@dataclass(frozen=True)
+class PartStored(Message):
+    """A POP has uploaded one part to the bucket."""
+
+    TYPE: ClassVar[str] = "part_stored"
+    upload_id: str
+    part: int
+    size: int
+    etag: str
+    pop: str
+
+
+@message
+@dataclass(frozen=True)
 class FileStored(Message):
     """The POP has put the file's bytes in the bucket."""
 

@@ -57,9 +57,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[SESSION] = session
             app[STORAGE] = storage
             app[file_routes.FILE_STORAGE] = storage
-            app[REGISTRY] = FileRegistry(state, config, storage, on_events=sender.wake)
+            files = FileRegistry(state, config, storage, on_events=sender.wake)
+            app[REGISTRY] = files
             app[HASHES] = HashCache(state, storage)
-            app[UPLOADS] = UploadRegistry(state, config, storage)
+            app[UPLOADS] = UploadRegistry(state, config, storage, files)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
             try:
                 yield

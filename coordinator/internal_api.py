@@ -42,6 +42,12 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.StartUpload():
             record, upload = await app[UPLOADS].start(msg)
             return wire.UploadReply(record=record, upload=upload)
+        case wire.CompleteUpload(upload_id=upload_id, parts=parts, tags=tags, pop=pop):
+            held = {int(number): int(size) for number, size in parts}
+            return wire.FileReply(await app[UPLOADS].complete(upload_id, held, tags, pop))
+        case wire.PartStored(upload_id=upload_id, part=part, size=size, etag=etag, pop=pop):
+            return wire.FileReply(await app[UPLOADS].part_stored(upload_id, part, size, etag,
+                                                                 pop))
         case wire.LookupUpload(upload_id=upload_id):
             upload = await app[UPLOADS].get(upload_id)
             return wire.UploadReply(record=await registry.get(upload.handle), upload=upload)

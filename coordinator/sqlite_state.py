@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from common.config import AppConfig
 from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord
+from common.files import FileRecord, PartRecord, UploadRecord
 from common.status import FileStatus, check_transition
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import EventsFor
@@ -193,6 +193,42 @@ class SqliteStateStore:
                 return None
             return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
                                 pop=found[3], fii=bool(found[4]), created=found[5])
+
+        return await self._run(read)
+
+    async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
+                                tags: dict[str, str]) -> FileRecord:
+        """Record the parts a POP holds (keeping any already stored) and the tags, and
+        move the file to In Transit, in one transaction."""
+        def write(db: sqlite3.Connection) -> FileRecord:
+            with _transaction(db):
+                record = _file_for_update(db, handle)
+                if record.status is FileStatus.IN_TRANSIT:
+                    return record  # a repeated complete
+                check_transition(record.status, FileStatus.IN_TRANSIT)
+                db.executemany(
+                    "INSERT INTO parts VALUES (?, ?, ?, 'spooled', ?, NULL) "
+                    "ON CONFLICT(handle, part_number) DO NOTHING",
+                    [(handle, part.number, part.pop, part.size) for part in parts])
+                updated = record.with_changes(status=FileStatus.IN_TRANSIT, tags=dict(tags))
+                db.execute("UPDATE files SET status = ?, tags = ? WHERE handle = ?",
+                           (updated.status.value, json.dumps(tags), handle))
+                return updated
+
+        return await self._run(write)
+
+    async def part_stored(self, handle: str, part: PartRecord) -> None:
+        await self._write(
+            "INSERT INTO parts VALUES (?, ?, ?, 'stored', ?, ?) "
+            "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
+            "state = 'stored', size = excluded.size, etag = excluded.etag",
+            (handle, part.number, part.pop, part.size, part.etag))
+
+    async def parts_of(self, handle: str) -> list[PartRecord]:
+        def read(db: sqlite3.Connection) -> list[PartRecord]:
+            rows = db.execute("SELECT part_number, pop, state, size, etag FROM parts "
+                              "WHERE handle = ? ORDER BY part_number", (handle,)).fetchall()
+            return [PartRecord(*row) for row in rows]
 
         return await self._run(read)
 

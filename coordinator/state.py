@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from common.config import AppConfig
-from common.files import FileRecord, UploadRecord
+from common.files import FileRecord, PartRecord, UploadRecord
 from common.status import FileStatus
 from coordinator.events import Delivery, WebhookEvent
 
@@ -35,6 +35,17 @@ class StateStore(Protocol):
                             origin: str) -> None:
         """Insert a Started file and the multipart upload that will bring its bytes."""
         ...
+
+    async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
+                                tags: dict[str, str]) -> FileRecord:
+        """Every byte is durable at POPs: record their parts and tags, status In Transit."""
+        ...
+
+    async def part_stored(self, handle: str, part: PartRecord) -> None:
+        """A part is in the bucket (from whichever POP sent it)."""
+        ...
+
+    async def parts_of(self, handle: str) -> list[PartRecord]: ...
 
     async def get_upload(self, upload_id: str | None = None, *,
                          origin: str | None = None) -> UploadRecord | None:

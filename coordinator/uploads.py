@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+import weakref
 
 from common.config import Config
 from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord
+from common.files import FileRecord, PartRecord, UploadRecord
 from common.locations import StorageSet
 from common.naming import new_handle, object_key
 from common.status import FileStatus
-from common.storage import Access, StorageError
+from common.storage import Access, CompletedPart, StorageError, StorageErrorKind
 from common.wire import StartUpload
+from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator.uploads")
@@ -25,10 +28,16 @@ def new_upload_id() -> str:
 
 
 class UploadRegistry:
-    def __init__(self, state: StateStore, config: Config, storage: StorageSet) -> None:
+    def __init__(self, state: StateStore, config: Config, storage: StorageSet,
+                 files: FileRegistry) -> None:
         self.state = state
         self.config = config
         self.storage = storage
+        self.files = files
+        # Finishing the bucket's multipart upload happens once, however many reports of
+        # the last part arrive together.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     def choose_pop(self, asked: str | None) -> str:
         """The POP the client called; else the first configured one."""
@@ -73,3 +82,58 @@ class UploadRegistry:
         if upload is None:
             raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
         return upload
+
+    async def complete(self, upload_id: str, parts: dict[int, int], tags: dict[str, str],
+                       pop: str) -> FileRecord:
+        """Every byte is durable: the parts `pop` holds (number → size), with any already
+        stored by other POPs, must make up the file. It is In Transit from here, and
+        Complete as soon as every part is in the bucket."""
+        upload = await self.get(upload_id)
+        record = await self.files.get(upload.handle)
+        if record.status in (FileStatus.IN_TRANSIT, FileStatus.COMPLETE):
+            return record  # a repeated complete
+        if record.status is not FileStatus.STARTED:
+            raise CinError(Code.CONFLICT, f"the upload is {record.status.value}")
+        sizes = {part.number: part.size for part in await self.state.parts_of(record.handle)}
+        sizes.update(parts)
+        missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
+        if not sizes or missing:
+            raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
+        if sum(sizes.values()) != record.size:
+            raise CinError(Code.CONFLICT, f"the parts hold {sum(sizes.values())} bytes, the "
+                                          f"file is {record.size}")
+        spooled = [PartRecord(number, pop, "spooled", size, None)
+                   for number, size in sorted(parts.items())]
+        record = await self.state.upload_in_transit(record.handle, spooled, tags)
+        log.info("upload %s of %s in transit (%d parts)", upload_id, record.handle, len(sizes))
+        return await self._finish_if_stored(upload, record)
+
+    async def part_stored(self, upload_id: str, number: int, size: int, etag: str,
+                          pop: str) -> FileRecord:
+        upload = await self.get(upload_id)
+        await self.state.part_stored(upload.handle, PartRecord(number, pop, "stored", size,
+                                                               etag))
+        return await self._finish_if_stored(upload, await self.files.get(upload.handle))
+
+    async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
+        async with self._locks.setdefault(upload.upload_id, asyncio.Lock()):
+            record = await self.files.get(record.handle)
+            if record.status is not FileStatus.IN_TRANSIT:
+                return record
+            parts = await self.state.parts_of(record.handle)
+            if any(part.state != "stored" for part in parts):
+                return record
+            storage = self.storage[record.storage]
+            completed = [CompletedPart(part.number, part.etag or "") for part in parts]
+            try:
+                info = await storage.complete_multipart(record.container, record.key,
+                                                        upload.storage_upload_id, completed)
+            except StorageError as exc:
+                if exc.kind is not StorageErrorKind.NO_SUCH_UPLOAD:
+                    raise exc.to_cin_error() from exc
+                # Completed before, and the coordinator died before recording it.
+                try:
+                    info = await storage.head(record.container, record.key)
+                except StorageError as missing:
+                    raise missing.to_cin_error() from missing
+            return await self.files.stored(record.handle, info.size, info.etag)

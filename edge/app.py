@@ -14,8 +14,9 @@ from common.jobs import jobs_ctx
 from common.locations import StorageSet
 from edge import overwrite, part_routes, store, upload_routes
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
-from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STORAGE
+from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STORAGE, TRANSFER
 from edge.part_spool import PartSpool
+from edge.part_transfer import PartTransfer
 from edge.spool import Spool
 from edge.url_fetch import UrlFetcher
 
@@ -42,7 +43,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[COORDINATOR] = client
             app[file_routes.FILE_SOURCE] = RemoteFiles(client)
             app[FETCHER] = fetcher
-            yield
+            transfer = PartTransfer(parts, storage, client, pop.name)
+            app[TRANSFER] = transfer
+            try:
+                yield
+            finally:
+                await transfer.close()
     finally:
         await fetcher.close()
 

@@ -8,6 +8,7 @@ from common.config import Config, PopConfig
 from common.locations import StorageSet
 from edge.coordinator_client import CoordinatorClient
 from edge.part_spool import PartSpool
+from edge.part_transfer import PartTransfer
 from edge.spool import Spool
 from edge.url_fetch import UrlFetcher
 
@@ -18,3 +19,4 @@ STORAGE = web.AppKey("storage", StorageSet)
 SPOOL = web.AppKey("spool", Spool)
 FETCHER = web.AppKey("fetcher", UrlFetcher)
 PART_SPOOL = web.AppKey("part_spool", PartSpool)
+TRANSFER = web.AppKey("transfer", PartTransfer)

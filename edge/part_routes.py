@@ -13,23 +13,27 @@ from aiohttp import web
 
 from common import wire
 from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord
+from common.files import FileRecord, UploadRecord, file_url
 from common.part_urls import new_target, verify_target
 from common.status import FileStatus
-from common.upload_api import CommitRequest, PartRequest, UploadIds, read_json
-from edge.keys import CONFIG, COORDINATOR, PART_SPOOL, POP
+from common.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds, read_json
+from edge.keys import CONFIG, COORDINATOR, PART_SPOOL, POP, TRANSFER
 
 READ_BYTES = 256 * 1024
 
 
-async def _upload_of(request: web.Request, ids: UploadIds) -> tuple[FileRecord, UploadRecord]:
-    """The upload a request names, if the apikey is its app's and it is still open."""
+async def _upload_of(request: web.Request, ids: UploadIds, *,
+                     finished_ok: bool = False) -> tuple[FileRecord, UploadRecord]:
+    """The upload a request names, if the apikey is its app's and it is still open (or,
+    for a repeated complete, finished)."""
     reply = await request.app[COORDINATOR].call(wire.LookupUpload(upload_id=ids.upload_id),
                                                 wire.UploadReply)
     if reply.record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
-    if reply.record.status is not FileStatus.STARTED:
-        raise CinError(Code.CONFLICT, f"the upload is {reply.record.status.value}")
+    status = reply.record.status
+    if status is not FileStatus.STARTED and not (
+            finished_ok and status in (FileStatus.IN_TRANSIT, FileStatus.COMPLETE)):
+        raise CinError(Code.CONFLICT, f"the upload is {status.value}")
     return reply.record, reply.upload
 
 
@@ -64,7 +68,41 @@ async def commit(request: web.Request) -> web.Response:
                              headers={"ETag": f'"{finished.md5_hex}"'})
 
 
+async def complete(request: web.Request) -> web.Response:
+    """Every part is sent: answered 200 as soon as the bytes are durable here (In
+    Transit), before they reach the bucket. Never 202: filestack-python fails on it."""
+    done = CompleteRequest.parse(await read_json(request))
+    record, upload = await _upload_of(request, done.ids, finished_ok=True)
+    if record.status is FileStatus.STARTED:
+        spool = request.app[PART_SPOOL]
+        numbers = sorted(set(await spool.part_numbers(upload.upload_id)) | set(done.parts))
+        finished = [await spool.finish_part(upload.upload_id, n) for n in numbers]
+        for part in finished:
+            given = done.parts.get(part.part)
+            if given and given != part.md5_hex:
+                raise CinError(Code.CONFLICT, f"part {part.part}'s ETag is not {given}")
+        record = await request.app[COORDINATOR].file(wire.CompleteUpload(
+            upload_id=upload.upload_id, parts=[[p.part, p.size] for p in finished],
+            tags=done.tags, pop=request.app[POP].name))
+        if record.status is FileStatus.IN_TRANSIT:
+            for part in finished:
+                request.app[TRANSFER].send(record, upload, part)
+    config = request.app[CONFIG]
+    return web.json_response({
+        "handle": record.handle,
+        "url": file_url(config.coordinator.public_url, record.handle),
+        "filename": record.filename,
+        "size": record.size,
+        "mimetype": record.mimetype,
+        "status": "Stored" if record.status is FileStatus.COMPLETE else "InTransit",
+        "key": record.key,
+        "container": record.container,
+        "upload_tags": dict(record.tags),
+    })
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/multipart/upload", part_url)
     app.router.add_put("/multipart/part", put_part)
     app.router.add_post("/multipart/commit", commit)
+    app.router.add_post("/multipart/complete", complete)

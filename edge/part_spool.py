@@ -349,6 +349,20 @@ class PartSpool:
         self._known.update(upload.upload_id for upload in found)
         return found
 
+    async def part_numbers(self, upload_id: str) -> list[int]:
+        """The parts of an upload this POP has a journal for, in order."""
+        directory = self._directory(upload_id)
+
+        def scan() -> list[int]:
+            numbers = []
+            for path in directory.glob("part-*.journal"):
+                number = path.name[len("part-"):-len(".journal")]
+                if number.isdigit():
+                    numbers.append(int(number))
+            return sorted(numbers)
+
+        return await _settled(scan)
+
     async def remove_part(self, upload_id: str, part: int) -> None:
         _check_part(part)
         directory = self._directory(upload_id)

@@ -1,0 +1,118 @@
+"""A whole multipart upload through a POP: start, parts, complete, In Transit, Complete."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from support import APIKEY, Network
+
+PART = 5 * 1024**2  # S3's smallest part (but the last)
+
+
+@pytest.fixture
+def network(network_on_each_driver: Network) -> Network:
+    return network_on_each_driver
+
+
+async def upload(network: Network, payload: bytes, *, fii: bool, chunk: int = PART,
+                 tags: dict[str, str] | None = None) -> dict[str, Any]:
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": APIKEY, "filename": "movie.bin", "mimetype": "application/x-demo",
+        "size": len(payload), "store": {"location": "s3", "path": "movies/"}, "fii": fii})
+    start = await response.json()
+    ids = {"apikey": APIKEY, "upload_id": start["upload_id"], "uri": start["uri"],
+           "region": start["region"], "store": {"location": "s3"}}
+    parts = []
+    async with aiohttp.ClientSession() as session:
+        for number, part_start in enumerate(range(0, len(payload), PART), 1):
+            part = payload[part_start:part_start + PART]
+            for offset in range(0, len(part), chunk if fii else len(part)):
+                piece = part[offset:offset + (chunk if fii else len(part))]
+                fields = {**ids, "part": number, "size": len(piece),
+                          "md5": base64.b64encode(hashlib.md5(piece).digest()).decode()}
+                if fii:
+                    fields.update(offset=offset, fii=True)
+                target = await (await network.pop.post("/multipart/upload", json=fields)).json()
+                async with session.put(target["url"], data=piece,
+                                       headers=target["headers"]) as put:
+                    assert put.status == 200, await put.text()
+                    etag = put.headers["ETag"]
+            if fii:
+                commit = await network.pop.post("/multipart/commit",
+                                                json={**ids, "part": number,
+                                                      "size": len(payload)})
+                assert commit.status == 200
+            else:
+                parts.append({"part_number": number, "etag": etag})
+    response = await network.pop.post("/multipart/complete", json={
+        **ids, "filename": "movie.bin", "mimetype": "application/x-demo",
+        "size": len(payload), "parts": parts, "fii": fii, "upload_tags": tags or {}})
+    reply = await response.json()
+    assert response.status == 200, reply
+    return dict(reply)
+
+
+async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
+        metadata = await response.json()
+        if metadata["upload_status"] == "Complete" or time.monotonic() > deadline:
+            return dict(metadata)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("fii", [False, True], ids=["regular", "intelligent"])
+async def test_a_multipart_upload_ends_complete_and_whole(network: Network, fii: bool) -> None:
+    payload = os.urandom(2 * PART + 12345)
+    reply = await upload(network, payload, fii=fii, chunk=2 * 1024**2, tags={"user": "42"})
+    assert reply["status"] in ("InTransit", "Stored")
+    assert (reply["size"], reply["filename"], reply["mimetype"]) == (
+        len(payload), "movie.bin", "application/x-demo")
+    assert reply["upload_tags"] == {"user": "42"}
+    assert reply["key"].startswith("movies/")
+    metadata = await wait_complete(network, reply["handle"])
+    assert metadata["upload_status"] == "Complete", metadata
+    assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert metadata["upload_tags"] == {"user": "42"}
+    download = await network.pop.get(f"/api/file/{reply['handle']}")
+    assert hashlib.sha256(await download.read()).hexdigest() == metadata["sha256"]
+    # The POP freed its spool once the file was Complete.
+    spool = network.config.pops[0].spool_dir / "uploads"
+    deadline = time.monotonic() + 10
+    while any(spool.iterdir()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not any(spool.iterdir())
+
+
+async def test_a_small_file_in_one_part(network: Network) -> None:
+    payload = os.urandom(1024)
+    reply = await upload(network, payload, fii=False)
+    metadata = await wait_complete(network, reply["handle"])
+    assert metadata["size"] == 1024
+    assert metadata["md5"] == hashlib.md5(payload).hexdigest()
+
+
+async def test_complete_refuses_missing_bytes(network: Network) -> None:
+    payload = os.urandom(PART + 10)
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": APIKEY, "filename": "x.bin", "size": len(payload),
+        "store": {"location": "s3"}})
+    start = await response.json()
+    ids = {"apikey": APIKEY, "upload_id": start["upload_id"]}
+    target = await (await network.pop.post("/multipart/upload", json={
+        **ids, "part": 1, "size": PART})).json()
+    async with aiohttp.ClientSession() as session, session.put(
+            target["url"], data=payload[:PART]) as put:
+        assert put.status == 200
+    short = await network.pop.post("/multipart/complete", json={**ids, "parts": []})
+    body = await short.json()
+    assert (short.status, body["code"]) == (409, "conflict")
+    assert f"the parts hold {PART} bytes, the file is {PART + 10}" in body["error"]
