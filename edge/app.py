@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -45,9 +46,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[FETCHER] = fetcher
             transfer = PartTransfer(parts, storage, client, pop.name)
             app[TRANSFER] = transfer
+            # A restarted POP finishes what it acknowledged; it need not wait to serve.
+            resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             try:
                 yield
             finally:
+                resuming.cancel()
+                await asyncio.gather(resuming, return_exceptions=True)
                 await transfer.close()
     finally:
         await fetcher.close()

@@ -13,7 +13,7 @@ import logging
 import random
 
 from common import wire
-from common.errors import CinError
+from common.errors import CinError, Code
 from common.files import FileRecord, UploadRecord
 from common.locations import StorageSet
 from common.status import FileStatus
@@ -46,6 +46,46 @@ class PartTransfer:
                                    name=f"part-{upload.upload_id}-{part.part}")
         self._running[key] = task
         task.add_done_callback(lambda _: self._running.pop(key, None))
+
+    async def resume(self) -> None:
+        """After a restart: send on the parts of every In Transit upload in the spool,
+        and drop spooled uploads the coordinator has finished with or never knew."""
+        for spooled in await self.spool.recover():
+            try:
+                reply = await self.coordinator.call(
+                    wire.LookupUpload(upload_id=spooled.upload_id), wire.UploadReply)
+            except CinError as exc:
+                if exc.code is Code.FILE_NOT_FOUND:
+                    await self.spool.remove_upload(spooled.upload_id)
+                    continue
+                raise
+            record, upload = reply.record, reply.upload
+            if record.status in (FileStatus.COMPLETE, FileStatus.FAILED):
+                await self.spool.remove_upload(upload.upload_id)
+            elif record.status is FileStatus.IN_TRANSIT:
+                log.info("resuming the transfer of %s (%d parts)", record.handle,
+                         len(spooled.parts))
+                for state in spooled.parts:
+                    try:
+                        finished = await self.spool.finish_part(upload.upload_id, state.part)
+                    except CinError as exc:  # cannot be, for a part the complete accepted
+                        log.error("part %d of %s cannot be sent: %s", state.part,
+                                  record.handle, exc)
+                        continue
+                    self.send(record, upload, finished)
+            # Started: the client is still sending; its complete will start the transfer.
+
+    async def resume_until_done(self) -> None:
+        """`resume`, retried while the coordinator cannot be reached."""
+        delay = 1.0
+        while True:
+            try:
+                await self.resume()
+                return
+            except CinError as exc:
+                log.warning("cannot resume transfers yet (%s); retry in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def close(self) -> None:
         for task in self._running.values():
