@@ -60,6 +60,8 @@ class Code(Enum):
     STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")
     COORDINATOR_UNAVAILABLE = ErrorSpec(503, "the coordinator is unavailable")
     POP_UNAVAILABLE = ErrorSpec(503, "no POP could take the bytes; retry")
+    IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
+                                            "cannot serve it now; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")

@@ -3,9 +3,9 @@
 Download, metadata and delete, under the API routes (`/api/file/{handle}`) and the CDN
 routes the SDKs call (`/{handle}`, `/{handle}/metadata`, `/security=p:..,s:../{handle}`,
 `/{apikey}/[security=../]{handle}`). Every route authorizes against the app the file
-belongs to. Where the file record comes from, and how an overwrite's bytes are taken,
-are the only differences between the two services: a small injected protocol and an
-injected handler.
+belongs to. Where the file record comes from, how an overwrite's bytes are taken, and
+who serves a file while it is In Transit are the only differences between the two
+services: small injected protocols (`FileSource`, `InTransitServer`) and a handler.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from common.download import serve_file
 from common.errors import CinError, Code
 from common.files import FileRecord
 from common.http import Handler, query_flag
+from common.in_transit import InTransitServer
 from common.locations import StorageSet
 from common.naming import HANDLE_PATTERN, is_handle
 from common.request_auth import SECURITY_SEGMENT, authorize_file
@@ -38,6 +39,7 @@ class FileSource(Protocol):
 FILE_CONFIG = web.AppKey("file_config", Config)
 FILE_SOURCE = web.AppKey("file_source", FileSource)
 FILE_STORAGE = web.AppKey("file_storage", StorageSet)
+FILE_IN_TRANSIT = web.AppKey("file_in_transit", InTransitServer)
 
 _APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
@@ -63,10 +65,17 @@ async def find_file(request: web.Request) -> FileRecord:
 async def download(request: web.Request) -> web.StreamResponse:
     record = await find_file(request)
     authorize_file(request, request.app[FILE_CONFIG], record, Action.read(record.handle))
+    return await serve_record(request, record)
+
+
+async def serve_record(request: web.Request, record: FileRecord) -> web.StreamResponse:
+    """An authorized download, as the file's status allows: from the bucket once Complete,
+    by the app's `InTransitServer` while In Transit."""
     if record.status is FileStatus.FAILED:
         raise CinError(Code.FILE_NOT_FOUND, f"{record.handle} failed to upload")
+    if record.status is FileStatus.IN_TRANSIT:
+        return await request.app[FILE_IN_TRANSIT](request, record)
     if record.status is not FileStatus.COMPLETE:
-        # Serving In Transit files from the POP's spool arrives with the multipart API.
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}, not stored yet")
     storage = request.app[FILE_STORAGE][record.storage]
     return await serve_file(request, storage, record)

@@ -87,6 +87,18 @@ class PartRecord:
     size: int
     etag: str | None  # the bucket's ETag, once stored
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"number": self.number, "pop": self.pop, "state": self.state,
+                "size": self.size, "etag": self.etag}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> PartRecord:
+        known = {f.name for f in fields(cls)}
+        part = cls(**{name: value for name, value in data.items() if name in known})
+        if type(part.number) is not int or type(part.size) is not int:
+            raise TypeError("a part's number and size are integers")
+        return part
+
 
 def file_url(public_url: str, handle: str) -> str:
     """A file's link, as store replies and webhooks give it."""

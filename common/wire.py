@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord
+from common.files import FileRecord, PartRecord, UploadRecord
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/vnd.cin.v1+msgpack"
@@ -172,6 +172,16 @@ class LookupUpload(Message):
 
 @message
 @dataclass(frozen=True)
+class LookupUploadOfFile(Message):
+    """The multipart upload that brings a file's bytes, with the coordinator's parts: what
+    a POP needs to serve an In Transit file from its spool."""
+
+    TYPE: ClassVar[str] = "lookup_upload_of_file"
+    handle: str
+
+
+@message
+@dataclass(frozen=True)
 class GetMetadata(Message):
     TYPE: ClassVar[str] = "get_metadata"
     handle: str
@@ -191,6 +201,15 @@ class UploadReply(Message):
     TYPE: ClassVar[str] = "upload"
     record: FileRecord
     upload: UploadRecord
+
+
+@message
+@dataclass(frozen=True)
+class UploadPartsReply(Message):
+    TYPE: ClassVar[str] = "upload_parts"
+    record: FileRecord
+    upload: UploadRecord
+    parts: list[PartRecord]  # by part number: which POP holds each, spooled or stored
 
 
 @message
@@ -228,7 +247,11 @@ def encode(msg: Message) -> bytes:
     body: dict[str, Any] = {"t": msg.TYPE, "v": PROTOCOL_VERSION}
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
-        body[f.name] = value.to_wire() if isinstance(value, FileRecord | UploadRecord) else value
+        if isinstance(value, FileRecord | UploadRecord):
+            value = value.to_wire()
+        elif isinstance(value, list) and value and isinstance(value[0], PartRecord):
+            value = [part.to_wire() for part in value]
+        body[f.name] = value
     try:
         return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
     except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
@@ -254,18 +277,25 @@ def decode(data: bytes) -> Message:
     for f in dataclasses.fields(cls):
         if f.name not in body:
             continue  # the dataclass default applies, or the constructor names it missing
-        value = body[f.name]
-        record_type = hints[f.name]
-        if record_type is FileRecord or record_type is UploadRecord:
-            try:
-                value = record_type.from_wire(value)
-            except (TypeError, ValueError, KeyError, AttributeError) as exc:
-                raise CinError(Code.BAD_MESSAGE, f"bad {f.name}: {exc}") from exc
-        values[f.name] = value
+        values[f.name] = _from_wire(f.name, hints[f.name], body[f.name])
     try:
         return cls(**values)
     except TypeError as exc:
         raise CinError(Code.BAD_MESSAGE, f"{cls.TYPE}: {exc}") from exc
+
+
+def _from_wire(name: str, hint: Any, value: Any) -> Any:
+    """A field's value as its type says: records are rebuilt from their maps."""
+    try:
+        if hint is FileRecord or hint is UploadRecord:
+            return hint.from_wire(value)
+        if hint == list[PartRecord]:
+            if not isinstance(value, list):
+                raise TypeError("a list of parts is a list")
+            return [PartRecord.from_wire(part) for part in value]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CinError(Code.BAD_MESSAGE, f"bad {name}: {exc}") from exc
+    return value
 
 
 def sign(secret: str, body: bytes, now: float | None = None) -> str:

@@ -14,6 +14,7 @@ from common import drain, file_routes
 from common.config import Config
 from common.files import FileRecord
 from common.http import error_middleware
+from common.in_transit import HolderRedirect
 from common.locations import StorageSet
 from coordinator import internal_api, overwrite_proxy, upload_routes
 from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
@@ -83,6 +84,8 @@ def make_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
+    # The coordinator holds no bytes: an In Transit file is served by the POP holding it.
+    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(config)
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)

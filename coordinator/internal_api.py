@@ -51,6 +51,10 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.LookupUpload(upload_id=upload_id):
             upload = await app[UPLOADS].get(upload_id)
             return wire.UploadReply(record=await registry.get(upload.handle), upload=upload)
+        case wire.LookupUploadOfFile(handle=handle):
+            record = await registry.get(handle)
+            upload, recorded = await app[UPLOADS].of_file(handle)
+            return wire.UploadPartsReply(record=record, upload=upload, parts=recorded)
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await registry.get(handle))
         case wire.GetMetadata(handle=handle, query=query):

@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (abandoned, next_attempt);
 """
 
+_UPLOAD_SELECT = ("SELECT upload_id, uploads.handle, storage_upload_id, uploads.pop, fii, "
+                  "created FROM uploads JOIN files ON files.handle = uploads.handle WHERE ")
+_UPLOAD_BY = {key: _UPLOAD_SELECT + f"{column} = ?"
+              for key, column in (("upload_id", "upload_id"), ("origin", "origin"),
+                                  ("handle", "uploads.handle"))}
+
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
                  "mimetype", "size", "status", "pop", "uploaded", "access", "region",
                  "source_url", "tags", "version", "etag", "hashes")
@@ -182,13 +188,15 @@ class SqliteStateStore:
 
         await self._run(write)
 
-    async def get_upload(self, upload_id: str | None = None, *,
-                         origin: str | None = None) -> UploadRecord | None:
+    async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
+                         handle: str | None = None) -> UploadRecord | None:
+        # One key per query: `a = ? OR b = ?` across the join would scan every upload.
+        key, value = next(((key, value) for key, value in (
+            ("upload_id", upload_id), ("origin", origin), ("handle", handle))
+            if value is not None), ("upload_id", None))
+
         def read(db: sqlite3.Connection) -> UploadRecord | None:
-            found = db.execute(
-                "SELECT upload_id, uploads.handle, storage_upload_id, uploads.pop, fii, created "
-                "FROM uploads JOIN files ON files.handle = uploads.handle "
-                "WHERE upload_id = ? OR origin = ?", (upload_id, origin)).fetchone()
+            found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
             if found is None:
                 return None
             return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],

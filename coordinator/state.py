@@ -47,9 +47,10 @@ class StateStore(Protocol):
 
     async def parts_of(self, handle: str) -> list[PartRecord]: ...
 
-    async def get_upload(self, upload_id: str | None = None, *,
-                         origin: str | None = None) -> UploadRecord | None:
-        """An upload by its id, or by the origin of the start that made it."""
+    async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
+                         handle: str | None = None) -> UploadRecord | None:
+        """An upload by its id, by the origin of the start that made it, or by the handle
+        of the file it brings."""
         ...
 
     async def set_status(

@@ -83,6 +83,13 @@ class UploadRegistry:
             raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
         return upload
 
+    async def of_file(self, handle: str) -> tuple[UploadRecord, list[PartRecord]]:
+        """The multipart upload bringing a file's bytes, and its parts as recorded."""
+        upload = await self.state.get_upload(handle=handle)
+        if upload is None:
+            raise CinError(Code.FILE_NOT_FOUND, f"{handle} was not uploaded in parts")
+        return upload, await self.state.parts_of(handle)
+
     async def complete(self, upload_id: str, parts: dict[int, int], tags: dict[str, str],
                        pop: str) -> FileRecord:
         """Every byte is durable: the parts `pop` holds (number → size), with any already

@@ -11,6 +11,7 @@ from aiohttp import web
 from common import drain, file_routes
 from common.config import Config, PopConfig
 from common.http import error_middleware
+from common.in_transit import HolderRedirect
 from common.jobs import jobs_ctx
 from common.locations import StorageSet
 from edge import overwrite, part_routes, store, upload_routes
@@ -19,6 +20,7 @@ from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STOR
 from edge.part_spool import PartSpool
 from edge.part_transfer import PartTransfer
 from edge.spool import Spool
+from edge.transit_download import TransitDownloads
 from edge.url_fetch import UrlFetcher
 
 # aiohttp's own body limit does not guard streaming handlers (they read as they go, and
@@ -46,6 +48,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[FETCHER] = fetcher
             transfer = PartTransfer(parts, storage, client, pop.name)
             app[TRANSFER] = transfer
+            app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
+                pop.name, parts, client, storage, elsewhere=HolderRedirect(config))
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             try:
