@@ -149,7 +149,9 @@ class FinishedPart:
     part: int
     path: Path
     size: int
-    md5_hex: str  # of the whole part: its ETag in the bucket
+    # The part's MD5 when it is known without reading the part: it came as one chunk
+    # (a regular part always does). `PartSpool.part_md5` computes it otherwise.
+    md5_hex: str | None
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,8 @@ class PartSpool:
 
     async def finish_part(self, upload_id: str, part: int,
                           expected_size: int | None = None) -> FinishedPart:
-        """Check the part has all its bytes, and compute its MD5 (its ETag)."""
+        """Check the part has all its bytes. Reads nothing: a part's MD5 is asked for
+        separately (`part_md5`), as only some callers need it."""
         _check_part(part)
         book = await self._book(upload_id, part)
         state = book.state()
@@ -314,15 +317,24 @@ class PartSpool:
         if expected_size is not None and state.end != expected_size:
             raise CinError(Code.CONFLICT,
                            f"part {part} has {state.end} bytes, its size is {expected_size}")
+        whole = [r for r in book.receipts if r.offset == 0 and r.size == state.end]
+        return FinishedPart(upload_id, part, book.data_path, state.end,
+                            whole[0].md5_hex if whole else None)
+
+    async def part_md5(self, finished: FinishedPart) -> str:
+        """The part's MD5 (its ETag in the bucket): from its one chunk's receipt, or by
+        reading the part in a thread when it came in several chunks."""
+        if finished.md5_hex is not None:
+            return finished.md5_hex
         md5 = hashlib.md5(usedforsecurity=False)
-        fd = await _settled(_open_for_reading, book.data_path)
+        fd = await _settled(_open_for_reading, finished.path)
         try:
-            for start in range(0, state.end, HASH_STEP_BYTES):
+            for start in range(0, finished.size, HASH_STEP_BYTES):
                 await _settled(_hash_range, fd, md5.update, start,
-                               min(HASH_STEP_BYTES, state.end - start))
+                               min(HASH_STEP_BYTES, finished.size - start))
         finally:
             await _settled(os.close, fd)
-        return FinishedPart(upload_id, part, book.data_path, state.end, md5.hexdigest())
+        return md5.hexdigest()
 
     def read_part(self, finished: FinishedPart) -> AsyncIterator[bytes]:
         """The part's bytes, ~1 MiB at a time (for UploadPart)."""
