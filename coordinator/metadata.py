@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from common.errors import CinError, Code
 from common.files import HASH_ALGORITHMS, FileRecord
 from common.http import query_flag
+from common.keyed_locks import KeyedLocks
 from common.locations import StorageSet
 from common.status import FileStatus
 from common.storage import StorageError
@@ -52,13 +52,12 @@ class HashCache:
     def __init__(self, state: StateStore, storage: StorageSet) -> None:
         self.state = state
         self.storage = storage
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary())
+        self._locks = KeyedLocks()
 
     async def hashes(self, record: FileRecord) -> dict[str, str]:
         if record.hashes is not None:
             return record.hashes
-        lock = self._locks.setdefault(f"{record.handle}:{record.version}", asyncio.Lock())
+        lock = self._locks(f"{record.handle}:{record.version}")
         async with lock:
             fresh = await self.state.get_file(record.handle)
             if fresh is not None and fresh.version == record.version and fresh.hashes:

@@ -6,15 +6,14 @@ Every change that a webhook reports is written together with its events (see
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
 from common.config import Config
 from common.errors import CinError, Code
 from common.files import FileRecord, file_url
+from common.keyed_locks import KeyedLocks
 from common.locations import StorageSet
 from common.naming import clean_filename, new_handle, object_key
 from common.status import FileStatus
@@ -36,8 +35,7 @@ class FileRegistry:
         self.on_events = on_events
         # One change at a time per handle: an overwrite's bucket check and its record
         # update must not interleave with another overwrite or a delete of that file.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary())
+        self._lock = KeyedLocks()
 
     async def start(self, request: StartFile) -> FileRecord:
         """Give a new file its handle and key, recorded as Started."""
@@ -159,5 +157,3 @@ class FileRegistry:
         if app is not None and any(action in hook.actions for hook in app.webhooks):
             self.on_events()
 
-    def _lock(self, handle: str) -> asyncio.Lock:
-        return self._locks.setdefault(handle, asyncio.Lock())

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-import weakref
 
 from common.config import Config
 from common.errors import CinError, Code
 from common.files import FileRecord, PartRecord, UploadRecord
+from common.keyed_locks import KeyedLocks
 from common.locations import StorageSet
 from common.naming import new_handle, object_key
 from common.status import FileStatus
@@ -36,8 +35,7 @@ class UploadRegistry:
         self.files = files
         # Finishing the bucket's multipart upload happens once, however many reports of
         # the last part arrive together.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary())
+        self._locks = KeyedLocks()
 
     def choose_pop(self, asked: str | None) -> str:
         """The POP the client called; else the first configured one."""
@@ -123,7 +121,7 @@ class UploadRegistry:
         return await self._finish_if_stored(upload, await self.files.get(upload.handle))
 
     async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
-        async with self._locks.setdefault(upload.upload_id, asyncio.Lock()):
+        async with self._locks(upload.upload_id):
             record = await self.files.get(record.handle)
             if record.status is not FileStatus.IN_TRANSIT:
                 return record
