@@ -36,12 +36,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def _text(fields: Mapping[str, Any], name: str, *, required: bool = True,
-          limit: int = 1024) -> str | None:
+def _optional_text(fields: Mapping[str, Any], name: str, *, limit: int = 1024) -> str | None:
     value = fields.get(name)
     if value is None or value == "":
-        if required:
-            raise CinError(Code.BAD_PARAMETER, f"{name} is required")
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise CinError(Code.BAD_PARAMETER, f"{name} must be a string of at most {limit} "
@@ -49,18 +46,30 @@ def _text(fields: Mapping[str, Any], name: str, *, required: bool = True,
     return value
 
 
-def _int(fields: Mapping[str, Any], name: str, *, minimum: int, maximum: int,
-         required: bool = True) -> int | None:
+def _text(fields: Mapping[str, Any], name: str, *, limit: int = 1024) -> str:
+    value = _optional_text(fields, name, limit=limit)
+    if value is None:
+        raise CinError(Code.BAD_PARAMETER, f"{name} is required")
+    return value
+
+
+def _optional_int(fields: Mapping[str, Any], name: str, *, minimum: int,
+                  maximum: int) -> int | None:
     value = fields.get(name)
     if value is None:
-        if required:
-            raise CinError(Code.BAD_PARAMETER, f"{name} is required")
         return None
     if isinstance(value, str) and value.isdigit():
         value = int(value)  # some clients send numbers as strings
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise CinError(Code.BAD_PARAMETER,
                        f"{name} must be an integer from {minimum} to {maximum}")
+    return value
+
+
+def _int(fields: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int:
+    value = _optional_int(fields, name, minimum=minimum, maximum=maximum)
+    if value is None:
+        raise CinError(Code.BAD_PARAMETER, f"{name} is required")
     return value
 
 
@@ -75,25 +84,25 @@ def _flag(fields: Mapping[str, Any], name: str) -> bool:
 
 @dataclass(frozen=True)
 class StoreOptions:
+    """The `store` object, as text; its values are checked as the REST store's query is
+    (common/store_params.py)."""
+
     location: str | None
     path: str | None
     container: str | None
     region: str | None
-    access: str
+    access: str | None
 
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> StoreOptions:
         store = fields.get("store") or {}
         if not isinstance(store, dict):
             raise CinError(Code.BAD_PARAMETER, "store must be an object")
-        access = _text(store, "access", required=False) or "private"
-        if access not in ("public", "private"):
-            raise CinError(Code.BAD_PARAMETER, "store.access must be public or private")
-        return cls(location=_text(store, "location", required=False),
-                   path=_text(store, "path", required=False),
-                   container=_text(store, "container", required=False),
-                   region=_text(store, "region", required=False),
-                   access=access)
+        return cls(location=_optional_text(store, "location"),
+                   path=_optional_text(store, "path"),
+                   container=_optional_text(store, "container"),
+                   region=_optional_text(store, "region"),
+                   access=_optional_text(store, "access"))
 
 
 @dataclass(frozen=True)
@@ -108,10 +117,10 @@ class StartRequest:
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> StartRequest:
         return cls(
-            apikey=_text(fields, "apikey", limit=64) or "",
-            filename=_text(fields, "filename") or "",
-            mimetype=_text(fields, "mimetype", required=False, limit=255),
-            size=_int(fields, "size", minimum=1, maximum=MAX_PARTS * MAX_PART_BYTES) or 0,
+            apikey=_text(fields, "apikey", limit=64),
+            filename=_text(fields, "filename"),
+            mimetype=_optional_text(fields, "mimetype", limit=255),
+            size=_int(fields, "size", minimum=1, maximum=MAX_PARTS * MAX_PART_BYTES),
             store=StoreOptions.parse(fields),
             fii=_flag(fields, "fii"),
         )
@@ -126,8 +135,8 @@ class UploadIds:
 
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> UploadIds:
-        return cls(apikey=_text(fields, "apikey", limit=64) or "",
-                   upload_id=_text(fields, "upload_id", limit=128) or "")
+        return cls(apikey=_text(fields, "apikey", limit=64),
+                   upload_id=_text(fields, "upload_id", limit=128))
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,7 @@ class PartRequest:
 
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> PartRequest:
-        md5 = _text(fields, "md5", required=False, limit=64)
+        md5 = _optional_text(fields, "md5", limit=64)
         if md5 is not None:
             try:
                 if len(base64.b64decode(md5, validate=True)) != 16:
@@ -153,11 +162,10 @@ class PartRequest:
                                "md5 must be the base64 of a 16-byte MD5 digest") from None
         return cls(
             ids=UploadIds.parse(fields),
-            part=_int(fields, "part", minimum=1, maximum=MAX_PARTS) or 1,
-            size=_int(fields, "size", minimum=1, maximum=MAX_PART_BYTES) or 1,
+            part=_int(fields, "part", minimum=1, maximum=MAX_PARTS),
+            size=_int(fields, "size", minimum=1, maximum=MAX_PART_BYTES),
             md5=md5,
-            offset=_int(fields, "offset", minimum=0, maximum=MAX_PART_BYTES,
-                        required=False) or 0,
+            offset=_optional_int(fields, "offset", minimum=0, maximum=MAX_PART_BYTES) or 0,
             fii=_flag(fields, "fii"),
         )
 
@@ -172,7 +180,7 @@ class CommitRequest:
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> CommitRequest:
         return cls(ids=UploadIds.parse(fields),
-                   part=_int(fields, "part", minimum=1, maximum=MAX_PARTS) or 1)
+                   part=_int(fields, "part", minimum=1, maximum=MAX_PARTS))
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,7 @@ class CompleteRequest:
         for item in listed:
             if not isinstance(item, dict):
                 raise CinError(Code.BAD_PARAMETER, "each part is {part_number, etag}")
-            number = _int(item, "part_number", minimum=1, maximum=MAX_PARTS) or 1
-            parts[number] = (_text(item, "etag", required=False, limit=128) or "").strip('"')
+            number = _int(item, "part_number", minimum=1, maximum=MAX_PARTS)
+            parts[number] = (_optional_text(item, "etag", limit=128) or "").strip('"')
         return cls(ids=UploadIds.parse(fields), parts=parts, fii=_flag(fields, "fii"),
                    tags=validate_tags(fields.get("upload_tags")))

@@ -15,10 +15,11 @@ from common import wire
 from common.config import Config
 from common.errors import CinError, Code
 from common.files import FileRecord, UploadRecord
-from common.locations import choose_container, find_app, find_location
-from common.naming import clean_filename, validate_path
+from common.locations import find_app, find_location
+from common.naming import clean_filename
 from common.security import Action, Credentials, authorize
-from common.sniff import choose_mimetype, is_mimetype
+from common.sniff import choose_mimetype
+from common.store_params import StoreParams
 from common.upload_api import StartRequest
 
 
@@ -27,24 +28,23 @@ def start_message(config: Config, fields: Mapping[str, Any], creds: Credentials,
     request = StartRequest.parse(fields)
     app = find_app(config, request.apikey)
     location = find_location(config, app, request.store.location)
-    container = choose_container(location, request.store.container)
-    path = validate_path(request.store.path) if request.store.path is not None else None
-    grant = authorize(app, creds, Action.store(path=path, container=container))
-    allowed = grant.max_size(app.max_upload_size)
-    if request.size > allowed:
-        if allowed < app.max_upload_size:
-            grant.check_size(request.size)  # names the policy's maxSize
-        raise CinError(Code.TOO_LARGE, f"the file is {request.size} bytes, over {allowed}")
-    grant.check_size(request.size)
-    given_type = request.mimetype.strip().lower() if request.mimetype else None
-    if given_type is not None and not is_mimetype(given_type):
-        raise CinError(Code.BAD_PARAMETER, f"mimetype {given_type[:100]!r} is not type/subtype")
+    # The same store options, checked the same way, as the REST store's query.
+    options = {name: value for name, value in (
+        ("path", request.store.path), ("container", request.store.container),
+        ("region", request.store.region), ("access", request.store.access),
+        ("mimetype", request.mimetype)) if value is not None}
+    params = StoreParams.from_query(options, location)
+    grant = authorize(app, creds, Action.store(path=params.path, container=params.container))
+    grant.check_size(request.size)  # the policy's maxSize and minSize
+    if request.size > app.max_upload_size:
+        raise CinError(Code.TOO_LARGE,
+                       f"the file is {request.size} bytes, over {app.max_upload_size}")
     filename = clean_filename(request.filename)
     return wire.StartUpload(
         origin=origin, apikey=app.apikey, storage=location.name, provider=location.provider,
-        container=container, path=path, filename=filename,
-        mimetype=choose_mimetype(given_type, b"", filename), size=request.size,
-        access=request.store.access, region=request.store.region, fii=request.fii, pop=pop)
+        container=params.container, path=params.path, filename=filename,
+        mimetype=choose_mimetype(params.mimetype, b"", filename), size=request.size,
+        access=params.access.value, region=params.region, fii=request.fii, pop=pop)
 
 
 def start_reply(config: Config, record: FileRecord, upload: UploadRecord) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from common.request_auth import request_credentials
 from common.security import Action, authorize
 from common.sniff import choose_mimetype
 from common.storage import StorageError
+from common.store_params import StoreParams
 from edge.intake import open_incoming, receive, spool_within
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.spool import SpoolFile
-from edge.store_params import StoreParams
 
 log = logging.getLogger("cin.edge.store")
 

@@ -72,6 +72,9 @@ async def test_intelligent_ingestion_is_announced(network: Network) -> None:
     ({"store": {"location": "azure"}}, 400, "unknown_provider"),
     ({"store": {"container": "elsewhere"}}, 403, "container_not_allowed"),
     ({"store": {"path": "../up"}}, 400, "bad_path"),
+    ({"store": {"access": "world"}}, 400, "bad_parameter"),
+    ({"store": {"region": "not a region"}}, 400, "bad_parameter"),
+    ({"mimetype": "nonsense"}, 400, "bad_parameter"),
     ({"apikey": SECURE_APIKEY}, 403, "security_required"),
 ])
 async def test_a_bad_start_is_refused_at_the_pop(network: Network, changes: dict[str, Any],
