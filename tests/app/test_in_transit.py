@@ -8,7 +8,6 @@ so the file stays In Transit exactly as long as a test needs.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import hashlib
 import os
@@ -18,8 +17,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import upload_client
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, APP_SECRET, Network
+from support import APP_SECRET, Network
 
 from common.download import content_disposition
 from common.file_routes import FILE_IN_TRANSIT
@@ -66,28 +66,8 @@ async def west(network: Network) -> AsyncIterator[TestClient]:  # type: ignore[t
 
 async def upload(network: Network, payload: bytes) -> dict[str, Any]:
     """A multipart upload in regular parts through the POP, up to its complete."""
-    response = await network.pop.post("/multipart/start", json={
-        "apikey": APIKEY, "filename": FILENAME, "mimetype": MIMETYPE, "size": len(payload),
-        "store": {"location": "s3"}})
-    start = await response.json()
-    ids = {"apikey": APIKEY, "upload_id": start["upload_id"], "uri": start["uri"],
-           "region": start["region"], "store": {"location": "s3"}}
-    parts = []
-    async with aiohttp.ClientSession() as session:
-        for number, first in enumerate(range(0, len(payload), PART), 1):
-            piece = payload[first:first + PART]
-            md5 = base64.b64encode(hashlib.md5(piece).digest()).decode()
-            target = await (await network.pop.post("/multipart/upload", json={
-                **ids, "part": number, "size": len(piece), "md5": md5})).json()
-            async with session.put(target["url"], data=piece, headers=target["headers"]) as put:
-                assert put.status == 200, await put.text()
-                parts.append({"part_number": number, "etag": put.headers["ETag"]})
-    response = await network.pop.post("/multipart/complete", json={
-        **ids, "filename": FILENAME, "mimetype": MIMETYPE, "size": len(payload),
-        "parts": parts})
-    reply = await response.json()
-    assert response.status == 200, reply
-    return dict(reply)
+    return await upload_client.upload(network.config.pops[0].public_url, payload,
+                                      filename=FILENAME, mimetype=MIMETYPE)
 
 
 async def in_transit(network: Network, payload: bytes) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 import time
@@ -11,9 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import upload_client
 from support import APIKEY, Network
-
-PART = 5 * 1024**2  # S3's smallest part (but the last)
+from upload_client import PART
 
 
 @pytest.fixture
@@ -21,42 +20,9 @@ def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
 
 
-async def upload(network: Network, payload: bytes, *, fii: bool, chunk: int = PART,
-                 tags: dict[str, str] | None = None) -> dict[str, Any]:
-    response = await network.pop.post("/multipart/start", json={
-        "apikey": APIKEY, "filename": "movie.bin", "mimetype": "application/x-demo",
-        "size": len(payload), "store": {"location": "s3", "path": "movies/"}, "fii": fii})
-    start = await response.json()
-    ids = {"apikey": APIKEY, "upload_id": start["upload_id"], "uri": start["uri"],
-           "region": start["region"], "store": {"location": "s3"}}
-    parts = []
-    async with aiohttp.ClientSession() as session:
-        for number, part_start in enumerate(range(0, len(payload), PART), 1):
-            part = payload[part_start:part_start + PART]
-            for offset in range(0, len(part), chunk if fii else len(part)):
-                piece = part[offset:offset + (chunk if fii else len(part))]
-                fields = {**ids, "part": number, "size": len(piece),
-                          "md5": base64.b64encode(hashlib.md5(piece).digest()).decode()}
-                if fii:
-                    fields.update(offset=offset, fii=True)
-                target = await (await network.pop.post("/multipart/upload", json=fields)).json()
-                async with session.put(target["url"], data=piece,
-                                       headers=target["headers"]) as put:
-                    assert put.status == 200, await put.text()
-                    etag = put.headers["ETag"]
-            if fii:
-                commit = await network.pop.post("/multipart/commit",
-                                                json={**ids, "part": number,
-                                                      "size": len(payload)})
-                assert commit.status == 200
-            else:
-                parts.append({"part_number": number, "etag": etag})
-    response = await network.pop.post("/multipart/complete", json={
-        **ids, "filename": "movie.bin", "mimetype": "application/x-demo",
-        "size": len(payload), "parts": parts, "fii": fii, "upload_tags": tags or {}})
-    reply = await response.json()
-    assert response.status == 200, reply
-    return dict(reply)
+async def upload(network: Network, payload: bytes, **options: Any) -> dict[str, Any]:
+    return await upload_client.upload(network.config.pops[0].public_url, payload,
+                                      path="movies/", **options)
 
 
 async def wait_complete(network: Network, handle: str) -> dict[str, Any]:

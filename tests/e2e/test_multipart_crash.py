@@ -9,23 +9,21 @@ finds its spool and sends the parts. The final object's sha256 is checked.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiobotocore.session
 import aiohttp
 import pytest
 from moto.server import ThreadedMotoServer
-from support import APIKEY, CinProcess, config_data, free_port, write_config
+from support import CinProcess, config_data, free_port, write_config
+from upload_client import PART, send_and_complete, start_upload
 
 pytestmark = pytest.mark.e2e
 
-PART = 5 * 1024**2
 
 
 async def status_of(session: aiohttp.ClientSession, coordinator: str, handle: str) -> str:
@@ -53,13 +51,9 @@ async def test_a_killed_pop_finishes_its_transfer_after_a_restart(
     try:
         async with aiohttp.ClientSession() as session:
             # Start opens the bucket's multipart upload; from then on the bucket is away.
-            async with session.post(f"{pop_url}/multipart/start", json={
-                    "apikey": APIKEY, "filename": "crash.bin", "size": len(payload),
-                    "store": {"location": "s3"}}) as response:
-                start = await response.json()
-                assert response.status == 200, start
+            start = await start_upload(session, pop_url, len(payload))
             moto.stop()
-            reply = await send_parts(session, pop_url, payload, start["upload_id"])
+            reply = await send_and_complete(session, pop_url, start["upload_id"], payload)
             handle = reply["handle"]
             assert reply["status"] == "InTransit"
             assert await status_of(session, coordinator_url, handle) == "In Transit"
@@ -83,23 +77,3 @@ async def test_a_killed_pop_finishes_its_transfer_after_a_restart(
         pop.stop()
         coordinator.stop()
         moto.stop()
-
-
-async def send_parts(session: aiohttp.ClientSession, pop: str, payload: bytes,
-                     upload_id: str) -> dict[str, Any]:
-    ids = {"apikey": APIKEY, "upload_id": upload_id}
-    parts = []
-    for number, offset in enumerate(range(0, len(payload), PART), 1):
-        piece = payload[offset:offset + PART]
-        md5 = base64.b64encode(hashlib.md5(piece).digest()).decode()
-        async with session.post(f"{pop}/multipart/upload", json={
-                **ids, "part": number, "size": len(piece), "md5": md5}) as response:
-            target = await response.json()
-        async with session.put(target["url"], data=piece, headers=target["headers"]) as put:
-            assert put.status == 200
-            parts.append({"part_number": number, "etag": put.headers["ETag"]})
-    async with session.post(f"{pop}/multipart/complete",
-                            json={**ids, "parts": parts}) as response:
-        reply = await response.json()
-        assert response.status == 200, reply
-    return dict(reply)
