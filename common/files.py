@@ -66,6 +66,12 @@ class UploadRecord:
     fii: bool
     created: float
 
+    @property
+    def in_one_put(self) -> bool:
+        """A file smaller than the bucket's smallest part has no multipart upload (its
+        `storage_upload_id` is empty): the POP puts it whole once it is complete."""
+        return not self.storage_upload_id
+
     def to_wire(self) -> dict[str, Any]:
         return {"upload_id": self.upload_id, "handle": self.handle,
                 "storage_upload_id": self.storage_upload_id, "pop": self.pop,

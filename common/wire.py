@@ -182,6 +182,16 @@ class LookupUploadOfFile(Message):
 
 @message
 @dataclass(frozen=True)
+class LookupUploadParts(Message):
+    """An upload with the coordinator's parts: which are stored, and where the others are
+    (the Upload API's part status, and a restarted POP's resume)."""
+
+    TYPE: ClassVar[str] = "lookup_upload_parts"
+    upload_id: str
+
+
+@message
+@dataclass(frozen=True)
 class GetMetadata(Message):
     TYPE: ClassVar[str] = "get_metadata"
     handle: str

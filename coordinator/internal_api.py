@@ -51,6 +51,10 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.LookupUpload(upload_id=upload_id):
             upload = await app[UPLOADS].get(upload_id)
             return wire.UploadReply(record=await registry.get(upload.handle), upload=upload)
+        case wire.LookupUploadParts(upload_id=upload_id):
+            upload, recorded = await app[UPLOADS].parts(upload_id)
+            return wire.UploadPartsReply(record=await registry.get(upload.handle),
+                                         upload=upload, parts=recorded)
         case wire.LookupUploadOfFile(handle=handle):
             record = await registry.get(handle)
             upload, recorded = await app[UPLOADS].of_file(handle)

@@ -206,8 +206,9 @@ class SqliteStateStore:
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
-        """Record the parts a POP holds (keeping any already stored) and the tags, and
-        move the file to In Transit, in one transaction."""
+        """Record the parts a POP holds and the tags, and move the file to In Transit,
+        in one transaction. A part this POP already stored stays stored; the POP's copy
+        replaces one stored from elsewhere, and the POP sends it."""
         def write(db: sqlite3.Connection) -> FileRecord:
             with _transaction(db):
                 record = _file_for_update(db, handle)
@@ -216,7 +217,9 @@ class SqliteStateStore:
                 check_transition(record.status, FileStatus.IN_TRANSIT)
                 db.executemany(
                     "INSERT INTO parts VALUES (?, ?, ?, 'spooled', ?, NULL) "
-                    "ON CONFLICT(handle, part_number) DO NOTHING",
+                    "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
+                    "state = 'spooled', size = excluded.size, etag = NULL "
+                    "WHERE parts.pop != excluded.pop OR parts.size != excluded.size",
                     [(handle, part.number, part.pop, part.size) for part in parts])
                 updated = record.with_changes(status=FileStatus.IN_TRANSIT, tags=dict(tags))
                 db.execute("UPDATE files SET status = ?, tags = ? WHERE handle = ?",

@@ -1,4 +1,4 @@
-"""The Upload API at the coordinator: `POST /multipart/start`.
+"""The Upload API at the coordinator: `POST /multipart/start` and `/multipart/status`.
 
 The coordinator picks the POP the bytes go to and answers it as `location_url`; the
 steps after start are the POP's.
@@ -10,10 +10,12 @@ import secrets
 
 from aiohttp import web
 
+from common.errors import CinError, Code
 from common.request_auth import request_credentials
-from common.upload_api import read_json
+from common.upload_api import UploadIds, read_json
 from common.upload_start import start_message, start_reply
-from coordinator.keys import CONFIG, UPLOADS
+from common.upload_status import status_reply
+from coordinator.keys import CONFIG, REGISTRY, UPLOADS
 
 
 async def start(request: web.Request) -> web.Response:
@@ -25,5 +27,16 @@ async def start(request: web.Request) -> web.Response:
     return web.json_response(start_reply(config, record, upload))
 
 
+async def status(request: web.Request) -> web.Response:
+    """Which parts of an upload are stored: see common/upload_status.py."""
+    ids = UploadIds.parse(await read_json(request))
+    upload, recorded = await request.app[UPLOADS].parts(ids.upload_id)
+    record = await request.app[REGISTRY].get(upload.handle)
+    if record.apikey != ids.apikey:
+        raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
+    return web.json_response(status_reply(record, upload, recorded))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/multipart/start", start)
+    app.router.add_post("/multipart/status", status)

@@ -13,7 +13,13 @@ from common.keyed_locks import KeyedLocks
 from common.locations import StorageSet
 from common.naming import new_handle, object_key
 from common.status import FileStatus
-from common.storage import Access, CompletedPart, StorageError, StorageErrorKind
+from common.storage import (
+    MIN_PART_SIZE,
+    Access,
+    CompletedPart,
+    StorageError,
+    StorageErrorKind,
+)
 from common.wire import StartUpload
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
@@ -61,12 +67,16 @@ class UploadRegistry:
             key=object_key(request.path, request.filename), filename=request.filename,
             mimetype=request.mimetype, size=request.size, status=FileStatus.STARTED,
             pop=pop, uploaded=now, access=request.access, region=request.region)
-        try:
-            storage_upload_id = await self.storage[record.storage].create_multipart(
-                record.container, record.key, content_type=record.mimetype,
-                access=Access(record.access))
-        except StorageError as exc:
-            raise exc.to_cin_error() from exc
+        storage_upload_id = ""
+        if record.size >= MIN_PART_SIZE:
+            # Smaller files go in one PutObject (UploadRecord.in_one_put): two round
+            # trips to the bucket fewer, and nothing left pending if the client gives up.
+            try:
+                storage_upload_id = await self.storage[record.storage].create_multipart(
+                    record.container, record.key, content_type=record.mimetype,
+                    access=Access(record.access))
+            except StorageError as exc:
+                raise exc.to_cin_error() from exc
         upload = UploadRecord(upload_id=new_upload_id(), handle=record.handle,
                               storage_upload_id=storage_upload_id, pop=pop,
                               fii=request.fii, created=now)
@@ -80,6 +90,12 @@ class UploadRegistry:
         if upload is None:
             raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
         return upload
+
+    async def parts(self, upload_id: str) -> tuple[UploadRecord, list[PartRecord]]:
+        """An upload and its parts as recorded: stored ones (from any POP) and, once it is
+        In Transit, the ones a POP holds."""
+        upload = await self.get(upload_id)
+        return upload, await self.state.parts_of(upload.handle)
 
     async def of_file(self, handle: str) -> tuple[UploadRecord, list[PartRecord]]:
         """The multipart upload bringing a file's bytes, and its parts as recorded."""

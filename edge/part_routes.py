@@ -17,6 +17,7 @@ from common.files import FileRecord, UploadRecord, file_url
 from common.part_urls import new_target, verify_target
 from common.status import FileStatus
 from common.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds, read_json
+from common.upload_status import status_reply
 from edge.keys import CONFIG, COORDINATOR, PART_SPOOL, POP, TRANSFER
 
 READ_BYTES = 256 * 1024
@@ -44,7 +45,10 @@ async def part_url(request: web.Request) -> web.Response:
         raise CinError(Code.BAD_PARAMETER, "the chunk ends past the end of the file")
     await request.app[PART_SPOOL].open_upload(upload.upload_id, {
         "record": record.to_wire(), "upload": upload.to_wire()})
-    target = new_target(upload.upload_id, part.part, part.offset, part.size, part.md5)
+    # A regular part comes whole in one PUT; it can go to the bucket once written.
+    whole = not part.fii and part.offset == 0
+    target = new_target(upload.upload_id, part.part, part.offset, part.size, part.md5,
+                        whole=whole)
     url = target.url(request.app[POP].public_url, request.app[CONFIG].internal_secret)
     headers = {"Content-MD5": part.md5} if part.md5 else {}
     return web.json_response({"url": url, "headers": headers, "location_url": url})
@@ -52,9 +56,13 @@ async def part_url(request: web.Request) -> web.Response:
 
 async def put_part(request: web.Request) -> web.Response:
     target = verify_target(request.query, request.app[CONFIG].internal_secret)
-    receipt = await request.app[PART_SPOOL].write_chunk(
+    spool = request.app[PART_SPOOL]
+    receipt = await spool.write_chunk(
         target.upload_id, target.part, target.offset,
         request.content.iter_chunked(READ_BYTES), target.size, target.md5)
+    if target.whole:
+        finished = await spool.finish_part(target.upload_id, target.part)
+        await request.app[TRANSFER].part_arrived(target.upload_id, finished)
     return web.json_response({"part": receipt.part, "offset": receipt.offset,
                               "size": receipt.size},
                              headers={"ETag": f'"{receipt.md5_hex}"'})
@@ -77,7 +85,9 @@ async def complete(request: web.Request) -> web.Response:
     record, upload = await _upload_of(request, done.ids, finished_ok=True)
     if record.status is FileStatus.STARTED:
         spool = request.app[PART_SPOOL]
-        numbers = sorted(set(await spool.part_numbers(upload.upload_id)) | set(done.parts))
+        # The parts held here. Parts the client sent to another POP must be stored by
+        # now; the coordinator checks that together they make the whole file.
+        numbers = await spool.part_numbers(upload.upload_id)
         finished = [await spool.finish_part(upload.upload_id, n) for n in numbers]
         for part in finished:
             # Only parts the client lists carry an ETag; those came whole, in one PUT,
@@ -89,8 +99,7 @@ async def complete(request: web.Request) -> web.Response:
             upload_id=upload.upload_id, parts=[[p.part, p.size] for p in finished],
             tags=done.tags, pop=request.app[POP].name))
         if record.status is FileStatus.IN_TRANSIT:
-            for part in finished:
-                request.app[TRANSFER].send(record, upload, part)
+            request.app[TRANSFER].dispatch(record, upload, finished)
     config = request.app[CONFIG]
     return web.json_response({
         "handle": record.handle,
@@ -105,8 +114,26 @@ async def complete(request: web.Request) -> web.Response:
     })
 
 
+async def status(request: web.Request) -> web.Response:
+    """Which parts are stored (from any POP) and which this POP holds: see
+    common/upload_status.py."""
+    ids = UploadIds.parse(await read_json(request))
+    reply = await request.app[COORDINATOR].call(wire.LookupUploadParts(upload_id=ids.upload_id),
+                                                wire.UploadPartsReply)
+    if reply.record.apikey != ids.apikey:
+        raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
+    spool = request.app[PART_SPOOL]
+    held: dict[int, int] = {}
+    if await spool.upload_meta(ids.upload_id) is not None:
+        for number in await spool.part_numbers(ids.upload_id):
+            held[number] = (await spool.part_state(ids.upload_id, number)).contiguous
+    return web.json_response(status_reply(reply.record, reply.upload, reply.parts, held,
+                                          request.app[POP].name))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/multipart/upload", part_url)
     app.router.add_put("/multipart/part", put_part)
     app.router.add_post("/multipart/commit", commit)
     app.router.add_post("/multipart/complete", complete)
+    app.router.add_post("/multipart/status", status)

@@ -249,6 +249,10 @@ class PartSpool:
         await _settled(_create_once, directory, _META_FILE, text.encode())
         self._known.add(upload_id)
 
+    async def upload_meta(self, upload_id: str) -> dict[str, Any] | None:
+        """The `meta` open_upload recorded, or None if the upload is not here."""
+        return await _settled(_read_meta, self._directory(upload_id))
+
     async def write_chunk(self, upload_id: str, part: int, offset: int,
                           body: AsyncIterable[bytes], size: int,
                           md5_b64: str | None = None) -> ChunkReceipt:

@@ -6,8 +6,10 @@ in-process network and real processes. The real SDKs are tested on their own.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
@@ -29,13 +31,16 @@ async def start_upload(session: aiohttp.ClientSession, pop: str, size: int, *,
     return start
 
 
-async def send_and_complete(session: aiohttp.ClientSession, pop: str, upload_id: str,
-                            payload: bytes, *, fii: bool = False, chunk: int = PART,
-                            tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Send every part (FII: in `chunk`-sized pieces, then a commit) and complete."""
+async def send_parts(session: aiohttp.ClientSession, pop: str, upload_id: str,
+                     payload: bytes, *, fii: bool = False, chunk: int = PART,
+                     numbers: Collection[int] | None = None) -> list[dict[str, Any]]:
+    """Send the parts of `payload` (only `numbers` when given; FII: in `chunk`-sized
+    pieces, then a commit); the regular parts' numbers and ETags, for complete."""
     ids = {"apikey": APIKEY, "upload_id": upload_id}
     parts = []
     for number, part_start in enumerate(range(0, len(payload), PART), 1):
+        if numbers is not None and number not in numbers:
+            continue
         part = payload[part_start:part_start + PART]
         step = chunk if fii else len(part)
         for offset in range(0, len(part), step):
@@ -57,12 +62,48 @@ async def send_and_complete(session: aiohttp.ClientSession, pop: str, upload_id:
                 assert commit.status == 200, await commit.text()
         else:
             parts.append({"part_number": number, "etag": etag})
+    return parts
+
+
+async def complete(session: aiohttp.ClientSession, pop: str, upload_id: str, size: int,
+                   parts: list[dict[str, Any]], *, fii: bool = False,
+                   tags: dict[str, str] | None = None) -> dict[str, Any]:
     async with session.post(f"{pop}/multipart/complete", json={
-            **ids, "size": len(payload), "parts": parts, "fii": fii,
-            "upload_tags": tags or {}}) as response:
+            "apikey": APIKEY, "upload_id": upload_id, "size": size, "parts": parts,
+            "fii": fii, "upload_tags": tags or {}}) as response:
         reply: dict[str, Any] = await response.json()
         assert response.status == 200, reply
     return reply
+
+
+async def send_and_complete(session: aiohttp.ClientSession, pop: str, upload_id: str,
+                            payload: bytes, *, fii: bool = False, chunk: int = PART,
+                            tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Send every part and complete."""
+    parts = await send_parts(session, pop, upload_id, payload, fii=fii, chunk=chunk)
+    return await complete(session, pop, upload_id, len(payload), parts, fii=fii, tags=tags)
+
+
+async def part_status(session: aiohttp.ClientSession, url: str,
+                      upload_id: str) -> dict[str, Any]:
+    """`POST /multipart/status` at a POP or the coordinator."""
+    async with session.post(f"{url}/multipart/status", json={
+            "apikey": APIKEY, "upload_id": upload_id}) as response:
+        status: dict[str, Any] = await response.json()
+        assert response.status == 200, status
+    return status
+
+
+async def wait_for_stored(session: aiohttp.ClientSession, url: str, upload_id: str,
+                          numbers: Collection[int], timeout: float = 60) -> dict[str, Any]:
+    """The part status once every part in `numbers` is stored."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await part_status(session, url, upload_id)
+        stored = {p["part_number"] for p in status["parts"] if p["state"] == "stored"}
+        if set(numbers) <= stored or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.05)
 
 
 async def upload(pop: str, payload: bytes, *, fii: bool = False, chunk: int = PART,

@@ -1,7 +1,8 @@
 """A file's link while it is In Transit: served from the spool of the POP that holds it,
 redirected there from the coordinator and other POPs, and from the bucket once Complete.
 
-The POP's transfer to the bucket is held (its driver's `upload_part` waits for an event),
+The POP's transfer to the bucket is held (its driver's `upload_part` and `put` wait for an
+event),
 so the file stays In Transit exactly as long as a test needs.
 """
 
@@ -44,14 +45,19 @@ def release(network: Network, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """Set it to let the POP's parts go to the bucket; until then the file is In Transit.
     Only the POP's driver waits: the coordinator's (which completes the upload) does not."""
     driver = network.pop.app[STORAGE]["bucket"]
-    upload_part = driver.upload_part
+    upload_part, put = driver.upload_part, driver.put
     released = asyncio.Event()
 
     async def held_upload_part(*args: Any, **kwargs: Any) -> str:
         await released.wait()
         return str(await upload_part(*args, **kwargs))
 
+    async def held_put(*args: Any, **kwargs: Any) -> Any:  # a small file's one put
+        await released.wait()
+        return await put(*args, **kwargs)
+
     monkeypatch.setattr(driver, "upload_part", held_upload_part)
+    monkeypatch.setattr(driver, "put", held_put)
     return released
 
 

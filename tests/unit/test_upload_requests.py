@@ -97,3 +97,21 @@ def test_a_part_url_verifies_only_as_given() -> None:
     with pytest.raises(CinError) as caught:
         verify_target({"part": "x"}, SECRET)
     assert caught.value.code is Code.BAD_SIGNATURE
+
+
+def test_a_whole_part_url_cannot_be_turned_into_a_chunk_url_or_back() -> None:
+    whole = new_target("u" * 32, part=1, offset=0, size=4096, md5=MD5, now=1000.0, whole=True)
+    query = dict(parse_qsl(urlsplit(whole.url("https://pop.test", SECRET)).query))
+    assert query["whole"] == "1"
+    assert verify_target(query, SECRET, now=1001.0).whole
+    without = {name: value for name, value in query.items() if name != "whole"}
+    with pytest.raises(CinError) as caught:
+        verify_target(without, SECRET, now=1001.0)
+    assert caught.value.code is Code.BAD_SIGNATURE
+
+    chunk = new_target("u" * 32, part=1, offset=0, size=4096, md5=MD5, now=1000.0)
+    query = dict(parse_qsl(urlsplit(chunk.url("https://pop.test", SECRET)).query))
+    assert "whole" not in query and not verify_target(query, SECRET, now=1001.0).whole
+    with pytest.raises(CinError) as caught:
+        verify_target({**query, "whole": "1"}, SECRET, now=1001.0)
+    assert caught.value.code is Code.BAD_SIGNATURE
