@@ -46,7 +46,7 @@ async def west(network: Network) -> AsyncIterator[str]:
 
 
 def bucket(network: Network) -> Storage:
-    return network.coordinator.server.app[STORAGE]["bucket"]
+    return network.coordinator.app[STORAGE]["bucket"]
 
 
 async def pending_uploads(network: Network) -> list[tuple[str, str]]:
