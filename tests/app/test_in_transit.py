@@ -200,6 +200,40 @@ async def test_the_holding_pop_serves_an_in_transit_file_from_its_spool(
     assert sha256(await direct.read()) == sha256(payload)
 
 
+async def test_the_status_goes_started_in_transit_complete_in_order(
+        network: Network, release: asyncio.Event) -> None:
+    pop = network.config.pops[0].public_url
+    payload = os.urandom(SIZE)
+    seen: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        start = await upload_client.start_upload(session, pop, len(payload))
+        status = await upload_client.part_status(session, pop, start["upload_id"])
+        handle = status["handle"]
+
+        async def watch() -> None:  # what a client polling the metadata sees
+            while not seen or seen[-1] != "Complete":
+                status = await status_of(network, handle)
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            parts = await upload_client.send_parts(session, pop, start["upload_id"], payload)
+            await wait_for(lambda: asyncio.sleep(0, seen == ["Started"]), "Started")
+            reply = await upload_client.complete(session, pop, start["upload_id"],
+                                                 len(payload), parts)
+            assert (reply["handle"], reply["status"]) == (handle, "InTransit")
+            await wait_for(lambda: asyncio.sleep(0, seen[-1] == "In Transit"), "In Transit")
+            # The bucket is held: these bytes can only come from the POP's spool.
+            await check_download(network.coordinator, handle, payload)
+            release.set()
+            await asyncio.wait_for(watcher, 30)
+        finally:
+            watcher.cancel()
+    assert seen == ["Started", "In Transit", "Complete"]
+
+
 async def test_the_coordinator_and_other_pops_redirect_to_the_holder(
         network: Network, release: asyncio.Event,
         west: TestClient) -> None:  # type: ignore[type-arg]

@@ -46,7 +46,8 @@ async def west(network: Network) -> AsyncIterator[str]:
 
 
 def bucket(network: Network) -> Storage:
-    return network.coordinator.app[STORAGE]["bucket"]
+    storage: Storage = network.coordinator.app[STORAGE]["bucket"]
+    return storage
 
 
 async def pending_uploads(network: Network) -> list[tuple[str, str]]:
