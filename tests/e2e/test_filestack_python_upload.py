@@ -1,4 +1,5 @@
-"""The unmodified filestack-python SDK uploads through a TLS POP, on both drivers.
+"""The unmodified filestack-python SDK uploads through a TLS POP, on both drivers, with
+a policy; then reads the metadata, downloads, overwrites and deletes the file.
 
 It is pointed at cin as PROTOCOL.md §3 says: the class properties for the start URL and
 the CDN patched, `API_URL` set, and the POP's test CA trusted through REQUESTS_CA_BUNDLE.
@@ -21,7 +22,7 @@ import filestack
 import pytest
 import requests
 import trustme
-from support import APIKEY, CinProcess, config_data, write_config
+from support import SECURE_APIKEY, SECURE_SECRET, CinProcess, config_data, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,8 @@ def network(request: pytest.FixtureRequest, tmp_path: Path,
     pop["public_url"] = pop["public_url"].replace("http://", "https://")
     pop["tls"] = {"cert": str(tmp_path / "pop.pem"), "key": str(tmp_path / "pop.pem")}
     config = write_config(data, tmp_path / "cin.yaml")
+    # The coordinator hands overwrites to the POP over its public (TLS) URL.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
     coordinator = CinProcess(["coordinator", "-c", str(config)], tmp_path).wait_ready()
     edge = CinProcess(["edge", "-c", str(config), "--pop", pop["name"]], tmp_path).wait_ready()
     coordinator_url = data["coordinator"]["public_url"]
@@ -67,12 +70,13 @@ def network(request: pytest.FixtureRequest, tmp_path: Path,
         coordinator.stop()
 
 
-def wait_complete(coordinator: str, handle: str) -> dict[str, Any]:
+def wait_complete(coordinator: str, filelink: Any) -> dict[str, Any]:
+    """The file's metadata once it is Complete, read through the SDK (with its policy)."""
     deadline = time.monotonic() + 60
     while True:
-        metadata: dict[str, Any] = requests.get(
-            f"{coordinator}/api/file/{handle}/metadata", timeout=10).json()
-        if metadata["upload_status"] == "Complete" or time.monotonic() > deadline:
+        metadata: dict[str, Any] = filelink.metadata(
+            ["upload_status", "sha256", "upload_tags", "size"])
+        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
             return metadata
         time.sleep(0.1)
 
@@ -87,7 +91,9 @@ def test_filestack_python_uploads_through_a_tls_pop(network: dict[str, Any], siz
     payload = os.urandom(size)
     source = network["root"] / "upload.bin"
     source.write_bytes(payload)
-    client = filestack.Client(APIKEY)
+    # The app requires security: every call below carries this policy.
+    security = filestack.Security({"expiry": int(time.time()) + 3600}, SECURE_SECRET)
+    client = filestack.Client(SECURE_APIKEY, security=security)
     filelink = client.upload(filepath=str(source), intelligent=intelligent,
                              store_params={"location": "s3", "path": "sdk/",
                                            "upload_tags": {"via": "filestack-python"}})
@@ -96,7 +102,23 @@ def test_filestack_python_uploads_through_a_tls_pop(network: dict[str, Any], siz
     assert reply["status"] in ("InTransit", "Stored")
     assert reply["key"].startswith("sdk/")
     assert reply["upload_tags"] == {"via": "filestack-python"}
-    metadata = wait_complete(network["coordinator"], filelink.handle)
+    metadata = wait_complete(network["coordinator"], filelink)
     assert metadata["upload_status"] == "Complete"
     assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
-    assert hashlib.sha256(filelink.get_content()).hexdigest() == metadata["sha256"]
+    assert metadata["upload_tags"] == {"via": "filestack-python"}
+    downloaded = network["root"] / "downloaded.bin"
+    filelink.download(str(downloaded))
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == metadata["sha256"]
+
+    replacement = os.urandom(4096)
+    source.write_bytes(replacement)
+    filelink.overwrite(filepath=str(source))
+    assert hashlib.sha256(filelink.get_content()).hexdigest() == hashlib.sha256(
+        replacement).hexdigest()
+    assert filelink.metadata(["size"])["size"] == len(replacement)
+
+    filelink.delete()
+    gone = requests.get(f"{network['coordinator']}/api/file/{filelink.handle}/metadata",
+                        params={"policy": security.policy_b64,
+                                "signature": security.signature}, timeout=10)
+    assert gone.status_code == 404
