@@ -4,7 +4,8 @@
 size (common/part_urls.py); the PUT to it writes the bytes at that offset in the part
 spool, fsync'd and journaled before the 200 and its `ETag` (the chunk's MD5, which for a
 regular part is the part's). `/multipart/commit` (Intelligent Ingestion) checks that a
-part's chunks leave no gap, and may be repeated.
+part's chunks leave no gap, and may be repeated. A part sent whole, or committed, goes to
+the bucket at once (edge/part_transfer.py).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ async def commit(request: web.Request) -> web.Response:
     spool = request.app[PART_SPOOL]
     finished = await spool.finish_part(upload.upload_id, committed.part)
     md5 = await spool.part_md5(finished)
+    await request.app[TRANSFER].part_arrived(upload.upload_id, finished)
     return web.json_response({"part": finished.part, "size": finished.size},
                              headers={"ETag": f'"{md5}"'})
 

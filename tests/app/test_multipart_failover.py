@@ -96,6 +96,25 @@ async def test_whole_parts_are_stored_before_complete(network: Network) -> None:
     assert await pending_uploads(network) == []
 
 
+async def test_committed_chunks_are_stored_before_complete(network: Network) -> None:
+    east = network.config.pops[0].public_url
+    payload = os.urandom(PAYLOAD_SIZE)
+    async with aiohttp.ClientSession() as session:
+        start = await start_upload(session, east, len(payload), fii=True)
+        upload_id = start["upload_id"]
+        await send_parts(session, east, upload_id, payload, fii=True, chunk=1024**2,
+                         numbers={1, 2})
+        status = await wait_for_stored(session, east, upload_id, {1, 2})
+        assert [(p["part_number"], p["state"]) for p in status["parts"]] == [
+            (1, "stored"), (2, "stored")]
+        await send_parts(session, east, upload_id, payload, fii=True, chunk=1024**2,
+                         numbers={3})
+        reply = await complete(session, east, upload_id, len(payload), [], fii=True)
+    assert (await wait_complete(network, reply["handle"]))["upload_status"] == "Complete"
+    assert await downloaded_sha256(network, reply["handle"]) == hashlib.sha256(
+        payload).hexdigest()
+
+
 async def test_another_pop_finishes_an_upload_the_first_began(network: Network,
                                                               west: str) -> None:
     east = network.config.pops[0].public_url
