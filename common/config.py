@@ -25,6 +25,11 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 10
                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# An origin as browsers send it in `Origin`: scheme://host[:port], nothing after. Any
+# scheme, because hybrid apps and extensions have their own (capacitor://localhost).
+_ORIGIN_RE = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(\d{1,5}))?",
+                        re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(Exception):
@@ -117,6 +122,43 @@ class UrlFetchConfig:
     max_redirects: int = 5
 
 
+ANY_ORIGIN = "*"
+
+
+def normalize_origin(text: str) -> str | None:
+    """`text` as a browser serializes an origin (lowercase, no default port), or None when
+    it is not scheme://host[:port]. Config and requests go through it alike, so
+    `https://App.example.com:443` in the config matches what a browser sends."""
+    match = _ORIGIN_RE.fullmatch(text)  # not `$`, which lets a final newline through
+    if not match or match.group(2).strip(".") == "":
+        return None
+    scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
+    if port is not None:
+        number = int(port)
+        if not 0 < number < 65536:
+            return None
+        if _DEFAULT_PORTS.get(scheme) != number:
+            return f"{scheme}://{host}:{number}"
+    return f"{scheme}://{host}"
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    """The web origins whose pages may call cin from a browser. No origins (the default)
+    is CORS off: browsers keep pages of other origins from reading cin's answers."""
+
+    origins: tuple[str, ...] = ()  # normalized; (ANY_ORIGIN,) allows every origin
+    max_age: int = 600  # seconds a browser may reuse a preflight's answer
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.origins)
+
+    @property
+    def any_origin(self) -> bool:
+        return self.origins == (ANY_ORIGIN,)
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
@@ -147,6 +189,7 @@ class Config:
     apps: Mapping[str, AppConfig]
     url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
     webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
     shutdown_timeout: float = 30.0
 
     def pop(self, name: str) -> PopConfig:
@@ -317,10 +360,12 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     url_fetch = _url_fetch(fetch_reader) if fetch_reader else UrlFetchConfig()
     delivery_reader = top.child("webhook_delivery", None)
     delivery = _webhook_delivery(delivery_reader) if delivery_reader else WebhookDeliveryConfig()
+    cors_reader = top.child("cors", None)
+    cors = _cors(cors_reader) if cors_reader else CorsConfig()
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
-                  url_fetch=url_fetch, webhook_delivery=delivery,
+                  url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
                   shutdown_timeout=shutdown_timeout)
 
 
@@ -473,3 +518,38 @@ def _url_fetch(r: _Reader) -> UrlFetchConfig:
     r.done()
     return config
 
+
+
+# Browsers cap a preflight's lifetime (Firefox at a day, Chromium at two hours); a larger
+# value would only pretend to save requests.
+_MAX_PREFLIGHT_AGE = 86400
+
+
+def _cors(r: _Reader) -> CorsConfig:
+    value = r.raw("origins", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise r.fail("origins", 'must be a list of origins such as https://app.example.com, '
+                                'or "*"')
+    origins: list[str] = []
+    for index, item in enumerate(value):
+        key = f"origins[{index}]"
+        if item == ANY_ORIGIN:
+            if len(value) != 1:
+                raise r.fail(key, '"*" allows every origin: list it alone')
+            origins.append(ANY_ORIGIN)
+            continue
+        origin = normalize_origin(item) if isinstance(item, str) else None
+        if origin is None:
+            raise r.fail(key, f"must be an origin, scheme://host[:port] with no path "
+                              f"(got {item!r})")
+        if origin in origins:
+            raise r.fail(key, f"{origin} is listed twice")
+        origins.append(origin)
+    max_age = r.raw("max_age", CorsConfig.max_age)
+    if (isinstance(max_age, bool) or not isinstance(max_age, int)
+            or not 0 <= max_age <= _MAX_PREFLIGHT_AGE):
+        raise r.fail("max_age", f"must be whole seconds from 0 to {_MAX_PREFLIGHT_AGE}")
+    r.done()
+    return CorsConfig(origins=tuple(origins), max_age=max_age)
