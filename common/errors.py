@@ -46,6 +46,8 @@ class Code(Enum):
     POLICY_EXPIRED = ErrorSpec(403, "the policy has expired")
     POLICY_DENIES = ErrorSpec(403, "the policy does not allow this request")
     BAD_INTERNAL_SIGNATURE = ErrorSpec(403, "the internal message signature is invalid")
+    ORIGIN_NOT_ALLOWED = ErrorSpec(403, "this web origin is not allowed to call cin "
+                                        "(the config's cors.origins)")
     # What does not exist.
     NOT_FOUND = ErrorSpec(404, "no such route")
     FILE_NOT_FOUND = ErrorSpec(404, "no file has this handle")

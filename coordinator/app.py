@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from common import drain, file_routes
+from common import cors, drain, file_routes
 from common.config import Config
 from common.files import FileRecord
 from common.http import error_middleware
@@ -81,6 +81,7 @@ async def health(request: web.Request) -> web.Response:
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     drain.install(app, always_open=("/internal/",))
+    cors.install(app, config.cors)
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)

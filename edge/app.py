@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from common import drain, file_routes
+from common import cors, drain, file_routes
 from common.config import Config, PopConfig
 from common.http import error_middleware
 from common.in_transit import HolderRedirect
@@ -71,6 +71,7 @@ async def health(request: web.Request) -> web.Response:
 def make_app(config: Config, pop: PopConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
     drain.install(app)
+    cors.install(app, config.cors)
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[POP] = pop

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 import yaml
+from multidict import CIMultiDict
 
 from common.config import ConfigError, CorsConfig, load_config, normalize_origin, parse_config
+from common.cors import CorsPolicy, add_vary_origin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,3 +92,31 @@ def test_a_wrong_cors_setting_names_its_key(section: Any, key: str, words: str) 
         parse_cors(section)
     assert caught.value.key == key
     assert words in caught.value.problem
+
+
+def test_the_policy_echoes_an_allowed_origin_and_refuses_others() -> None:
+    policy = CorsPolicy(parse_cors({"origins": ["https://app.example.com",
+                                                "http://localhost:3000"]}))
+    assert policy.allow_origin("https://app.example.com") == "https://app.example.com"
+    assert policy.allow_origin("https://app.example.com:443") == "https://app.example.com:443"
+    assert policy.allow_origin("http://localhost:3000") == "http://localhost:3000"
+    for other in ("http://app.example.com", "https://app.example.com.evil.test",
+                  "https://evil.test", "http://localhost:3001", "null", "", "*"):
+        assert policy.allow_origin(other) is None, other
+
+
+def test_star_allows_every_origin_without_echoing_it() -> None:
+    policy = CorsPolicy(parse_cors({"origins": "*"}))
+    assert policy.allow_origin("https://anyone.test") == "*"
+    assert policy.allow_origin("null") == "*"
+
+
+def test_vary_keeps_what_is_there() -> None:
+    cases = [(None, "Origin"), ("Accept-Encoding", "Accept-Encoding, Origin"),
+             ("origin", "origin"), ("Accept, Origin", "Accept, Origin"), ("*", "*")]
+    for before, after in cases:
+        headers: CIMultiDict[str] = CIMultiDict()
+        if before is not None:
+            headers["Vary"] = before
+        add_vary_origin(headers)
+        assert headers["Vary"] == after
