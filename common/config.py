@@ -8,6 +8,7 @@ production bucket ends up public.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ import yaml
 EventLoop = Literal["uvloop", "asyncio"]
 SecurityMode = Literal["required", "optional"]
 DriverName = Literal["local", "s3"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -160,6 +162,17 @@ class CorsConfig:
 
 
 @dataclass(frozen=True)
+class HeartbeatConfig:
+    """How often a POP tells the coordinator it is alive and how busy it is (seconds), and
+    how long the coordinator goes on believing it without hearing again."""
+
+    interval: float = 5.0
+    # No heartbeat for this long and the POP is not handed out. When only `interval` is
+    # set, the timeout is three intervals (at least this default).
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
@@ -176,6 +189,9 @@ class PopConfig:
     public_url: str
     spool_dir: Path
     tls: TlsConfig | None = None
+    # Clients in these networks are sent to this POP when they do not pick one themselves
+    # (the most specific network wins, and only while the POP is healthy).
+    networks: tuple[IpNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,7 @@ class Config:
     url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
     webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     shutdown_timeout: float = 30.0
 
     def pop(self, name: str) -> PopConfig:
@@ -362,10 +379,13 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     delivery = _webhook_delivery(delivery_reader) if delivery_reader else WebhookDeliveryConfig()
     cors_reader = top.child("cors", None)
     cors = _cors(cors_reader) if cors_reader else CorsConfig()
+    heartbeat_reader = top.child("heartbeat", None)
+    heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
+                  heartbeat=heartbeat,
                   shutdown_timeout=shutdown_timeout)
 
 
@@ -407,9 +427,40 @@ def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:
             public_url=r.url("public_url"),
             spool_dir=r.path("spool_dir", base),
             tls=tls,
+            networks=_networks(r, pops),
         ))
         r.done()
     return tuple(pops)
+
+
+def _networks(r: _Reader, earlier: list[PopConfig]) -> tuple[IpNetwork, ...]:
+    """A POP's client networks, as CIDR prefixes. One prefix maps to one POP: two would
+    leave the choice between them to the order of the file."""
+    value = r.raw("networks", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise r.fail("networks", "must be a list of CIDR prefixes such as 10.0.0.0/8")
+    networks: list[IpNetwork] = []
+    for index, item in enumerate(value):
+        key = f"networks[{index}]"
+        if not isinstance(item, str):
+            raise r.fail(key, f"must be a CIDR prefix in quotes (got {item!r})")
+        try:
+            network = ipaddress.ip_network(item.strip(), strict=True)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                loose = ipaddress.ip_network(item.strip(), strict=False)
+                raise r.fail(key, f"{item} has host bits set; did you mean {loose}?") from exc
+            raise r.fail(key, f"{item!r} is not a CIDR prefix such as 10.0.0.0/8 or "
+                              "2001:db8::/32") from exc
+        if network in networks:
+            raise r.fail(key, f"{network} is listed twice")
+        for pop in earlier:
+            if network in pop.networks:
+                raise r.fail(key, f"{network} is already mapped to POP {pop.name!r}")
+        networks.append(network)
+    return tuple(networks)
 
 
 def _storage(top: _Reader, base: Path) -> dict[str, StorageConfig]:
@@ -506,6 +557,18 @@ def _webhook_delivery(r: _Reader) -> WebhookDeliveryConfig:
     )
     r.done()
     return config
+
+
+def _heartbeat(r: _Reader) -> HeartbeatConfig:
+    defaults = HeartbeatConfig()
+    interval = r.number("interval", defaults.interval, minimum=0.01)
+    timeout = r.number("timeout", max(defaults.timeout, 3 * interval), minimum=0.01)
+    # One heartbeat late (a busy POP, a slow network) must not make a POP look down.
+    if timeout < 2 * interval:
+        raise r.fail("timeout", f"must be at least twice heartbeat.interval ({interval:g} s), "
+                                "so that one late heartbeat does not mark a POP down")
+    r.done()
+    return HeartbeatConfig(interval=interval, timeout=timeout)
 
 
 def _url_fetch(r: _Reader) -> UrlFetchConfig:
