@@ -158,6 +158,22 @@ class DeleteFile(Message):
 
 @message
 @dataclass(frozen=True)
+class PopHeartbeat(Message):
+    """A POP is alive and this busy (the counts of `common.pop_load.PopLoad`); the first
+    one a coordinator hears registers the POP. `draining`: the POP is shutting down and
+    must not be handed out; sent as soon as its drain starts."""
+
+    TYPE: ClassVar[str] = "pop_heartbeat"
+    pop: str
+    instance: str  # new each time the POP starts, so a restart shows in the coordinator
+    requests: int
+    transfers: int
+    backlog_bytes: int
+    draining: bool = False
+
+
+@message
+@dataclass(frozen=True)
 class LookupFile(Message):
     TYPE: ClassVar[str] = "lookup_file"
     handle: str
