@@ -28,6 +28,7 @@ class Drain:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._started = asyncio.Event()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -42,9 +43,15 @@ class Drain:
             if self.active == 0:
                 self._idle.set()
 
+    async def until_draining(self) -> None:
+        """Return once the drain has started: a POP then tells the coordinator at once,
+        rather than let it go on handing out a POP that no longer listens."""
+        await self._started.wait()
+
     async def drain(self, grace_seconds: float) -> bool:
         """Refuse new requests and wait for the current ones; False if some outlived it."""
         self.draining = True
+        self._started.set()
         # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow a cancel
         # that arrives just as the event is set.
         with contextlib.suppress(TimeoutError):

@@ -16,6 +16,7 @@ from common.jobs import jobs_ctx
 from common.locations import StorageSet
 from edge import overwrite, part_routes, store, upload_routes
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
+from edge.heartbeat import heartbeat_ctx
 from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STORAGE, TRANSFER
 from edge.part_spool import PartSpool
 from edge.part_transfer import PartTransfer
@@ -77,6 +78,9 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app[POP] = pop
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
+    # Last: the POP registers once everything it serves with is open, and its leave goes
+    # out first at shutdown.
+    app.cleanup_ctx.append(heartbeat_ctx)
     app.router.add_get("/health", health)
     app.router.add_post("/api/store/{provider}", store.store)
     file_routes.add_routes(app, overwrite.overwrite)

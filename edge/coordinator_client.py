@@ -43,9 +43,11 @@ class CoordinatorClient:
         self.session = session
 
     async def call(self, msg: wire.Message, expect: type[R], *,
-                   wait_seconds: float = DEFAULT_TIMEOUT) -> R:
+                   wait_seconds: float = DEFAULT_TIMEOUT, retry: bool = True) -> R:
+        """`retry=False`: one attempt, for a message soon superseded by the next one."""
         body = wire.encode(msg)
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        delays = RETRY_DELAYS if retry else ()
+        for attempt, delay in enumerate((*delays, None)):
             try:
                 reply = await self._post(body, wait_seconds)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError,

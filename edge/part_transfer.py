@@ -62,6 +62,7 @@ class PartTransfer:
         self.pop = pop
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._sizes: dict[tuple[str, int], int] = {}  # the bytes each transfer sends
         # Parts this process stored, with their sizes: complete does not send them again.
         self._stored: dict[tuple[str, int], int] = {}
 
@@ -69,17 +70,23 @@ class PartTransfer:
     def in_flight(self) -> int:
         return len(self._running)
 
+    def backlog(self) -> tuple[int, int]:
+        """Transfers queued for or sending to the bucket, and their bytes: the outbound
+        part of the POP's load (common.pop_load)."""
+        return len(self._sizes), sum(self._sizes.values())
+
     def send(self, record: FileRecord, upload: UploadRecord, part: FinishedPart) -> None:
         """Start sending `part` unless it is on its way or stored."""
         key = (upload.upload_id, part.part)
         if self._stored.get(key) == part.size:
             return
-        self._start(key, self._send_part(record, upload, part))
+        self._start(key, self._send_part(record, upload, part), part.size)
 
     def send_whole(self, record: FileRecord, upload: UploadRecord,
                    parts: Sequence[FinishedPart]) -> None:
         """Put a one-put upload's parts, in order, as the file's one object."""
-        self._start((upload.upload_id, _WHOLE_FILE), self._put_whole(record, upload, parts))
+        self._start((upload.upload_id, _WHOLE_FILE), self._put_whole(record, upload, parts),
+                    sum(part.size for part in parts))
 
     async def part_arrived(self, upload_id: str, part: FinishedPart) -> None:
         """A regular part was written whole: send it now rather than at complete."""
@@ -145,13 +152,19 @@ class PartTransfer:
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    def _start(self, key: tuple[str, int], work: Coroutine[Any, Any, None]) -> None:
+    def _start(self, key: tuple[str, int], work: Coroutine[Any, Any, None], size: int) -> None:
         if key in self._running:
             work.close()  # already on its way
             return
         task = asyncio.create_task(work, name=f"transfer-{key[0]}-{key[1]}")
         self._running[key] = task
-        task.add_done_callback(lambda _: self._running.pop(key, None))
+        self._sizes[key] = size
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(key, None)
+            self._sizes.pop(key, None)
+
+        task.add_done_callback(done)
 
     async def _send_part(self, record: FileRecord, upload: UploadRecord,
                          part: FinishedPart) -> None:
