@@ -16,9 +16,10 @@ from common.files import FileRecord
 from common.http import error_middleware
 from common.in_transit import HolderRedirect
 from common.locations import StorageSet
-from coordinator import internal_api, overwrite_proxy, upload_routes
-from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
+from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
+from coordinator.keys import CONFIG, HASHES, POPS, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
 from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.sqlite_state import SqliteStateStore
 from coordinator.uploads import UploadRegistry
@@ -61,7 +62,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             files = FileRegistry(state, config, storage, on_events=sender.wake)
             app[REGISTRY] = files
             app[HASHES] = HashCache(state, storage)
-            app[UPLOADS] = UploadRegistry(state, config, storage, files)
+            # Made at startup: a POP unheard of since then is pending, not down, for the
+            # first heartbeat timeout (see coordinator.pop_choice).
+            pops = PopRegistry(config.pops, config.heartbeat)
+            app[POPS] = pops
+            app[UPLOADS] = UploadRegistry(state, config, storage, files, pops)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
             try:
                 yield
@@ -75,7 +80,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 async def health(request: web.Request) -> web.Response:
     webhooks = await request.app[STATE].outbox_counts()
-    return web.json_response({"status": "ok", "role": "coordinator", "webhooks": webhooks})
+    pops = {status.pop.name: status.health.value for status in request.app[POPS].status()}
+    return web.json_response({"status": "ok", "role": "coordinator", "webhooks": webhooks,
+                              "pops": pops})
 
 
 def make_app(config: Config) -> web.Application:
@@ -91,5 +98,6 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/health", health)
     internal_api.add_routes(app)
     upload_routes.add_routes(app)
+    pop_routes.add_routes(app)
     file_routes.add_routes(app, overwrite_proxy.overwrite)
     return app

@@ -7,7 +7,7 @@ from aiohttp import web
 from common import wire
 from common.errors import CinError, Code
 from common.http import read_bounded
-from coordinator.keys import CONFIG, HASHES, REGISTRY, UPLOADS
+from coordinator.keys import CONFIG, HASHES, POPS, REGISTRY, UPLOADS
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -61,6 +61,9 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             return wire.UploadPartsReply(record=record, upload=upload, parts=recorded)
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await registry.get(handle))
+        case wire.PopHeartbeat():
+            app[POPS].heard(msg)
+            return wire.Ack()
         case wire.GetMetadata(handle=handle, query=query):
             record = await registry.get(handle)
             fields = requested_fields(query)

@@ -8,6 +8,7 @@ from aiohttp import web
 from common.config import Config
 from common.locations import StorageSet
 from coordinator.metadata import HashCache
+from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 from coordinator.uploads import UploadRegistry
@@ -18,4 +19,5 @@ STORAGE = web.AppKey("storage", StorageSet)
 REGISTRY = web.AppKey("registry", FileRegistry)
 HASHES = web.AppKey("hashes", HashCache)
 UPLOADS = web.AppKey("uploads", UploadRegistry)
+POPS = web.AppKey("pops", PopRegistry)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

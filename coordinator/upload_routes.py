@@ -23,7 +23,9 @@ async def start(request: web.Request) -> web.Response:
     fields = await read_json(request)
     message = start_message(config, fields, request_credentials(request, fields), pop=None,
                             origin=f"coordinator:{secrets.token_hex(12)}")
-    record, upload = await request.app[UPLOADS].start(message)
+    # The peer's own address: X-Forwarded-For is not read, since anyone can send it; a
+    # coordinator behind a proxy sees the proxy, and the choice falls to the least load.
+    record, upload = await request.app[UPLOADS].start(message, client=request.remote)
     return web.json_response(start_reply(config, record, upload))
 
 

@@ -21,6 +21,7 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.wire import StartUpload
+from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 
@@ -34,32 +35,28 @@ def new_upload_id() -> str:
 
 class UploadRegistry:
     def __init__(self, state: StateStore, config: Config, storage: StorageSet,
-                 files: FileRegistry) -> None:
+                 files: FileRegistry, pops: PopRegistry) -> None:
         self.state = state
         self.config = config
         self.storage = storage
         self.files = files
+        self.pops = pops
         # Finishing the bucket's multipart upload happens once, however many reports of
         # the last part arrive together.
         self._locks = KeyedLocks()
 
-    def choose_pop(self, asked: str | None) -> str:
-        """The POP the client called; else the first configured one."""
-        names = [pop.name for pop in self.config.pops]
-        if asked is not None:
-            if asked not in names:
-                raise CinError(Code.BAD_MESSAGE, f"no POP named {asked!r}")
-            return asked
-        return names[0]
-
-    async def start(self, request: StartUpload) -> tuple[FileRecord, UploadRecord]:
-        """Give the file its handle and key, and open the bucket's multipart upload."""
+    async def start(self, request: StartUpload, client: str | None = None
+                    ) -> tuple[FileRecord, UploadRecord]:
+        """Give the file its handle and key, and open the bucket's multipart upload.
+        `client` is the address of a client that called the coordinator itself, whose
+        network may map it to a POP."""
         earlier = await self.state.get_upload(origin=request.origin)
         if earlier is not None:  # a POP repeating a start it did not hear answered
             record = await self.state.get_file(earlier.handle)
             if record is not None:
                 return record, earlier
-        pop = self.choose_pop(request.pop)
+        # Before anything is created: with no POP to take the bytes, the start is refused.
+        pop = self.pops.choose(asked=request.pop, client=client)
         now = time.time()
         record = FileRecord(
             handle=new_handle(), apikey=request.apikey, storage=request.storage,
