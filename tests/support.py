@@ -41,13 +41,16 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 max_upload_size: str | int = "5GiB", allow_private: bool = True,
                 event_loop: str = "asyncio", webhooks: list[str] | None = None,
                 webhook_delivery: dict[str, Any] | None = None,
-                cors: dict[str, Any] | None = None) -> dict[str, Any]:
+                cors: dict[str, Any] | None = None,
+                heartbeat: dict[str, Any] | None = None,
+                networks: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
     required security. `webhooks` are URLs both apps post every event to, signed with
     WEBHOOK_SECRET; `webhook_delivery` overrides the outbox worker's timing; `cors` is the
-    config's `cors:` section (none: CORS off)."""
+    config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
+    `networks` maps POP names to the client networks sent to them."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -85,6 +88,11 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["webhook_delivery"] = webhook_delivery
     if cors is not None:
         data["cors"] = cors
+    if heartbeat is not None:
+        data["heartbeat"] = heartbeat
+    for pop in data["pops"]:
+        if networks and pop["name"] in networks:
+            pop["networks"] = networks[pop["name"]]
     return data
 
 
