@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, HeartbeatConfig, parse_config
+from common.config import ConfigError, HeartbeatConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,3 +81,13 @@ def test_a_wrong_network_or_heartbeat_names_the_key(mutate: Any, key: str, words
         parse(data)
     assert caught.value.key == key
     assert words in caught.value.problem
+
+
+def test_the_s3_example_maps_networks_to_its_pops(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CIN_INTERNAL_SECRET", "CIN_APP_SECRET", "CIN_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "a-secret-of-some-length")
+    config = load_config(REPO / "configs" / "s3-example.yaml")
+    assert [pop.networks for pop in config.pops] == [
+        (ip_network("10.10.0.0/16"), ip_network("2001:db8:10::/48")),
+        (ip_network("10.20.0.0/16"), ip_network("2001:db8:20::/48"))]
+    assert config.heartbeat == HeartbeatConfig()
