@@ -11,8 +11,9 @@ A POP reports three counts in each heartbeat:
 
 `score` folds them into one number: one per stream in or out, and one per
 `BACKLOG_UNIT` bytes waiting, so a POP with a deep backlog ranks behind one that is merely
-busy. Bytes of uploads whose client is still sending are not yet a transfer; while they
-arrive they count as requests.
+busy. A part is a transfer from when it is whole in the spool (a regular part at once, an
+Intelligent Ingestion part at its commit) until the bucket has it; while its bytes
+arrive, they count as a request.
 """
 
 from __future__ import annotations
