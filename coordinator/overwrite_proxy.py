@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from common.errors import CinError, Code
-from coordinator.keys import CONFIG, SESSION
+from coordinator.keys import POPS, SESSION
 
 log = logging.getLogger("cin.coordinator.proxy")
 
@@ -29,7 +29,7 @@ TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
 async def overwrite(request: web.Request) -> web.StreamResponse:
     headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
     session = request.app[SESSION]
-    for pop in request.app[CONFIG].pops:
+    for pop in request.app[POPS].by_preference():
         url = pop.public_url + request.path_qs
         try:
             async with session.post(url, data=request.content, headers=headers,

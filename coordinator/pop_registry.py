@@ -113,6 +113,14 @@ class PopRegistry:
             ))
         return result
 
+    def by_preference(self) -> list[PopConfig]:
+        """Every POP, the healthy ones first, least loaded first: where the coordinator
+        hands work (an overwrite's bytes). The others follow, in case their heartbeats
+        are what failed."""
+        statuses = self.status()
+        healthy = sorted((s for s in statuses if s.healthy), key=lambda s: s.score)
+        return [s.pop for s in healthy] + [s.pop for s in statuses if not s.healthy]
+
     def choose(self, *, asked: str | None, client: str | None) -> str:
         """The POP a new upload's bytes go to (see `coordinator.pop_choice`): `asked` is
         the POP the client called, `client` its address as the coordinator saw it."""

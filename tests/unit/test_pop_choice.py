@@ -213,3 +213,14 @@ def test_a_malformed_heartbeat_is_a_bad_message(fields: dict[str, object]) -> No
     with pytest.raises(CinError) as caught:
         registry(Clock()).heard(message)
     assert caught.value.code is Code.BAD_MESSAGE
+
+
+def test_work_is_handed_to_healthy_pops_first_least_loaded_first() -> None:
+    clock = Clock()
+    pops = registry(clock)
+    assert [p.name for p in pops.by_preference()] == ["east", "west"]  # none heard yet
+    pops.heard(beat("east", requests=9))
+    pops.heard(beat("west", requests=1))
+    assert [p.name for p in pops.by_preference()] == ["west", "east"]
+    pops.heard(beat("west", draining=True))
+    assert [p.name for p in pops.by_preference()] == ["east", "west"]
