@@ -118,6 +118,19 @@ class UrlFetchConfig:
 
 
 @dataclass(frozen=True)
+class UploadExpiryConfig:
+    """When abandoned Upload API uploads are cleaned up (seconds).
+
+    One setting for the coordinator and every POP: an upload still `Started` this long
+    after its start is failed and its bucket upload aborted; a POP drops the spool of an
+    upload idle this long unless it is In Transit.
+    """
+
+    ttl: float = 24 * 3600.0  # a day: ample for a slow client, and no part lingers long
+    sweep_interval: float = 600.0  # how often the coordinator and each POP look
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
@@ -147,6 +160,7 @@ class Config:
     apps: Mapping[str, AppConfig]
     url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
     webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
+    upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
     shutdown_timeout: float = 30.0
 
     def pop(self, name: str) -> PopConfig:
@@ -317,10 +331,12 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     url_fetch = _url_fetch(fetch_reader) if fetch_reader else UrlFetchConfig()
     delivery_reader = top.child("webhook_delivery", None)
     delivery = _webhook_delivery(delivery_reader) if delivery_reader else WebhookDeliveryConfig()
+    expiry_reader = top.child("upload_expiry", None)
+    expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
-                  url_fetch=url_fetch, webhook_delivery=delivery,
+                  url_fetch=url_fetch, webhook_delivery=delivery, upload_expiry=expiry,
                   shutdown_timeout=shutdown_timeout)
 
 
@@ -458,6 +474,17 @@ def _webhook_delivery(r: _Reader) -> WebhookDeliveryConfig:
         max_interval=r.number("max_interval", defaults.max_interval, minimum=0.01),
         give_up_after=r.number("give_up_after", defaults.give_up_after, minimum=1),
         concurrency=int(r.number("concurrency", defaults.concurrency, minimum=1)),
+    )
+    r.done()
+    return config
+
+
+def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
+    # A TTL under a minute would fail uploads between two of their own requests.
+    config = UploadExpiryConfig(
+        ttl=r.number("ttl", UploadExpiryConfig.ttl, minimum=60),
+        sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
+                                minimum=1),
     )
     r.done()
     return config
