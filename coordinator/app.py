@@ -17,7 +17,8 @@ from common.http import error_middleware
 from common.in_transit import HolderRedirect
 from common.locations import StorageSet
 from coordinator import internal_api, overwrite_proxy, upload_routes
-from coordinator.keys import CONFIG, HASHES, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
+from coordinator.expiry import UploadExpiry
+from coordinator.keys import CONFIG, EXPIRY, HASHES, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.registry import FileRegistry
 from coordinator.sqlite_state import SqliteStateStore
@@ -62,13 +63,18 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[REGISTRY] = files
             app[HASHES] = HashCache(state, storage)
             app[UPLOADS] = UploadRegistry(state, config, storage, files)
+            expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
+            sweeper = asyncio.create_task(expiry.run(), name="upload-expiry")
             try:
                 yield
             finally:
                 worker.cancel()
+                sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
     finally:
         await state.close()
 

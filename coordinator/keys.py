@@ -7,6 +7,7 @@ from aiohttp import web
 
 from common.config import Config
 from common.locations import StorageSet
+from coordinator.expiry import UploadExpiry
 from coordinator.metadata import HashCache
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
@@ -18,4 +19,5 @@ STORAGE = web.AppKey("storage", StorageSet)
 REGISTRY = web.AppKey("registry", FileRegistry)
 HASHES = web.AppKey("hashes", HashCache)
 UPLOADS = web.AppKey("uploads", UploadRegistry)
+EXPIRY = web.AppKey("expiry", UploadExpiry)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy
