@@ -17,7 +17,7 @@ from common.errors import CinError, Code
 from common.files import FileRecord, UploadRecord
 from common.locations import StorageSet
 from common.status import FileStatus
-from common.storage import StorageError
+from common.storage import StorageError, StorageErrorKind
 from edge.coordinator_client import CoordinatorClient
 from edge.part_spool import FinishedPart, PartSpool
 
@@ -102,6 +102,12 @@ class PartTransfer:
                         self.spool.read_part(part), part.size)
                     break
                 except StorageError as exc:
+                    if exc.kind is StorageErrorKind.NO_SUCH_UPLOAD:
+                        # The bucket's upload is gone (it expired and was aborted, or was
+                        # completed): no retry can store the part.
+                        log.warning("part %d of %s not stored: %s", part.part,
+                                    record.handle, exc)
+                        return
                     if delay is None:
                         log.error("part %d of %s not stored, giving up: %s", part.part,
                                   record.handle, exc)
