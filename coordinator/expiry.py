@@ -104,6 +104,8 @@ class UploadExpiry:
 
     async def _abort(self, abort: PendingAbort) -> bool:
         """Abort one bucket upload; True when it is gone (now or before)."""
+        if not abort.storage_upload_id:
+            return True  # no bucket multipart upload was opened for it: nothing to abort
         try:
             storage = self.storage[abort.storage]
         except KeyError:

@@ -222,6 +222,21 @@ async def test_an_abort_the_bucket_refuses_is_owed_until_it_succeeds(
     assert "s3-old" not in bucket.pending
 
 
+async def test_an_upload_without_a_bucket_upload_has_nothing_to_abort(
+        state: SqliteStateStore) -> None:
+    handle = "p".ljust(20, "x")
+    record = FileRecord(handle=handle, apikey="KEY", storage="bucket", provider="s3",
+                        container="c", key="k/p", filename="f.bin", mimetype="t/p", size=1,
+                        status=FileStatus.STARTED, pop="us-east-1", uploaded=NOW - 2 * DAY)
+    await state.create_upload(record, UploadRecord(
+        upload_id="up-p", handle=handle, storage_upload_id="", pop="us-east-1", fii=False,
+        created=NOW - 2 * DAY), origin="origin-p")
+    bucket = FakeBucket()
+    result = await expiry(state, bucket).sweep_once()
+    assert (result.expired, result.aborted, result.owed) == (("up-p",), ("up-p",), 0)
+    assert bucket.aborts == []
+
+
 async def test_an_expired_upload_cannot_be_completed(uploads: SqliteStateStore) -> None:
     await expiry(uploads, FakeBucket()).sweep_once()
     with pytest.raises(IllegalTransition):
