@@ -173,6 +173,19 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class UploadExpiryConfig:
+    """When abandoned Upload API uploads are cleaned up (seconds).
+
+    One setting for the coordinator and every POP: an upload still `Started` this long
+    after its start is failed and its bucket upload aborted; a POP drops the spool of an
+    upload idle this long unless it is In Transit.
+    """
+
+    ttl: float = 24 * 3600.0  # a day: ample for a slow client, and no part lingers long
+    sweep_interval: float = 600.0  # how often the coordinator and each POP look
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
@@ -207,6 +220,7 @@ class Config:
     webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
     shutdown_timeout: float = 30.0
 
     def pop(self, name: str) -> PopConfig:
@@ -381,11 +395,13 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     cors = _cors(cors_reader) if cors_reader else CorsConfig()
     heartbeat_reader = top.child("heartbeat", None)
     heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
+    expiry_reader = top.child("upload_expiry", None)
+    expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
-                  heartbeat=heartbeat,
+                  heartbeat=heartbeat, upload_expiry=expiry,
                   shutdown_timeout=shutdown_timeout)
 
 
@@ -569,6 +585,17 @@ def _heartbeat(r: _Reader) -> HeartbeatConfig:
                                 "so that one late heartbeat does not mark a POP down")
     r.done()
     return HeartbeatConfig(interval=interval, timeout=timeout)
+
+
+def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
+    # A TTL under a minute would fail uploads between two of their own requests.
+    config = UploadExpiryConfig(
+        ttl=r.number("ttl", UploadExpiryConfig.ttl, minimum=60),
+        sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
+                                minimum=1),
+    )
+    r.done()
+    return config
 
 
 def _url_fetch(r: _Reader) -> UrlFetchConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from common.errors import CinError, Code
 from common.status import FileStatus
 
 HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
@@ -65,6 +66,8 @@ class UploadRecord:
     pop: str  # the POP the client was sent to (`location_url`)
     fii: bool
     created: float
+    # Why the coordinator ended the upload without its file (it expired), else None.
+    failure: str | None = None
 
     @property
     def in_one_put(self) -> bool:
@@ -75,7 +78,7 @@ class UploadRecord:
     def to_wire(self) -> dict[str, Any]:
         return {"upload_id": self.upload_id, "handle": self.handle,
                 "storage_upload_id": self.storage_upload_id, "pop": self.pop,
-                "fii": self.fii, "created": self.created}
+                "fii": self.fii, "created": self.created, "failure": self.failure}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> UploadRecord:
@@ -104,6 +107,15 @@ class PartRecord:
         if type(part.number) is not int or type(part.size) is not int:
             raise TypeError("a part's number and size are integers")
         return part
+
+
+def upload_closed(record: FileRecord, upload: UploadRecord) -> CinError:
+    """The 409 for a request on an upload that takes no more bytes: its status, and why
+    it ended when it did not end with its file (it expired)."""
+    detail = f"the upload is {record.status.value}"
+    if upload.failure:
+        detail += f" ({upload.failure})"
+    return CinError(Code.CONFLICT, detail)
 
 
 def file_url(public_url: str, handle: str) -> str:

@@ -17,7 +17,18 @@ from common.http import error_middleware
 from common.in_transit import HolderRedirect
 from common.locations import StorageSet
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
-from coordinator.keys import CONFIG, HASHES, POPS, REGISTRY, SESSION, STATE, STORAGE, UPLOADS
+from coordinator.expiry import UploadExpiry
+from coordinator.keys import (
+    CONFIG,
+    EXPIRY,
+    HASHES,
+    POPS,
+    REGISTRY,
+    SESSION,
+    STATE,
+    STORAGE,
+    UPLOADS,
+)
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
@@ -67,13 +78,18 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
             app[UPLOADS] = UploadRegistry(state, config, storage, files, pops)
+            expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
+            sweeper = asyncio.create_task(expiry.run(), name="upload-expiry")
             try:
                 yield
             finally:
                 worker.cancel()
+                sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
     finally:
         await state.close()
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from common.config import Config
 from common.locations import StorageSet
+from coordinator.expiry import UploadExpiry
 from coordinator.metadata import HashCache
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
@@ -20,4 +21,5 @@ REGISTRY = web.AppKey("registry", FileRegistry)
 HASHES = web.AppKey("hashes", HashCache)
 UPLOADS = web.AppKey("uploads", UploadRegistry)
 POPS = web.AppKey("pops", PopRegistry)
+EXPIRY = web.AppKey("expiry", UploadExpiry)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

@@ -22,11 +22,11 @@ from common.errors import CinError, Code
 from common.files import FileRecord, PartRecord, UploadRecord
 from common.status import FileStatus, check_transition
 from coordinator.events import Delivery, WebhookEvent
-from coordinator.state import EventsFor
+from coordinator.state import EventsFor, PendingAbort
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -76,6 +76,27 @@ CREATE TABLE IF NOT EXISTS uploads (
     fii INTEGER NOT NULL,
     created REAL NOT NULL
 );
+-- Uploads the coordinator ended without their file (they expired): why, and whether the
+-- bucket's multipart upload is aborted yet. Written in the transaction that fails the
+-- file, so an abort the coordinator did not get to before it stopped is found again.
+-- No reference to `uploads`: the abort is owed even if the file's record is deleted.
+CREATE TABLE IF NOT EXISTS upload_aborts (
+    upload_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    container TEXT NOT NULL,
+    key TEXT NOT NULL,
+    storage_upload_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ended REAL NOT NULL,
+    aborted REAL                    -- when the bucket confirmed it; NULL until then
+);
+CREATE INDEX IF NOT EXISTS upload_aborts_pending ON upload_aborts (ended)
+    WHERE aborted IS NULL;
+-- Files still Started, by age: what expiry looks through, without reading the (many more)
+-- files that are done. Schema 4 added it and `upload_aborts`; IF NOT EXISTS upgrades a
+-- schema 3 database when it is opened, as for every earlier version.
+CREATE INDEX IF NOT EXISTS files_started ON files (uploaded) WHERE status = 'Started';
 -- Webhook events waiting to be delivered, written in the transaction of the change they
 -- report. A delivered row is deleted; one that ran out of retries stays, abandoned.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -93,11 +114,21 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (abandoned, next_attempt);
 """
 
-_UPLOAD_SELECT = ("SELECT upload_id, uploads.handle, storage_upload_id, uploads.pop, fii, "
-                  "created FROM uploads JOIN files ON files.handle = uploads.handle WHERE ")
+_UPLOAD_SELECT = ("SELECT uploads.upload_id, uploads.handle, uploads.storage_upload_id, "
+                  "uploads.pop, fii, created, upload_aborts.reason FROM uploads "
+                  "JOIN files ON files.handle = uploads.handle "
+                  "LEFT JOIN upload_aborts ON upload_aborts.upload_id = uploads.upload_id "
+                  "WHERE ")
 _UPLOAD_BY = {key: _UPLOAD_SELECT + f"{column} = ?"
-              for key, column in (("upload_id", "upload_id"), ("origin", "origin"),
+              for key, column in (("upload_id", "uploads.upload_id"), ("origin", "origin"),
                                   ("handle", "uploads.handle"))}
+# The literal 'Started' (not a bound value) is what lets SQLite use `files_started`.
+# `files.uploaded` is the start of an upload's file, the indexed twin of `created`.
+_EXPIRED_UPLOADS = (
+    "SELECT files.handle, uploads.upload_id, files.storage, files.container, files.key, "
+    "uploads.storage_upload_id FROM files JOIN uploads ON uploads.handle = files.handle "
+    "WHERE files.status = 'Started' AND files.uploaded < ? AND uploads.created < ? "
+    "ORDER BY files.uploaded LIMIT ?")
 
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
                  "mimetype", "size", "status", "pop", "uploaded", "access", "region",
@@ -200,7 +231,8 @@ class SqliteStateStore:
             if found is None:
                 return None
             return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
-                                pop=found[3], fii=bool(found[4]), created=found[5])
+                                pop=found[3], fii=bool(found[4]), created=found[5],
+                                failure=found[6])
 
         return await self._run(read)
 
@@ -314,6 +346,45 @@ class SqliteStateStore:
                 return record
 
         return await self._run(write)
+
+    # ------------------------------------------------------------------ upload expiry
+
+    async def expire_uploads(self, started_before: float, reason: str, now: float,
+                             limit: int) -> list[PendingAbort]:
+        def write(db: sqlite3.Connection) -> list[PendingAbort]:
+            with _transaction(db):
+                rows = db.execute(_EXPIRED_UPLOADS,
+                                  (started_before, started_before, limit)).fetchall()
+                ended = [PendingAbort(upload_id=row[1], handle=row[0], storage=row[2],
+                                      container=row[3], key=row[4],
+                                      storage_upload_id=row[5], reason=reason)
+                         for row in rows]
+                check_transition(FileStatus.STARTED, FileStatus.FAILED)
+                for abort in ended:
+                    db.execute("UPDATE files SET status = ? WHERE handle = ?",
+                               (FileStatus.FAILED.value, abort.handle))
+                    db.execute(
+                        "INSERT INTO upload_aborts VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                        "ON CONFLICT(upload_id) DO NOTHING",
+                        (abort.upload_id, abort.handle, abort.storage, abort.container,
+                         abort.key, abort.storage_upload_id, reason, now))
+                return ended
+
+        return await self._run(write)
+
+    async def pending_aborts(self, limit: int) -> list[PendingAbort]:
+        def read(db: sqlite3.Connection) -> list[PendingAbort]:
+            rows = db.execute(
+                "SELECT upload_id, handle, storage, container, key, storage_upload_id, "
+                "reason FROM upload_aborts WHERE aborted IS NULL ORDER BY ended LIMIT ?",
+                (limit,)).fetchall()
+            return [PendingAbort(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def abort_done(self, upload_id: str, now: float) -> None:
+        await self._write("UPDATE upload_aborts SET aborted = ? "
+                          "WHERE upload_id = ? AND aborted IS NULL", (now, upload_id))
 
     # ------------------------------------------------------------------ webhook outbox
 

@@ -4,6 +4,7 @@ server database (for several coordinators) are interchangeable."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from common.config import AppConfig
@@ -13,6 +14,20 @@ from coordinator.events import Delivery, WebhookEvent
 
 # Given the record as a change leaves it, the webhook events to write with the change.
 EventsFor = Callable[[FileRecord], Sequence[WebhookEvent]]
+
+
+@dataclass(frozen=True)
+class PendingAbort:
+    """A bucket multipart upload of an upload the coordinator ended (it expired), still to
+    be aborted. It carries all the abort needs, so it outlives a delete of the file."""
+
+    upload_id: str
+    handle: str
+    storage: str
+    container: str
+    key: str
+    storage_upload_id: str
+    reason: str
 
 
 class StateStore(Protocol):
@@ -78,6 +93,21 @@ class StateStore(Protocol):
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         """Keep the hashes of one version; ignored if the file has moved on since."""
         ...
+
+    # Expiry of abandoned uploads.
+
+    async def expire_uploads(self, started_before: float, reason: str, now: float,
+                             limit: int) -> list[PendingAbort]:
+        """Fail up to `limit` uploads still Started that began before `started_before`,
+        and note their bucket uploads as to be aborted, in one transaction. In Transit
+        uploads are never chosen: their bytes are acknowledged."""
+        ...
+
+    async def pending_aborts(self, limit: int) -> list[PendingAbort]:
+        """Ended uploads whose bucket upload is not known to be aborted, oldest first."""
+        ...
+
+    async def abort_done(self, upload_id: str, now: float) -> None: ...
 
     # The webhook outbox.
 

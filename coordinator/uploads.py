@@ -8,7 +8,7 @@ import time
 
 from common.config import Config
 from common.errors import CinError, Code
-from common.files import FileRecord, PartRecord, UploadRecord
+from common.files import FileRecord, PartRecord, UploadRecord, upload_closed
 from common.keyed_locks import KeyedLocks
 from common.locations import StorageSet
 from common.naming import new_handle, object_key
@@ -111,7 +111,7 @@ class UploadRegistry:
         if record.status in (FileStatus.IN_TRANSIT, FileStatus.COMPLETE):
             return record  # a repeated complete
         if record.status is not FileStatus.STARTED:
-            raise CinError(Code.CONFLICT, f"the upload is {record.status.value}")
+            raise upload_closed(record, upload)
         sizes = {part.number: part.size for part in await self.state.parts_of(record.handle)}
         sizes.update(parts)
         missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))

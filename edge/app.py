@@ -17,10 +17,21 @@ from common.locations import StorageSet
 from edge import overwrite, part_routes, store, upload_routes
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.heartbeat import heartbeat_ctx
-from edge.keys import CONFIG, COORDINATOR, FETCHER, PART_SPOOL, POP, SPOOL, STORAGE, TRANSFER
+from edge.keys import (
+    CONFIG,
+    COORDINATOR,
+    FETCHER,
+    PART_SPOOL,
+    POP,
+    SPOOL,
+    STORAGE,
+    SWEEPER,
+    TRANSFER,
+)
 from edge.part_spool import PartSpool
 from edge.part_transfer import PartTransfer
 from edge.spool import Spool
+from edge.spool_sweeper import SpoolSweeper
 from edge.transit_download import TransitDownloads
 from edge.url_fetch import UrlFetcher
 
@@ -51,13 +62,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[TRANSFER] = transfer
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
                 pop.name, parts, client, storage, elsewhere=HolderRedirect(config))
+            sweeper = app[SWEEPER] = SpoolSweeper(parts, client, config.upload_expiry)
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
+            sweeping = asyncio.create_task(sweeper.run(), name="spool-sweep")
             try:
                 yield
             finally:
                 resuming.cancel()
-                await asyncio.gather(resuming, return_exceptions=True)
+                sweeping.cancel()
+                await asyncio.gather(resuming, sweeping, return_exceptions=True)
                 await transfer.close()
     finally:
         await fetcher.close()

@@ -10,6 +10,7 @@ from edge.coordinator_client import CoordinatorClient
 from edge.part_spool import PartSpool
 from edge.part_transfer import PartTransfer
 from edge.spool import Spool
+from edge.spool_sweeper import SpoolSweeper
 from edge.url_fetch import UrlFetcher
 
 CONFIG = web.AppKey("config", Config)
@@ -20,3 +21,4 @@ SPOOL = web.AppKey("spool", Spool)
 FETCHER = web.AppKey("fetcher", UrlFetcher)
 PART_SPOOL = web.AppKey("part_spool", PartSpool)
 TRANSFER = web.AppKey("transfer", PartTransfer)
+SWEEPER = web.AppKey("sweeper", SpoolSweeper)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from common import wire
 from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord, file_url
+from common.files import FileRecord, UploadRecord, file_url, upload_closed
 from common.part_urls import new_target, verify_target
 from common.status import FileStatus
 from common.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds, read_json
@@ -33,9 +33,12 @@ async def _upload_of(request: web.Request, ids: UploadIds, *,
     if reply.record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
     status = reply.record.status
+    if status is FileStatus.FAILED:
+        # Expired or refused: whatever this POP still holds of it is of no use.
+        await request.app[PART_SPOOL].remove_upload(ids.upload_id)
     if status is not FileStatus.STARTED and not (
             finished_ok and status in (FileStatus.IN_TRANSIT, FileStatus.COMPLETE)):
-        raise CinError(Code.CONFLICT, f"the upload is {status.value}")
+        raise upload_closed(reply.record, reply.upload)
     return reply.record, reply.upload
 
 
@@ -58,15 +61,34 @@ async def part_url(request: web.Request) -> web.Response:
 async def put_part(request: web.Request) -> web.Response:
     target = verify_target(request.query, request.app[CONFIG].internal_secret)
     spool = request.app[PART_SPOOL]
-    receipt = await spool.write_chunk(
-        target.upload_id, target.part, target.offset,
-        request.content.iter_chunked(READ_BYTES), target.size, target.md5)
+    try:
+        receipt = await spool.write_chunk(
+            target.upload_id, target.part, target.offset,
+            request.content.iter_chunked(READ_BYTES), target.size, target.md5)
+    except CinError as error:
+        if error.code is not Code.FILE_NOT_FOUND:
+            raise
+        raise await _not_spooled(request, target.upload_id, error) from error
     if target.whole:
         finished = await spool.finish_part(target.upload_id, target.part)
         await request.app[TRANSFER].part_arrived(target.upload_id, finished)
     return web.json_response({"part": receipt.part, "offset": receipt.offset,
                               "size": receipt.size},
                              headers={"ETag": f'"{receipt.md5_hex}"'})
+
+
+async def _not_spooled(request: web.Request, upload_id: str, error: CinError) -> CinError:
+    """The answer to a PUT for an upload the spool does not hold (the spool never
+    recreates one): why it is gone when the coordinator ended it (it expired), rather
+    than only that it is not here."""
+    try:
+        reply = await request.app[COORDINATOR].call(wire.LookupUpload(upload_id=upload_id),
+                                                    wire.UploadReply)
+    except CinError:
+        return error
+    if reply.record.status is FileStatus.STARTED:
+        return error
+    return upload_closed(reply.record, reply.upload)
 
 
 async def commit(request: web.Request) -> web.Response:

@@ -404,13 +404,16 @@ class PartSpool:
 
         await _settled(remove)
 
-    async def uploads_older_than(self, seconds: float) -> list[str]:
-        """Uploads with no activity for `seconds`, oldest first (to expire them).
+    async def uploads_older_than(self, seconds: float, *,
+                                 now: float | None = None) -> list[str]:
+        """Uploads with no activity for `seconds` before `now` (default: the clock),
+        oldest first (to expire them).
 
         Activity is the newest modification time of the upload's directory and files:
         writing into an existing part file does not touch the directory itself.
         """
-        return await _settled(_idle_uploads, self.uploads, time.time() - seconds)
+        before = (time.time() if now is None else now) - seconds
+        return await _settled(_idle_uploads, self.uploads, before)
 
     def _directory(self, upload_id: str) -> Path:
         if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, load_config, parse_config
+from common.config import ConfigError, UploadExpiryConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,7 @@ def test_s3_example_reads_secrets_from_the_environment(monkeypatch: pytest.Monke
     assert hook.secret == "a-webhook-secret-of-length"
     assert hook.actions == {"fp.upload", "fp.overwrite", "fp.delete"}
     assert config.webhook_delivery.give_up_after == 3 * 86400
+    assert config.upload_expiry == UploadExpiryConfig()  # the example shows the defaults
     # Secrets stay out of reprs, so a logged config never carries them.
     assert "of-length" not in repr(config)
 
@@ -92,6 +93,14 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
          "webhook_delivery.first_retry", "at least 0.01"),
         (lambda d: d.update(webhook_delivery={"retries": 3}),
          "webhook_delivery.retries", "not a known setting"),
+        (lambda d: d.update(upload_expiry={"ttl": 30}), "upload_expiry.ttl",
+         "at least 60"),
+        (lambda d: d.update(upload_expiry={"ttl": "1d"}), "upload_expiry.ttl",
+         "must be a number"),
+        (lambda d: d.update(upload_expiry={"sweep_interval": 0}),
+         "upload_expiry.sweep_interval", "at least 1"),
+        (lambda d: d.update(upload_expiry={"tll": 3600}), "upload_expiry.tll",
+         "not a known setting"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -102,6 +111,13 @@ def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, word
     assert caught.value.key == key
     assert words in caught.value.problem
     assert str(caught.value).startswith(f"test.yaml: {key}: ")
+
+
+def test_upload_expiry_defaults_to_a_day_and_can_be_set() -> None:
+    assert parse(base()).upload_expiry == UploadExpiryConfig(ttl=86400, sweep_interval=600)
+    data = base()
+    data["upload_expiry"] = {"ttl": 7200}
+    assert parse(data).upload_expiry == UploadExpiryConfig(ttl=7200, sweep_interval=600)
 
 
 def test_webhooks_default_to_every_action() -> None:

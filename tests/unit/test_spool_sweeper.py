@@ -1,0 +1,142 @@
+"""A POP's spool sweep: which idle uploads lose their bytes, asked of a fake coordinator."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from common import wire
+from common.config import UploadExpiryConfig
+from common.errors import CinError, Code
+from common.files import FileRecord, UploadRecord
+from common.status import FileStatus
+from edge.coordinator_client import CoordinatorClient
+from edge.part_spool import PartSpool
+from edge.spool_sweeper import SpoolSweeper, may_remove
+
+DAY = 86400.0
+SETTINGS = UploadExpiryConfig(ttl=DAY, sweep_interval=600)
+STATUSES = {"complete-upload": FileStatus.COMPLETE, "failed-upload": FileStatus.FAILED,
+            "started-upload": FileStatus.STARTED, "transit-upload": FileStatus.IN_TRANSIT,
+            "fresh-upload": FileStatus.STARTED}  # "unknown-upload": the coordinator has none
+
+
+class FakeCoordinator:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.down = False
+
+    async def call(self, msg: wire.Message, expect: type[Any]) -> wire.UploadReply:
+        assert isinstance(msg, wire.LookupUpload) and expect is wire.UploadReply
+        self.asked.append(msg.upload_id)
+        if self.down:
+            raise CinError(Code.COORDINATOR_UNAVAILABLE, "down")
+        status = STATUSES.get(msg.upload_id)
+        if status is None:
+            raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
+        record = FileRecord(handle="h" * 20, apikey="KEY", storage="bucket", provider="s3",
+                            container="c", key="k", filename="f", mimetype="t/p", size=4,
+                            status=status, pop="us-east-1", uploaded=1.0)
+        upload = UploadRecord(upload_id=msg.upload_id, handle="h" * 20,
+                              storage_upload_id="s3", pop="us-east-1", fii=False,
+                              created=1.0)
+        return wire.UploadReply(record=record, upload=upload)
+
+
+async def chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> PartSpool:
+    """One spooled upload per status, each with a part; all but `fresh-upload` idle for
+    two days."""
+    made = PartSpool(tmp_path / "spool")
+    await made.prepare()
+    for upload_id in [*STATUSES, "unknown-upload"]:
+        await made.open_upload(upload_id, {})
+        await made.write_chunk(upload_id, 1, 0, chunks(b"data"), 4)
+        if upload_id != "fresh-upload":
+            directory = made.uploads / upload_id
+            for path in [*directory.iterdir(), directory]:
+                old = path.stat().st_mtime - 2 * DAY
+                os.utime(path, (old, old))
+    return made
+
+
+def sweeper(spool: PartSpool, coordinator: FakeCoordinator) -> SpoolSweeper:
+    return SpoolSweeper(spool, cast(CoordinatorClient, coordinator), SETTINGS)
+
+
+def spooled(spool: PartSpool) -> set[str]:
+    return {path.name for path in spool.uploads.iterdir()}
+
+
+@pytest.mark.parametrize(("status", "removed"), [
+    (FileStatus.COMPLETE, True), (FileStatus.FAILED, True), (None, True),
+    (FileStatus.STARTED, True),  # idle past the TTL: the coordinator fails it
+    (FileStatus.IN_TRANSIT, False),  # acknowledged bytes, on their way to the bucket
+])
+def test_only_in_transit_uploads_keep_their_spool(status: FileStatus | None,
+                                                   removed: bool) -> None:
+    assert may_remove(status) is removed
+
+
+async def test_a_sweep_removes_idle_uploads_nothing_needs(spool: PartSpool) -> None:
+    coordinator = FakeCoordinator()
+    removed = await sweeper(spool, coordinator).sweep_once()
+    assert set(removed) == {"complete-upload", "failed-upload", "started-upload",
+                            "unknown-upload"}
+    assert spooled(spool) == {"transit-upload", "fresh-upload"}
+    assert "fresh-upload" not in coordinator.asked  # not idle: not even asked about
+    # The In Transit upload's bytes are whole, ready for its transfer.
+    finished = await spool.finish_part("transit-upload", 1)
+    assert finished.size == 4
+    # A removed upload is not recreated by a late chunk.
+    with pytest.raises(CinError) as caught:
+        await spool.write_chunk("failed-upload", 2, 0, chunks(b"late"), 4)
+    assert caught.value.code is Code.FILE_NOT_FOUND
+    assert "failed-upload" not in spooled(spool)
+
+
+async def test_idleness_is_measured_at_the_given_time(spool: PartSpool) -> None:
+    later = time.time() + DAY + 60  # the fresh upload has idled a whole TTL by then
+    removed = await sweeper(spool, FakeCoordinator()).sweep_once(now=later)
+    assert "fresh-upload" in removed
+    assert spooled(spool) == {"transit-upload"}
+
+
+async def test_nothing_is_removed_without_the_coordinator(spool: PartSpool) -> None:
+    coordinator = FakeCoordinator()
+    coordinator.down = True
+    assert await sweeper(spool, coordinator).sweep_once() == []
+    assert len(spooled(spool)) == 6
+    assert len(coordinator.asked) == 1  # it stops at the first failure, for the next sweep
+
+
+async def test_a_sweep_does_its_disk_work_off_the_event_loop(
+        spool: PartSpool, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    seen: set[str] = set()
+    for name in ("stat", "lstat", "scandir", "listdir", "unlink", "rmdir", "open"):
+        real = getattr(os, name)
+
+        def watched(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            seen.add(_name)
+            if threading.get_ident() == loop_thread:
+                on_loop.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, watched)
+    removed = await sweeper(spool, FakeCoordinator()).sweep_once()
+    monkeypatch.undo()
+    assert len(removed) == 4
+    assert seen >= {"stat", "unlink", "rmdir"}
+    assert on_loop == []

@@ -1,0 +1,97 @@
+"""A part on its way to a bucket upload that is gone (expired and aborted) stops at once.
+
+Driven through PartTransfer's public calls only, with every backoff sleep cut to nothing,
+so a transfer that kept retrying shows as more attempts instead of minutes of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from common.files import FileRecord, UploadRecord
+from common.locations import StorageSet
+from common.status import FileStatus
+from common.storage import StorageError, StorageErrorKind
+from edge.coordinator_client import CoordinatorClient
+from edge.part_spool import PartSpool
+from edge.part_transfer import PartTransfer
+
+UPLOAD_ID = "upload-0123456789"
+TURNS = 200  # event loop turns to give the transfer: ample for a few zero-second retries
+
+
+class Bucket:
+    def __init__(self, kind: StorageErrorKind) -> None:
+        self.kind = kind
+        self.attempts = 0
+
+    async def upload_part(self, *args: Any, **kwargs: Any) -> str:
+        self.attempts += 1
+        raise StorageError(self.kind, "refused")
+
+
+class Coordinator:
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    async def file(self, msg: Any) -> FileRecord:
+        self.told.append(msg)
+        raise AssertionError("a part that was not stored is never reported")
+
+
+async def chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def others() -> set[asyncio.Task[Any]]:
+    return asyncio.all_tasks() - {cast(asyncio.Task[Any], asyncio.current_task())}
+
+
+@pytest.mark.parametrize(("kind", "gives_up"), [
+    (StorageErrorKind.NO_SUCH_UPLOAD, True),
+    (StorageErrorKind.UNAVAILABLE, False),  # for contrast: a bucket that is down is retried
+])
+async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: StorageErrorKind,
+        gives_up: bool) -> None:
+    spool = PartSpool(tmp_path)
+    await spool.prepare()
+    await spool.open_upload(UPLOAD_ID, {})
+    await spool.write_chunk(UPLOAD_ID, 1, 0, chunks(b"data"), 4)
+    finished = await spool.finish_part(UPLOAD_ID, 1)
+    record = FileRecord(handle="h" * 20, apikey="KEY", storage="bucket", provider="s3",
+                        container="c", key="k", filename="f", mimetype="t/p", size=4,
+                        status=FileStatus.STARTED, pop="us-east-1", uploaded=1.0)
+    upload = UploadRecord(upload_id=UPLOAD_ID, handle="h" * 20, storage_upload_id="s3-id",
+                          pop="us-east-1", fii=False, created=1.0)
+    bucket, coordinator = Bucket(kind), Coordinator()
+    transfer = PartTransfer(spool, cast(StorageSet, {"bucket": bucket}),
+                            cast(CoordinatorClient, coordinator), "us-east-1")
+
+    real_sleep = asyncio.sleep
+    slept: list[float] = []
+
+    async def no_wait(delay: float, *args: Any, **kwargs: Any) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    transfer.send(record, upload, finished)
+    for _ in range(TURNS):
+        if not others():
+            break
+        await real_sleep(0)
+    still_running = bool(others())
+    await transfer.close()
+    monkeypatch.undo()
+
+    if gives_up:
+        assert (bucket.attempts, slept, still_running) == (1, [], False)
+    else:
+        assert bucket.attempts > 2 and slept
+    assert coordinator.told == []
