@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The real filestack-js (Node) the end-to-end tests drive, as tests/js/package-lock.json pins it.
+JS       := tests/js
+JS_STAMP := $(JS)/node_modules/.installed
 
 .PHONY: dev test lint typecheck clean
 
@@ -12,10 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/cin dev -c configs/dev.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest -q
@@ -27,4 +34,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(JS)/node_modules var .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ While a file is In Transit its bytes are only in the spool of the POP that took 
 `record.pop` (ARCHITECTURE.md, "One file's life", step 4). `common.file_routes` hands such
 a download, once authorized, to the app's `InTransitServer`. The holding POP streams the
 file from its spool (edge/transit_download.py); every other node, the coordinator
-included, uses `HolderRedirect`: a 307 to the same path and query at the holder, so a link
+included, uses `HolderRedirect`: a 302 to the same path and query at the holder, so a link
 works wherever it points. A node that should fetch from the holder and relay the bytes
 instead would set another `InTransitServer` in its place; nothing else changes.
 """
@@ -35,8 +35,10 @@ def holder_of(config: Config, record: FileRecord) -> PopConfig:
 
 
 class HolderRedirect:
-    """`307 Temporary Redirect` to the holding POP. 307, not 302: the method is kept (a
-    HEAD stays a HEAD). Not cacheable: once the file is Complete, every node serves it."""
+    """`302 Found` to the holding POP. Not 307: filestack-js's Node client follows only 301
+    and 302, and takes a 307 as the download itself (an empty body). Only downloads come
+    here, and a GET or HEAD keeps its method through a 302 in every client (only a POST
+    may turn into a GET). Not cacheable: once the file is Complete, every node serves it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -47,5 +49,5 @@ class HolderRedirect:
         # `rel_url` is the path and query as received, still percent-encoded, and never an
         # authority: a policy and signature in either pass through unchanged.
         location = pop.public_url.rstrip("/") + str(request.rel_url)
-        return web.Response(status=307, headers={"Location": location,
+        return web.Response(status=302, headers={"Location": location,
                                                  "Cache-Control": "no-store"})

@@ -246,11 +246,11 @@ async def test_the_coordinator_and_other_pops_redirect_to_the_holder(
     for client in (network.coordinator, west):
         for path in (f"/api/file/{handle}", f"/{handle}?{query}", f"/{segment}/{handle}"):
             response = await client.get(path, allow_redirects=False)
-            assert response.status == 307, (path, await response.text())
+            assert response.status == 302, (path, await response.text())
             assert response.headers["Location"] == holder + path
             assert response.headers["Cache-Control"] == "no-store"
         head = await client.head(f"/{handle}", allow_redirects=False)
-        assert (head.status, head.headers["Location"]) == (307, f"{holder}/{handle}")
+        assert (head.status, head.headers["Location"]) == (302, f"{holder}/{handle}")
 
     # A client following the link from anywhere gets the file from the holder.
     async with aiohttp.ClientSession() as session:
@@ -263,6 +263,12 @@ async def test_the_coordinator_and_other_pops_redirect_to_the_holder(
                 assert sha256(await followed.read()) == sha256(payload)
             async with session.get(f"{node}/{handle}", headers={"Range": "bytes=-10"}) as tail:
                 assert (tail.status, await tail.read()) == (206, payload[-10:])
+            # A HEAD followed through the 302 is still a HEAD at the holder.
+            async with session.head(f"{node}/{handle}", allow_redirects=True) as followed_head:
+                assert followed_head.status == 200
+                assert str(followed_head.url).startswith(holder)
+                assert followed_head.headers["Content-Length"] == str(len(payload))
+                assert await followed_head.read() == b""
     assert await status_of(network, handle) == "In Transit"
 
     release.set()
