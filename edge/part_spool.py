@@ -10,6 +10,8 @@ data file, says which bytes exist, so bytes of a chunk that failed (or of a cras
 mid-chunk) are never believed. Acknowledged bytes are never written again: a chunk equal
 to an acknowledged one is accepted without a write, any other overlap is a conflict.
 
+What a journal says, and the byte ranges it covers, is edge/part_journal.py.
+
 All disk work (and the MD5 of the bytes, hashed as they are written) runs in worker
 threads, batched into ~1 MiB calls; a part is never held in memory.
 """
@@ -28,12 +30,22 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from common.errors import CinError, Code
+from edge.part_journal import (
+    ChunkReceipt,
+    Extent,
+    PartState,
+    merge_extents,
+    read_journal,
+)
+
+__all__ = ["ChunkReceipt", "Extent", "FinishedPart", "PartSpool", "PartState",
+           "SpooledUpload", "merge_extents"]
 
 log = logging.getLogger("cin.edge.part_spool")
 
@@ -46,99 +58,11 @@ _IOV_MAX = 1024  # Linux's limit on buffers per pwritev call
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _PART_JOURNAL = re.compile(r"part-([1-9][0-9]{0,4})\.journal")
-_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _META_FILE = "upload.json"
 _META_VERSION = 1
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, order=True)
-class Extent:
-    """A byte range `[offset, offset + size)` of a part."""
-
-    offset: int
-    size: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.size
-
-    def overlaps(self, other: Extent) -> bool:
-        return self.offset < other.end and other.offset < self.end
-
-
-@dataclass(frozen=True)
-class ChunkReceipt:
-    """An acknowledged chunk: durable at the POP, listed in its part's journal."""
-
-    part: int
-    offset: int
-    size: int
-    md5_hex: str
-
-    @property
-    def extent(self) -> Extent:
-        return Extent(self.offset, self.size)
-
-    def journal_line(self) -> bytes:
-        entry = {"offset": self.offset, "size": self.size, "md5": self.md5_hex}
-        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-
-
-def merge_extents(extents: Iterable[Extent]) -> tuple[Extent, ...]:
-    """Sorted, with overlapping and touching ranges joined."""
-    merged: list[Extent] = []
-    for extent in sorted(extents):
-        if merged and extent.offset <= merged[-1].end:
-            last = merged[-1]
-            merged[-1] = Extent(last.offset, max(last.end, extent.end) - last.offset)
-        else:
-            merged.append(extent)
-    return tuple(merged)
-
-
-@dataclass(frozen=True)
-class PartState:
-    """Which bytes of a part are acknowledged."""
-
-    part: int
-    extents: tuple[Extent, ...]  # merged, sorted
-
-    @classmethod
-    def of(cls, part: int, receipts: Iterable[ChunkReceipt]) -> PartState:
-        return cls(part, merge_extents(receipt.extent for receipt in receipts))
-
-    @property
-    def contiguous(self) -> int:
-        """How many bytes from byte 0 are acknowledged without a gap."""
-        if self.extents and self.extents[0].offset == 0:
-            return self.extents[0].end
-        return 0
-
-    @property
-    def acknowledged(self) -> int:
-        return sum(extent.size for extent in self.extents)
-
-    @property
-    def end(self) -> int:
-        return self.extents[-1].end if self.extents else 0
-
-    def first_gap(self, expected: int | None = None) -> int | None:
-        """The first missing byte below `end` (or below `expected` when given), else None."""
-        if not self.extents:
-            return 0
-        limit = self.end if expected is None else expected
-        return self.contiguous if self.contiguous < limit else None
-
-    def size_if_complete(self, expected: int | None = None) -> int | None:
-        """The part's size when its bytes are all here (and are `expected` many), else None."""
-        if self.first_gap(expected) is not None:
-            return None
-        if expected is not None and self.end != expected:
-            return None
-        return self.end
 
 
 @dataclass(frozen=True)
@@ -434,7 +358,7 @@ class PartSpool:
             book = self._books.get((upload_id, part))
             if book is None:
                 receipts, journal_end = await _settled(
-                    _read_journal, directory / f"part-{part}.journal", part)
+                    read_journal, directory / f"part-{part}.journal", part)
                 book = self._books[(upload_id, part)] = _PartBook(
                     directory, part, receipts, journal_end)
         return book
@@ -603,42 +527,6 @@ def _create_once(directory: Path, name: str, content: bytes) -> None:
     _fsync_directory(directory)
 
 
-def _read_journal(path: Path, part: int) -> tuple[list[ChunkReceipt], int]:
-    """The journal's acknowledged chunks, and the length of its whole lines.
-
-    A line without its newline was torn by a crash before it was fsync'd: it was never
-    acknowledged, so it is ignored (and cut before the next append).
-    """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    end = raw.rfind(b"\n") + 1
-    receipts: dict[ChunkReceipt, None] = {}
-    for line in raw[:end].splitlines():
-        receipt = _parse_line(line, part)
-        if receipt is None:
-            log.warning("%s: ignoring a malformed journal line %r", path, line[:200])
-        else:
-            receipts[receipt] = None
-    return list(receipts), end
-
-
-def _parse_line(line: bytes, part: int) -> ChunkReceipt | None:
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(entry, dict):
-        return None
-    offset, size, md5 = entry.get("offset"), entry.get("size"), entry.get("md5")
-    if type(offset) is not int or type(size) is not int or offset < 0 or size < 1:
-        return None
-    if not isinstance(md5, str) or not _MD5_HEX.fullmatch(md5):
-        return None
-    return ChunkReceipt(part, offset, size, md5)
-
-
 def _read_meta(directory: Path) -> dict[str, Any] | None:
     try:
         stored = json.loads((directory / _META_FILE).read_bytes())
@@ -662,7 +550,7 @@ def _scan(uploads: Path) -> list[SpooledUpload]:
             if match is None or int(match[1]) > MAX_PART_NUMBER:
                 continue
             part = int(match[1])
-            receipts, _ = _read_journal(journal, part)
+            receipts, _ = read_journal(journal, part)
             if receipts:
                 parts.append(PartState.of(part, receipts))
         parts.sort(key=lambda state: state.part)
