@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common import periodic
 from common.config import UploadExpiryConfig
 from common.locations import StorageSet
 from common.storage import StorageError, StorageErrorKind
@@ -60,15 +61,8 @@ class UploadExpiry:
 
     async def run(self) -> None:
         """Sweep every `sweep_interval` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval)
-            try:
-                await self.sweep_once()
-            except Exception:
-                # One failed sweep (the state store busy, a bug) must not end expiry for
-                # the life of the process: the next one starts from what is recorded.
-                log.exception("upload expiry sweep failed; the next is in %.0fs",
-                              self.settings.sweep_interval)
+        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+                             what="upload expiry sweep")
 
     async def sweep_once(self, now: float | None = None) -> SweepResult:
         """Fail the uploads abandoned at `now` (default: the clock), then abort every

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from common import wire
+from common import periodic, wire
 from common.config import UploadExpiryConfig
 from common.errors import CinError, Code
 from common.status import FileStatus
@@ -43,14 +43,8 @@ class SpoolSweeper:
 
     async def run(self) -> None:
         """Sweep every `sweep_interval` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval)
-            try:
-                await self.sweep_once()
-            except Exception:
-                # A failed sweep must not end sweeping for the life of the POP.
-                log.exception("spool sweep failed; the next is in %.0fs",
-                              self.settings.sweep_interval)
+        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+                             what="spool sweep")
 
     async def sweep_once(self, now: float | None = None) -> list[str]:
         """Remove the spool of every upload idle past the TTL at `now` (default: the clock)
