@@ -9,6 +9,10 @@ a bandwidth limit, stalls and resets, each changeable while it runs, and counter
 
 It runs its own event loop in a thread (see `Relay`), so sync and async tests use it
 alike; `Relay` is also the base of tests/lossy_proxy.py.
+
+Latency holds bytes, not TCP's handshake: the kernel accepts a connection before the
+proxy sees it, so a new connection costs no extra round trip as it would on a real
+link. A request still costs one round trip of added latency; compare links by that.
 """
 
 from impairment._proxy import Counters, ImpairmentProxy
