@@ -76,13 +76,16 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 async def send_all(port: int, payload: bytes) -> bytes:
-    """Send `payload` and EOF to `port`; the answer (ConnectionResetError if reset)."""
+    """Send `payload` and EOF to `port`; the answer. ConnectionResetError if reset,
+    however the client finds out (a write, the EOF or the read fails)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(payload)
         await writer.drain()
         writer.write_eof()
         return await reader.read()
+    except OSError as error:
+        raise ConnectionResetError(str(error)) from error
     finally:
         writer.close()
 
