@@ -332,6 +332,19 @@ async def test_closing_resets_open_connections_and_leaves_no_thread_behind() -> 
     assert relay_threads() == []
 
 
+async def test_reset_connections_drops_what_is_open_and_the_proxy_goes_on() -> None:
+    async with serving(echo) as port, ImpairmentProxy(port) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        await round_trip(reader, writer)
+        proxy.reset_connections()
+        assert await ending(reader.read()) in (b"", "reset")
+        writer.close()
+        assert proxy.open_connections == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        await round_trip(reader, writer)
+        writer.close()
+
+
 async def test_a_target_that_refuses_closes_the_client() -> None:
     async with serving(echo) as port:
         pass  # closed: nothing listens there now

@@ -69,7 +69,7 @@ class Relay:
                                         daemon=True)
         self._server: asyncio.Server | None = None
         self._closing = False
-        self._open: set[Connection] = set()
+        self._open: dict[Connection, asyncio.Task[None]] = {}  # and their handlers
         self._handlers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,6 +132,8 @@ class Relay:
         async def reset() -> None:
             for connection in self._open:
                 connection.reset()
+            if self._open:
+                await asyncio.wait(self._open.values(), timeout=TIMEOUT)
 
         if self.running:
             self.call(reset())
@@ -183,7 +185,7 @@ class Relay:
                 client_out.transport.abort()  # as a target that refuses
                 return
             connection = Connection(client_in, client_out, server_in, server_out)
-            self._open.add(connection)
+            self._open[connection] = handler
             try:
                 await self._relay(connection)
             except (Reset, OSError, asyncio.IncompleteReadError):
@@ -194,7 +196,7 @@ class Relay:
             else:
                 connection.close()
             finally:
-                self._open.discard(connection)
+                del self._open[connection]
         finally:
             self._handlers.discard(handler)
 
