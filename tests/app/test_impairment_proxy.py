@@ -332,6 +332,13 @@ async def test_closing_resets_open_connections_and_leaves_no_thread_behind() -> 
     assert relay_threads() == []
 
 
+async def test_a_proxy_that_cannot_listen_says_so_and_leaves_no_thread() -> None:
+    async with serving(echo) as port:
+        with pytest.raises(OSError):  # the port is the server's
+            ImpairmentProxy(port, port=port).start()
+    assert relay_threads() == []
+
+
 async def test_reset_connections_drops_what_is_open_and_the_proxy_goes_on() -> None:
     async with serving(echo) as port, ImpairmentProxy(port) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)

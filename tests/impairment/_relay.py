@@ -89,8 +89,13 @@ class Relay:
 
     def start(self) -> Self:
         self._thread.start()
-        self._server = self.call(asyncio.start_server(
-            self._accept, HOST, self._port, ssl=self._server_ssl))
+        try:
+            self._server = self.call(asyncio.start_server(
+                self._accept, HOST, self._port, ssl=self._server_ssl))
+        except BaseException:  # the port is taken, say: no thread is left behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(TIMEOUT)
+            raise
         self._port = int(self._server.sockets[0].getsockname()[1])
         return self
 
