@@ -43,12 +43,14 @@ ALLOW_HEADERS = (
 
 # Response headers a page may read beyond the few every browser shows: the part ETag the
 # Upload API's regular mode needs, what tus clients read from HEAD, POST and OPTIONS, and
-# what a download's caller wants to know about the bytes.
+# what a download's caller wants to know about the bytes, and the chunk-size hints of a
+# part PUT (common/chunk_sizer.py).
 EXPOSE_HEADERS = (
     "ETag", "Location", "Upload-Offset", "Upload-Length", "Tus-Resumable", "Upload-Expires",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Tus-Version",
     "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm",
     "Content-Range", "Content-Length", "Content-Disposition",
+    "Cin-Throughput", "Cin-Next-Chunk-Size",
 )
 
 

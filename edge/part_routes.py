@@ -3,16 +3,22 @@
 `/multipart/upload` answers a URL on this POP signed for one upload, part, offset and
 size (common/part_urls.py); the PUT to it writes the bytes at that offset in the part
 spool, fsync'd and journaled before the 200 and its `ETag` (the chunk's MD5, which for a
-regular part is the part's). `/multipart/commit` (Intelligent Ingestion) checks that a
-part's chunks leave no gap, and may be repeated. A part sent whole, or committed, goes to
-the bucket at once (edge/part_transfer.py).
+regular part is the part's). The 200 also says how fast the body came and what chunk
+size would take the target time at that rate (`Cin-Throughput`, `Cin-Next-Chunk-Size`:
+common/chunk_sizer.py), for the SDKs' chunk sizing. `/multipart/commit` (Intelligent
+Ingestion) checks that a part's chunks leave no gap, and may be repeated. A part sent
+whole, or committed, goes to the bucket at once (edge/part_transfer.py).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
 from aiohttp import web
 
 from common import wire
+from common.chunk_sizer import NEXT_CHUNK_HEADER, THROUGHPUT_HEADER, suggest_chunk_size
 from common.errors import CinError, Code
 from common.files import FileRecord, UploadRecord, file_url, upload_closed
 from common.part_urls import new_target, verify_target
@@ -58,13 +64,34 @@ async def part_url(request: web.Request) -> web.Response:
     return web.json_response({"url": url, "headers": headers, "location_url": url})
 
 
+class _BodyClock:
+    """From the request's headers to its body's last byte: the time the client took to
+    send the body, without the fsync and journal write that follow it."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()  # the headers are in: the body starts now
+        self.ended = self.started
+
+    async def timed(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for piece in body:
+            self.ended = time.monotonic()
+            yield piece
+
+    def hints(self, size: int) -> dict[str, str]:
+        """`Cin-Throughput` and `Cin-Next-Chunk-Size`, for an SDK's chunk sizer."""
+        throughput = size / max(self.ended - self.started, 1e-6)
+        return {THROUGHPUT_HEADER: str(int(throughput)),
+                NEXT_CHUNK_HEADER: str(suggest_chunk_size(throughput))}
+
+
 async def put_part(request: web.Request) -> web.Response:
     target = verify_target(request.query, request.app[CONFIG].internal_secret)
     spool = request.app[PART_SPOOL]
+    clock = _BodyClock()
     try:
         receipt = await spool.write_chunk(
             target.upload_id, target.part, target.offset,
-            request.content.iter_chunked(READ_BYTES), target.size, target.md5)
+            clock.timed(request.content.iter_chunked(READ_BYTES)), target.size, target.md5)
     except CinError as error:
         if error.code is not Code.FILE_NOT_FOUND:
             raise
@@ -74,7 +101,8 @@ async def put_part(request: web.Request) -> web.Response:
         await request.app[TRANSFER].part_arrived(target.upload_id, finished)
     return web.json_response({"part": receipt.part, "offset": receipt.offset,
                               "size": receipt.size},
-                             headers={"ETag": f'"{receipt.md5_hex}"'})
+                             headers={"ETag": f'"{receipt.md5_hex}"',
+                                      **clock.hints(receipt.size)})
 
 
 async def _not_spooled(request: web.Request, upload_id: str, error: CinError) -> CinError:

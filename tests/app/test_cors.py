@@ -24,7 +24,8 @@ from edge.keys import STORAGE
 ORIGIN = "https://app.example.com"
 OTHER = "https://elsewhere.example.net"
 EXPOSED = {"ETag", "Location", "Upload-Offset", "Upload-Length", "Tus-Resumable",
-           "Upload-Expires", "Content-Range", "Content-Length", "Content-Disposition"}
+           "Upload-Expires", "Content-Range", "Content-Length", "Content-Disposition",
+           "Cin-Throughput", "Cin-Next-Chunk-Size"}
 CLIENT_HEADERS = {"Content-Type", "Content-MD5", "Authorization", "Tus-Resumable",
                   "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Concat",
                   "Upload-Defer-Length", "Upload-Checksum", "X-HTTP-Method-Override",

@@ -107,6 +107,19 @@ async def test_intelligent_ingestion_chunks_and_an_idempotent_commit(network: Ne
         assert (await commit.json())["size"] == len(part)
 
 
+async def test_a_chunk_reply_carries_the_pops_throughput_and_next_chunk_size(
+        network: Network) -> None:
+    chunk = os.urandom(256 * 1024)
+    ids = await started(network, len(chunk), fii=True)
+    target = await part_target(network, ids, part=1, size=len(chunk), offset=0,
+                               md5=md5_b64(chunk), fii=True)
+    response = await put(target, chunk)
+    assert response.status == 200
+    assert int(response.headers["Cin-Throughput"]) > 0
+    suggested = int(response.headers["Cin-Next-Chunk-Size"])
+    assert 32 * 1024 <= suggested <= 8 * 1024**2 and suggested % (32 * 1024) == 0
+
+
 async def test_a_gap_fails_the_commit(network: Network) -> None:
     ids = await started(network, 96 * 1024, fii=True)
     chunk = os.urandom(32 * 1024)
