@@ -1,0 +1,198 @@
+"""The Python SDK against an in-process network over loopback HTTP: uploads of small
+and large files on both storage drivers, security, resume after an interrupted upload,
+and failover to another POP when the one in use stops mid-upload."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
+
+from edge.app import make_app as make_edge_app
+from sdk import ApiError, AsyncClient, Progress, UploadResult
+
+MiB = 1024**2
+
+
+def random_file(directory: Path, size: int, name: str = "data.bin") -> Path:
+    path = directory / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def client(network: Network, state: Path, **options: object) -> AsyncClient:
+    return AsyncClient(network.config.coordinator.public_url, APIKEY, state_dir=state,
+                       **options)  # type: ignore[arg-type]
+
+
+async def check_stored(cin: AsyncClient, result: UploadResult, original: Path,
+                       directory: Path) -> None:
+    """The file is Complete, and its bytes are the original's."""
+    status = await cin.wait_until_complete(result.handle, max_wait=60)
+    assert status.size == original.stat().st_size
+    copy = directory / f"{result.handle}.copy"
+    assert await cin.download(result.handle, copy) == original.stat().st_size
+    assert sha256(copy) == sha256(original)
+
+
+def state_files(state: Path) -> list[Path]:
+    uploads = state / "uploads"
+    return sorted(uploads.glob("*.json")) if uploads.exists() else []
+
+
+@pytest.mark.parametrize("size", [1024, 20 * MiB + 777])
+async def test_the_sdk_uploads_a_file_on_each_driver(network_on_each_driver: Network,
+                                                     tmp_path: Path, size: int) -> None:
+    original = random_file(tmp_path, size)
+    seen: list[Progress] = []
+    async with client(network_on_each_driver, tmp_path / "state") as cin:
+        result = await cin.upload(original, store_path="/sdk/", tags={"run": "1"},
+                                  progress=seen.append)
+        assert result.size == size and result.resumed_bytes == 0
+        assert result.bytes_sent >= size
+        assert result.status in ("In Transit", "Complete")
+        assert result.pops == ("us-east-1",)  # the only POP running
+        assert seen[-1].acknowledged == size
+        await check_stored(cin, result, original, tmp_path)
+        metadata = await cin.metadata(result.handle, "path", "upload_tags")
+        assert metadata["path"].startswith("sdk/")
+        assert metadata["upload_tags"] == {"run": "1"}
+    assert state_files(tmp_path / "state") == []  # removed once complete
+
+
+async def test_fixed_chunks(network: Network, tmp_path: Path) -> None:
+    original = random_file(tmp_path, 9 * MiB)
+    async with client(network, tmp_path / "state", chunk_size=512 * 1024) as cin:
+        result = await cin.upload(original)
+        await check_stored(cin, result, original, tmp_path)
+
+
+async def test_a_chunk_size_out_of_range_is_refused(network: Network, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        client(network, tmp_path, chunk_size=1000)
+
+
+async def test_an_app_secret_signs_what_each_call_needs(network: Network,
+                                                        tmp_path: Path) -> None:
+    original = random_file(tmp_path, 100_000)
+    url = network.config.coordinator.public_url
+    async with AsyncClient(url, SECURE_APIKEY, state_dir=tmp_path / "state") as anonymous:
+        with pytest.raises(ApiError) as refused:
+            await anonymous.upload(original)
+        assert refused.value.code == "security_required" and refused.value.status == 403
+    async with AsyncClient(url, SECURE_APIKEY, secret=SECURE_SECRET,
+                           state_dir=tmp_path / "state") as cin:
+        result = await cin.upload(original)
+        await check_stored(cin, result, original, tmp_path)
+        assert (await cin.delete(result.handle))["deleted"] is True
+        with pytest.raises(ApiError) as gone:
+            await cin.status(result.handle)
+        assert gone.value.code == "file_not_found"
+
+
+def cancel_after(task_box: list[asyncio.Task[UploadResult]],
+                 size: int) -> Callable[[Progress], None]:
+    """A progress callback that cancels the upload once `size` bytes are acknowledged."""
+    def progress(update: Progress) -> None:
+        if update.acknowledged >= size and not task_box[0].cancelling():
+            task_box[0].cancel()
+    return progress
+
+
+async def interrupted_upload(cin: AsyncClient, original: Path, after: int) -> None:
+    box: list[asyncio.Task[UploadResult]] = []
+    box.append(asyncio.create_task(cin.upload(original, progress=cancel_after(box, after))))
+    with pytest.raises(asyncio.CancelledError):
+        await box[0]
+
+
+async def test_an_interrupted_upload_resumes_without_sending_again(
+        network_on_each_driver: Network, tmp_path: Path) -> None:
+    size = 20 * MiB + 777
+    original = random_file(tmp_path, size)
+    state = tmp_path / "state"
+    async with client(network_on_each_driver, state) as cin:
+        await interrupted_upload(cin, original, after=10 * MiB)
+    [kept] = state_files(state)
+    assert json.loads(kept.read_text())["pop"] == "us-east-1"
+
+    async with client(network_on_each_driver, state) as cin:  # as a new process would
+        result = await cin.upload(original)
+        assert result.resumed_bytes >= 10 * MiB
+        assert result.bytes_sent < size - 10 * MiB + MiB
+        assert result.bytes_sent + result.resumed_bytes >= size
+        await check_stored(cin, result, original, tmp_path)
+    assert state_files(state) == []
+
+
+async def test_a_changed_file_is_uploaded_afresh(network: Network, tmp_path: Path) -> None:
+    original = random_file(tmp_path, 12 * MiB)
+    state = tmp_path / "state"
+    async with client(network, state) as cin:
+        await interrupted_upload(cin, original, after=MiB)
+        original.write_bytes(os.urandom(12 * MiB))  # same name and size, new bytes
+        result = await cin.upload(original)
+        assert result.resumed_bytes == 0 and result.bytes_sent >= 12 * MiB
+        await check_stored(cin, result, original, tmp_path)
+
+
+async def test_an_upload_cin_no_longer_knows_starts_afresh(network: Network,
+                                                          tmp_path: Path) -> None:
+    original = random_file(tmp_path, 3 * MiB)
+    state = tmp_path / "state"
+    async with client(network, state) as cin:
+        await interrupted_upload(cin, original, after=MiB)
+        [kept] = state_files(state)
+        value = json.loads(kept.read_text())
+        kept.write_text(json.dumps({**value, "upload_id": "NoSuchUpload0123456789"}))
+        result = await cin.upload(original)
+        assert result.resumed_bytes == 0
+        assert result.upload_id != value["upload_id"]
+        await check_stored(cin, result, original, tmp_path)
+
+
+@pytest.fixture
+async def west(network_on_each_driver: Network) -> AsyncIterator[str]:
+    """The second POP, eu-west-1, running beside us-east-1 and known healthy."""
+    network = network_on_each_driver
+    pop = network.config.pops[1]
+    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
+                                     port=pop.listen.port)):
+        for _ in range(200):
+            listed = await (await network.coordinator.get("/pops")).json()
+            if all(p["healthy"] for p in listed["pops"]):
+                break
+            await asyncio.sleep(0.05)
+        yield pop.public_url
+
+
+async def test_the_upload_moves_to_another_pop_when_its_pop_stops(
+        network_on_each_driver: Network, west: str, tmp_path: Path) -> None:
+    network = network_on_each_driver
+    size = 20 * MiB + 777
+    original = random_file(tmp_path, size)
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop_east(update: Progress) -> None:
+        if update.acknowledged >= 9 * MiB and not stopping:
+            stopping.append(asyncio.create_task(network.pop.close()))
+
+    async with client(network, tmp_path / "state", pop="us-east-1") as cin:
+        result = await cin.upload(original, progress=stop_east)
+        assert stopping, "the POP was never stopped"
+        await stopping[0]
+        assert result.pops == ("us-east-1", "eu-west-1")
+        assert result.bytes_sent >= size
+        await check_stored(cin, result, original, tmp_path)
+    assert state_files(tmp_path / "state") == []
