@@ -453,7 +453,7 @@ class _Run:
         self._check_pop(error)
         self.chunk_failures += 1
         timeout = isinstance(error, ConnectionFailed) and error.timeout
-        log.info("a %d-byte chunk to %s failed: %s", size, pop.name, error)
+        log.debug("a %d-byte chunk to %s failed: %s", size, pop.name, error)
         if size <= self.sizer.minimum:
             self.floor_failures += 1
             if self.floor_failures >= self.settings.failover_after:
@@ -481,7 +481,7 @@ class _Run:
                 return await self.up.transport.json("POST", f"{pop.url}{route}", body=body)
             except (ConnectionFailed, ApiError) as error:
                 self._check_pop(error)
-                log.info("%s at %s failed: %s", route, pop.name, error)
+                log.debug("%s at %s failed: %s", route, pop.name, error)
                 last = error
             await asyncio.sleep(min(RETRY_PAUSE * 2**attempt, RETRY_PAUSE_CAP))
         assert last is not None
