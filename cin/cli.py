@@ -1,4 +1,5 @@
-"""The `cin` command: run the services, check storage, sign policies."""
+"""The `cin` command: run the services, check storage, sign policies; upload, status,
+pops and download through the SDK (cin/client_commands.py)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,19 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from cin import client_commands
 from cin.serve import Service, coordinator_service, pop_service, run, serve
+from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from common.config import Config, ConfigError, load_config
 from common.errors import CinError
 from common.security import CALLS, Policy, encode_policy, sign_policy
 from common.storage.check import check_storage
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2  # a bad command line or config
+# The exit statuses stay importable from here, where callers have always found them.
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
 DEFAULT_DEV_CONFIG = "configs/dev.yaml"
 DEFAULT_POLICY_LIFETIME = 3600  # seconds, as the Filestack SDKs default to
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out, told in one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--min-size", type=int, metavar="BYTES", help="smallest file allowed")
     sign.add_argument("--compact", action="store_true", help="print the JSON on one line")
     sign.set_defaults(run=_run_sign)
+
+    client_commands.add_commands(commands)
     return parser
 
 
