@@ -29,9 +29,22 @@ def first_sh_block(heading: str) -> str:
     return str(blocks[0])
 
 
+SDK_SECTION = "Python SDK and `cin upload`"
+
+
+def first_python_block(heading: str) -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks, f"{heading} has no python block"
+    return str(blocks[0])
+
+
 def quickstart_script() -> str:
-    """The quickstart, then the security section, which goes on with its $HANDLE."""
-    return first_sh_block("Quickstart") + first_sh_block("Securing an app")
+    """The quickstart, then the security section, which goes on with its $HANDLE, then
+    `cin upload` and friends."""
+    return (first_sh_block("Quickstart") + first_sh_block("Securing an app")
+            + first_sh_block(SDK_SECTION))
 
 
 def json_objects(text: str) -> list[dict[str, Any]]:
@@ -61,10 +74,16 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
         assert "cin: pop eu-west-1 at http://127.0.0.1:8702" in network.output
         # `cin` as a reader who ran `make dev` has it: the project's venv on the PATH.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        # The SDK's state (resume files, the POP choice) in the test's own directory.
+        env = {**os.environ, "PATH": path, "CIN_STATE_DIR": str(tmp_path / "cin-state")}
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_script()],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                              check=False, env={**os.environ, "PATH": path})
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                              check=False, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
+        sdk = subprocess.run([sys.executable, "-c", first_python_block(SDK_SECTION)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             check=False, env=env)
+        assert sdk.returncode == 0, sdk.stdout + sdk.stderr
     finally:
         assert network.stop() == 0, network.output
 
@@ -88,3 +107,12 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
     assert objects[-1] == {"handle": overwritten["handle"], "deleted": True,
                            "skip_storage": False}
     assert list((tmp_path / "var" / "bucket").rglob("*hello.txt"))
+
+    # cin upload --wait --json, status, pops, download; then the same file from Python.
+    uploaded = json.loads((tmp_path / "upload.json").read_text())
+    assert uploaded["status"] == "Complete" and uploaded["size"] == 20_000_000
+    assert f"{uploaded['handle']} Complete 20000000 bytes big.bin" in done.stdout
+    assert "us-east-1" in done.stdout and "eu-west-1" in done.stdout  # cin pops
+    big = hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest()
+    assert hashlib.sha256((tmp_path / "big.again").read_bytes()).hexdigest() == big
+    assert not list((tmp_path / "cin-state" / "uploads").glob("*.json"))
