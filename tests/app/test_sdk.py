@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 
+from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
 from sdk import ApiError, AsyncClient, Progress, UploadResult
 
@@ -159,6 +161,21 @@ async def test_an_upload_cin_no_longer_knows_starts_afresh(network: Network,
         result = await cin.upload(original)
         assert result.resumed_bytes == 0
         assert result.upload_id != value["upload_id"]
+        await check_stored(cin, result, original, tmp_path)
+
+
+async def test_an_expired_upload_starts_afresh(network: Network, tmp_path: Path) -> None:
+    original = random_file(tmp_path, 3 * MiB)
+    state = tmp_path / "state"
+    async with client(network, state) as cin:
+        await interrupted_upload(cin, original, after=MiB)
+        [kept] = state_files(state)
+        abandoned = json.loads(kept.read_text())["upload_id"]
+        later = time.time() + network.config.upload_expiry.ttl + 60
+        swept = await network.coordinator.app[EXPIRY].sweep_once(now=later)
+        assert swept.expired == (abandoned,)
+        result = await cin.upload(original)
+        assert result.resumed_bytes == 0 and result.upload_id != abandoned
         await check_stored(cin, result, original, tmp_path)
 
 
