@@ -232,6 +232,10 @@ async def _upload_all(client: AsyncClient, files: list[Path], args: argparse.Nam
             except CinClientError as error:
                 outcome.append(_report_error(path, error, args.json))
                 continue
+            except TimeoutError as error:  # --wait: uploaded, but not Complete in time
+                _fail("upload", f"{path}: {error}")
+                outcome.append(EXIT_FAILURE)
+                continue
             finally:
                 if bar is not None:  # before any message, and on Ctrl-C too
                     bar.close()

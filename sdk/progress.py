@@ -32,7 +32,6 @@ class ProgressTracker:
         self.acknowledged = 0
         self.in_flight = 0
         self.sent = 0
-        self.resumed = 0  # bytes stored or held before this call began sending
         self.pop: str | None = None
         self.began = time.monotonic()
 
@@ -45,10 +44,10 @@ class ProgressTracker:
             self.callback(Progress(self.total, self.acknowledged + self.in_flight,
                                    self.acknowledged, self.sent, self.elapsed, self.pop))
 
-    def already_have(self, size: int) -> None:
-        """Bytes the upload has from an earlier run (a resume)."""
-        self.resumed += size
-        self.acknowledged += size
+    def have(self, size: int) -> None:
+        """What the upload has now, stored or held, from the part status (a resume, or
+        a move to another POP, where bytes held by the last one no longer count)."""
+        self.acknowledged = size
         self._tell()
 
     def sending(self, size: int) -> None:

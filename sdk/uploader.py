@@ -364,8 +364,7 @@ class _Run:
                 part.offset = min(int(record.get("size") or 0), part.size)
                 have += part.offset
             todo.append(part)
-        self.tracker.acknowledged = 0
-        self.tracker.already_have(have)
+        self.tracker.have(have)
         if self.resumed is None:
             self.resumed = have
         return todo
