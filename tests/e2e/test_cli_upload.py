@@ -127,6 +127,30 @@ def test_upload_status_pops_and_download(deployment: Deployment, tmp_path: Path)
     assert sha256(tmp_path / "state" / "small.bin") == sha256(small)
 
 
+def test_memory_stays_flat_whatever_the_file_size(deployment: Deployment,
+                                                 tmp_path: Path) -> None:
+    """A 256 MiB file goes up with a fraction of that in memory: chunks are read from
+    the file as they are sent."""
+    size = 256 * MiB
+    sparse = tmp_path / "sparse.bin"
+    with sparse.open("wb") as out:
+        out.truncate(size)
+    measured = ("import resource, sys\n"
+                "from cin.cli import main\n"
+                "status = main(sys.argv[1:])\n"
+                "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+                "file=sys.stderr)\n"
+                "sys.exit(status)\n")
+    done = subprocess.run([sys.executable, "-c", measured, "upload", "--json", str(sparse)],
+                          cwd=tmp_path, env=deployment.env(tmp_path / "state"),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json_lines(done.stdout)[0]["size"] == size
+    peak = int(done.stderr.split("peak ")[-1].split()[0]) * 1024  # ru_maxrss is in KiB
+    print(f"peak RSS {peak / MiB:.0f} MiB for a {size // MiB} MiB file")
+    assert peak < 160 * MiB
+
+
 def test_usage_errors_exit_2(deployment: Deployment, tmp_path: Path) -> None:
     env = deployment.env(tmp_path / "state")
     missing = cin(env, "upload", str(tmp_path / "absent.bin"), cwd=tmp_path)
