@@ -18,7 +18,7 @@ from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
-from sdk import ApiError, AsyncClient, Progress, UploadResult
+from sdk import ApiError, AsyncClient, Progress, UploadInterrupted, UploadResult
 
 MiB = 1024**2
 
@@ -78,6 +78,25 @@ async def test_fixed_chunks(network: Network, tmp_path: Path) -> None:
     async with client(network, tmp_path / "state", chunk_size=512 * 1024) as cin:
         result = await cin.upload(original)
         await check_stored(cin, result, original, tmp_path)
+
+
+async def test_chunks_too_big_for_the_timeout_shrink_until_they_fit(
+        network: Network, tmp_path: Path) -> None:
+    """Paced at 256 KiB/s with a 2 s timeout, the first 1 MiB chunk cannot finish: the
+    adaptive upload halves until its chunks do, while fixed 1 MiB chunks never can and
+    the upload stops, resumable."""
+    original = random_file(tmp_path, 768 * 1024)
+    slow = {"request_timeout": 2.0, "max_rate": 256 * 1024}
+    async with client(network, tmp_path / "adaptive", **slow) as cin:
+        result = await cin.upload(original)
+        assert result.chunk_failures >= 1
+        assert result.bytes_sent > original.stat().st_size  # the timed-out bytes count
+        await check_stored(cin, result, original, tmp_path)
+    async with client(network, tmp_path / "fixed", chunk_size=MiB, **slow) as cin:
+        with pytest.raises(UploadInterrupted) as stopped:
+            await cin.upload(original)
+        assert stopped.value.state_path is not None
+        assert Path(stopped.value.state_path).exists()
 
 
 async def test_a_chunk_size_out_of_range_is_refused(network: Network, tmp_path: Path) -> None:

@@ -122,6 +122,10 @@ def test_upload_status_pops_and_download(deployment: Deployment, tmp_path: Path)
     downloaded = cin(env, "download", handle, "-o", str(copy), cwd=tmp_path)
     assert downloaded.returncode == 0, downloaded.stderr
     assert sha256(copy) == sha256(large)
+    to_stdout = subprocess.run([sys.executable, "-m", "cin", "download",
+                                results[0]["handle"], "-o", "-"], cwd=tmp_path, env=env,
+                               capture_output=True, timeout=120, check=False)
+    assert to_stdout.returncode == 0 and to_stdout.stdout == small.read_bytes()
     own_name = cin(env, "download", results[0]["handle"], cwd=tmp_path / "state")
     assert own_name.returncode == 0, own_name.stderr
     assert sha256(tmp_path / "state" / "small.bin") == sha256(small)
