@@ -260,7 +260,8 @@ class _Run:
                 elif self.state.pop != pop.name:
                     await self._save(self.state.moved_to(pop.name, pop.url))
                 planned = await self._plan(pop)
-                if isinstance(planned, _Finished):
+                if isinstance(planned, _Finished):  # an earlier run got that far
+                    await self._forget_state()
                     return self._result(planned.handle, planned.status, planned.filename)
                 if planned:
                     self._used(pop)
@@ -274,7 +275,8 @@ class _Run:
                 await self._start_afresh()
                 continue
             except ApiError as error:
-                if error.status == 409 and await self._expired(pop):
+                if error.status == 409 and self.state is not None \
+                        and await self._expired(pop):
                     log.info("upload %s expired at cin: starting afresh", self.ids["upload_id"])
                     await self._start_afresh()
                     continue
@@ -284,7 +286,8 @@ class _Run:
             status = "Complete" if reply.get("status") == "Stored" else "In Transit"
             return self._result(str(reply["handle"]), status, str(reply.get("filename", "")),
                                 url=reply.get("url"))
-        raise CinClientError("the upload expired twice in a row")  # pragma: no cover
+        raise CinClientError("the upload expired twice in a row: is the coordinator's "
+                             "upload_expiry.ttl shorter than an upload takes?")
 
     def _used(self, pop: PopInfo) -> None:
         if not self.used or self.used[-1] != pop.name:

@@ -183,6 +183,27 @@ async def test_an_upload_cin_no_longer_knows_starts_afresh(network: Network,
         await check_stored(cin, result, original, tmp_path)
 
 
+async def test_an_upload_that_completed_before_its_state_was_removed_is_not_sent_again(
+        network: Network, tmp_path: Path) -> None:
+    original = random_file(tmp_path, 2 * MiB)
+    state = tmp_path / "state"
+    snapshot: list[str] = []
+
+    def keep_state(update: Progress) -> None:  # as a crash right after complete would
+        if update.acknowledged == update.total and not snapshot:
+            snapshot.append(state_files(state)[0].read_text())
+
+    async with client(network, state) as cin:
+        first = await cin.upload(original, progress=keep_state)
+        assert state_files(state) == []
+        key = json.loads(snapshot[0])["key"]
+        (state / "uploads" / f"{key}.json").write_text(snapshot[0])
+        again = await cin.upload(original)
+        assert (again.handle, again.bytes_sent) == (first.handle, 0)
+        assert again.status in ("In Transit", "Complete")
+    assert state_files(state) == []
+
+
 async def test_an_expired_upload_starts_afresh(network: Network, tmp_path: Path) -> None:
     original = random_file(tmp_path, 3 * MiB)
     state = tmp_path / "state"
