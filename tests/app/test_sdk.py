@@ -73,6 +73,23 @@ async def test_the_sdk_uploads_a_file_on_each_driver(network_on_each_driver: Net
     assert state_files(tmp_path / "state") == []  # removed once complete
 
 
+async def test_the_nearest_pop_is_measured_once_per_ttl(network: Network,
+                                                        tmp_path: Path) -> None:
+    original = random_file(tmp_path, 1000)
+    state = tmp_path / "state"
+    async with client(network, state) as cin:
+        assert (await cin.upload(original)).pops == ("us-east-1",)
+    url = network.config.coordinator.public_url
+    measured = json.loads((state / "pops.json").read_text())[url]
+    assert [p["name"] for p in measured["pops"]] == ["us-east-1"]  # eu-west-1 is down
+    async with client(network, state) as cin:  # another process: the file is reused
+        await cin.upload(original)
+        assert json.loads((state / "pops.json").read_text())[url] == measured
+    async with client(network, state, pop_cache_ttl=0) as cin:  # expired: measured again
+        await cin.upload(original)
+        assert json.loads((state / "pops.json").read_text())[url] != measured
+
+
 async def test_fixed_chunks(network: Network, tmp_path: Path) -> None:
     original = random_file(tmp_path, 9 * MiB)
     async with client(network, tmp_path / "state", chunk_size=512 * 1024) as cin:
