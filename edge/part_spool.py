@@ -8,7 +8,9 @@ A chunk is acknowledged once its bytes are fsync'd in the data file and then its
 `{"offset":..,"size":..,"md5":"<hex>"}` is fsync'd in the journal: the journal, not the
 data file, says which bytes exist, so bytes of a chunk that failed (or of a crash
 mid-chunk) are never believed. Acknowledged bytes are never written again: a chunk equal
-to an acknowledged one is accepted without a write, any other overlap is a conflict.
+to an acknowledged one is accepted without a write, and a chunk over acknowledged bytes
+otherwise (a retry, smaller, of a chunk whose answer was lost) has those bytes compared,
+not written: a difference is a conflict.
 
 What a journal says, and the byte ranges it covers, is edge/part_journal.py.
 
@@ -87,6 +89,14 @@ class SpooledUpload:
     parts: tuple[PartState, ...]  # parts with acknowledged bytes, by part number
 
 
+@dataclass(frozen=True)
+class _Overlap:
+    """The acknowledged bytes within a chunk's range (sorted, clipped to it): they are
+    compared with the chunk's, never written again."""
+
+    held: tuple[Extent, ...]
+
+
 @dataclass
 class _InFlight:
     extent: Extent
@@ -111,23 +121,22 @@ class _PartBook:
     def state(self) -> PartState:
         return PartState.of(self.part, list(self.receipts))
 
-    def admit(self, extent: Extent) -> ChunkReceipt | _InFlight | None:
+    def admit(self, extent: Extent) -> ChunkReceipt | _InFlight | _Overlap | None:
         """What stands in the chunk's way: an in-flight chunk it overlaps (wait for it), an
-        acknowledged chunk it repeats exactly, or nothing. Any other overlap is refused."""
+        acknowledged chunk it repeats exactly, acknowledged bytes it overlaps otherwise,
+        or nothing."""
         for writing in self.in_flight:
             if writing.extent.overlaps(extent):
                 return writing
         for receipt in list(self.receipts):
             if receipt.extent == extent:
                 return receipt
-        for receipt in list(self.receipts):
-            if receipt.extent.overlaps(extent):
-                raise CinError(
-                    Code.CONFLICT,
-                    f"bytes {extent.offset}-{extent.end - 1} of part {self.part} overlap "
-                    f"acknowledged bytes {receipt.offset}-{receipt.extent.end - 1}",
-                )
-        return None
+        # A client that lost a chunk's answer sends it again, smaller (FII halves a chunk
+        # on a failure), and the chunk after it may straddle the end of what arrived.
+        held = tuple(Extent(max(h.offset, extent.offset),
+                            min(h.end, extent.end) - max(h.offset, extent.offset))
+                     for h in self.state().extents if h.overlaps(extent))
+        return _Overlap(held) if held else None
 
     def append(self, receipt: ChunkReceipt) -> None:
         """Journal `receipt` durably (in a worker thread, under `journal_lock`).
@@ -199,15 +208,18 @@ class PartSpool:
             await obstacle.settled.wait()
         if isinstance(obstacle, ChunkReceipt):
             return await self._repeat(obstacle, body, expected_md5)
+        held = obstacle.held if isinstance(obstacle, _Overlap) else ()
 
         writing = _InFlight(extent)
         book.in_flight.append(writing)
         try:
-            md5_hex = await _receive(book.data_path, extent, body, expected_md5)
-            receipt = ChunkReceipt(part, offset, size, md5_hex)
+            md5_hex, written = await _receive(book.data_path, extent, body, expected_md5,
+                                              held)
             async with book.journal_lock:
-                await _settled(book.append, receipt)
-            return receipt
+                for segment, segment_md5 in written:
+                    await _settled(book.append, ChunkReceipt(part, segment.offset,
+                                                             segment.size, segment_md5))
+            return ChunkReceipt(part, offset, size, md5_hex)
         except FileNotFoundError as error:
             raise CinError(Code.FILE_NOT_FOUND,
                            f"upload {upload_id} was removed from this POP") from error
@@ -223,7 +235,7 @@ class PartSpool:
                             "acknowledged with different content")
         if expected_md5 is not None and expected_md5.hex() != acknowledged.md5_hex:
             raise conflict
-        md5_hex = await _receive(None, acknowledged.extent, body, expected_md5)
+        md5_hex, _ = await _receive(None, acknowledged.extent, body, expected_md5)
         if md5_hex != acknowledged.md5_hex:
             raise conflict
         return acknowledged
@@ -383,27 +395,88 @@ async def _settled(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
 
 
 class _ChunkSink:
-    """One chunk's bytes on their way to the data file (or, with no file, only hashed)."""
+    """One chunk's bytes on their way to the data file (or, with no file, only hashed).
 
-    def __init__(self, fd: int | None, offset: int) -> None:
+    Bytes that fall in `held` (acknowledged before) are compared with the file's, and a
+    difference is a conflict; the others are written, and `written` lists each run of
+    them with its MD5, for the journal.
+    """
+
+    def __init__(self, fd: int | None, extent: Extent, held: tuple[Extent, ...] = ()) -> None:
         self.fd = fd
-        self.position = offset
+        self.position = extent.offset
+        self.end = extent.end
+        self.held = held
         self.md5 = hashlib.md5(usedforsecurity=False)
+        self.written: list[tuple[Extent, Any]] = []  # (run, its md5 hasher)
 
     def write(self, buffers: list[bytes]) -> None:
         for buffer in buffers:
             self.md5.update(buffer)
-        if self.fd is not None:
-            _pwrite_all(self.fd, buffers, self.position)
-        self.position += sum(len(buffer) for buffer in buffers)
+        if not self.held:
+            if self.fd is not None:
+                _pwrite_all(self.fd, buffers, self.position)
+            self._wrote(buffers)
+            return
+        to_write: list[bytes] = []  # a run of new bytes, written in one call
+        for buffer in buffers:
+            view = memoryview(buffer)
+            while view:
+                run, inside = self._run_at(self.position + sum(map(len, to_write)))
+                start = self.position + sum(map(len, to_write))
+                piece = view[:min(len(view), run - start)]
+                if inside:
+                    self._flush(to_write)
+                    to_write = []
+                    assert self.fd is not None
+                    if os.pread(self.fd, len(piece), self.position) != piece:
+                        raise CinError(Code.CONFLICT, f"bytes from {self.position} were "
+                                       "acknowledged with different content")
+                    self.position += len(piece)
+                else:
+                    to_write.append(bytes(piece))
+                view = view[len(piece):]
+        self._flush(to_write)
+
+    def _flush(self, pieces: list[bytes]) -> None:
+        if pieces:
+            if self.fd is not None:
+                _pwrite_all(self.fd, pieces, self.position)
+            self._wrote(pieces)
+
+    def written_runs(self) -> list[tuple[Extent, str]]:
+        return [(run, md5.hexdigest()) for run, md5 in self.written]
+
+    def _run_at(self, position: int) -> tuple[int, bool]:
+        """Where the run holding `position` ends, and whether it is held bytes."""
+        for held in self.held:
+            if held.offset <= position < held.end:
+                return held.end, True
+            if position < held.offset:
+                return held.offset, False
+        return self.end, False
+
+    def _wrote(self, pieces: list[bytes]) -> None:
+        size = sum(len(piece) for piece in pieces)
+        if self.written and self.written[-1][0].end == self.position:
+            run, md5 = self.written[-1]
+            self.written[-1] = (Extent(run.offset, run.size + size), md5)
+        else:
+            md5 = hashlib.md5(usedforsecurity=False)
+            self.written.append((Extent(self.position, size), md5))
+        for piece in pieces:
+            md5.update(piece)
+        self.position += size
 
 
 async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes],
-                   expected_md5: bytes | None) -> str:
+                   expected_md5: bytes | None,
+                   held: tuple[Extent, ...] = ()) -> tuple[str, list[tuple[Extent, str]]]:
     """Take exactly `extent.size` bytes from `body`, write them at `extent.offset` in `path`
-    (when given) and fsync them; return their MD5 in hex. Never writes past the extent."""
+    (when given; bytes in `held` are compared instead) and fsync them. Returns their MD5
+    in hex, and the runs written with theirs. Never writes past the extent."""
     fd = None if path is None else await _settled(_open_for_writing, path)
-    sink = _ChunkSink(fd, extent.offset)
+    sink = _ChunkSink(fd, extent, held)
     try:
         received = 0
         pending: list[bytes] = []
@@ -427,7 +500,7 @@ async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes]
             raise CinError(Code.BAD_PARAMETER, "Content-MD5 does not match")
         if fd is not None:
             await _settled(os.fsync, fd)
-        return sink.md5.hexdigest()
+        return sink.md5.hexdigest(), sink.written_runs()
     finally:
         if fd is not None:
             await _settled(os.close, fd)
@@ -466,7 +539,8 @@ def _decode_md5(md5_b64: str | None) -> bytes | None:
 
 def _open_for_writing(path: Path) -> int:
     # No O_TRUNC: the file holds other chunks of the part.
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    # Read too: a chunk over acknowledged bytes is compared with them.
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
 def _open_for_reading(path: Path) -> int:

@@ -212,22 +212,68 @@ async def test_an_exact_duplicate_is_accepted_without_a_write(
     assert len(part_file(tmp_path, kind="journal").read_text().splitlines()) == 1
 
 
-async def test_an_overlapping_chunk_is_refused_before_it_is_read(spool: PartSpool) -> None:
-    data = pattern(100)
-    await put(spool, 0, data)
-    read = False
+async def test_a_chunk_straddling_acknowledged_bytes_writes_only_the_new_ones(
+        spool: PartSpool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pattern(1000)
+    await put(spool, 100, data[100:300])
+    await put(spool, 500, data[500:600])
+    writes: list[tuple[int, int]] = []
+    real_pwritev = os.pwritev
+    data_file = part_file(tmp_path, kind="data").stat().st_ino
 
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal read
-        read = True
-        yield b"q" * 100
+    def counting_pwritev(fd: int, buffers: Any, offset: int) -> int:
+        if os.fstat(fd).st_ino == data_file:  # not the journal's lines
+            writes.append((offset, sum(len(buffer) for buffer in buffers)))
+        return real_pwritev(fd, buffers, offset)
 
-    for offset in (50, 0):  # a partial overlap; the same start with another size
-        with pytest.raises(CinError) as caught:
-            await spool.write_chunk(UPLOAD, 1, offset, body(), 100 if offset else 60, None)
-        assert caught.value.code is Code.CONFLICT
-    assert not read
-    assert await collect(await spool.read_range(UPLOAD, 1, 0, 100)) == data
+    monkeypatch.setattr(os, "pwritev", counting_pwritev)
+    receipt = await put(spool, 0, data[:800], md5=md5_b64(data[:800]))
+    assert (receipt.offset, receipt.size, receipt.md5_hex) == (
+        0, 800, hashlib.md5(data[:800]).hexdigest())
+    assert writes == [(0, 100), (300, 200), (600, 200)]  # around the acknowledged bytes
+    assert (await spool.part_state(UPLOAD, 1)).extents == (Extent(0, 800),)
+    assert await collect(await spool.read_range(UPLOAD, 1, 0, 800)) == data[:800]
+    journal = part_file(tmp_path, kind="journal").read_text().splitlines()
+    assert len(journal) == 5  # two chunks before, three runs written now
+
+
+async def test_a_straddling_chunk_with_other_bytes_conflicts_and_acknowledges_nothing(
+        spool: PartSpool) -> None:
+    data = pattern(300)
+    await put(spool, 100, data[100:200])
+    other = data[:150] + bytes(50) + data[200:]
+    with pytest.raises(CinError) as caught:
+        await put(spool, 0, other)
+    assert caught.value.code is Code.CONFLICT
+    assert (await spool.part_state(UPLOAD, 1)).extents == (Extent(100, 100),)
+    assert await collect(await spool.read_range(UPLOAD, 1, 100, 100)) == data[100:200]
+
+
+async def test_a_smaller_retry_inside_acknowledged_bytes_is_accepted_if_it_matches(
+        spool: PartSpool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An FII client that lost a chunk's answer halves the chunk and sends it again."""
+    data = pattern(4000)
+    await put(spool, 0, data[:2000])
+    await put(spool, 2000, data[2000:])
+    writes: list[int] = []
+    real_pwritev = os.pwritev
+
+    def counting_pwritev(fd: int, buffers: Any, offset: int) -> int:
+        writes.append(offset)
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", counting_pwritev)
+    for offset, size in ((0, 1000), (1000, 1000), (1500, 1000)):  # the last spans two
+        piece = data[offset:offset + size]
+        receipt = await put(spool, offset, piece, md5=md5_b64(piece))
+        assert (receipt.offset, receipt.size, receipt.md5_hex) == (
+            offset, size, hashlib.md5(piece).hexdigest())
+    with pytest.raises(CinError) as caught:
+        await put(spool, 1000, pattern(1000, seed=9))
+    assert caught.value.code is Code.CONFLICT
+    assert writes == []
+    assert len(part_file(tmp_path, kind="journal").read_text().splitlines()) == 2
+    assert await collect(await spool.read_range(UPLOAD, 1, 0, 4000)) == data
 
 
 @pytest.mark.parametrize("with_md5", [False, True])
