@@ -50,6 +50,11 @@ class ProgressTracker:
         self.acknowledged = size
         self._tell()
 
+    def found(self, size: int) -> None:
+        """`size` more bytes are held: a chunk whose answer was lost had arrived."""
+        self.acknowledged += size
+        self._tell()
+
     def sending(self, size: int) -> None:
         self.sent += size
         self.in_flight += size

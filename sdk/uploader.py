@@ -406,8 +406,24 @@ class _Run:
                 "offset": part.offset, "fii": True})
             if await self._put(pop, target, data):
                 part.offset += size
+            else:
+                await self._resync(pop, part)
         await self._call(pop, "/multipart/commit", {**self.ids, "part": part.number,
                                                     "size": self.identity.size})
+
+    async def _resync(self, pop: PopInfo, part: _Part) -> None:
+        """After a failed chunk, carry on from what the POP holds of the part: a failure
+        may have lost only the answer, and a smaller chunk sent again at the same offset
+        would end inside those bytes and the next one straddle their end."""
+        status = await self._call(pop, "/multipart/status", self.ids)
+        for record in status.get("parts", []):
+            if (isinstance(record, dict) and record.get("part_number") == part.number
+                    and record.get("pop") == pop.name):
+                held = min(int(record.get("size") or 0), part.size)
+                if held > part.offset:
+                    self.tracker.found(held - part.offset)
+                    part.offset = held
+                return
 
     def _read(self, offset: int, size: int) -> tuple[bytes, str]:
         """A chunk of the file and its MD5 (in a worker thread: megabytes of IO)."""
