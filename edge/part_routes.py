@@ -152,6 +152,10 @@ async def complete(request: web.Request) -> web.Response:
             tags=done.tags, pop=request.app[POP].name))
         if record.status is FileStatus.IN_TRANSIT:
             request.app[TRANSFER].dispatch(record, upload, finished)
+        elif record.status is FileStatus.COMPLETE:
+            # Every part went to the bucket before the client completed: no report is
+            # left to answer Complete, so the spool is freed here.
+            await request.app[TRANSFER].complete(record, upload)
     config = request.app[CONFIG]
     return web.json_response({
         "handle": record.handle,

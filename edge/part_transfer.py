@@ -235,7 +235,11 @@ class PartTransfer:
                             record.handle, delay)
                 await asyncio.sleep(delay)
         if updated.status is FileStatus.COMPLETE:
-            await self.spool.remove_upload(upload.upload_id)
-            for key in [key for key in self._stored if key[0] == upload.upload_id]:
-                del self._stored[key]
-            log.info("%s complete; spool freed", record.handle)
+            await self.complete(updated, upload)
+
+    async def complete(self, record: FileRecord, upload: UploadRecord) -> None:
+        """The file is in the bucket: free what this POP holds of it."""
+        await self.spool.remove_upload(upload.upload_id)
+        for key in [key for key in self._stored if key[0] == upload.upload_id]:
+            del self._stored[key]
+        log.info("%s complete; spool freed", record.handle)

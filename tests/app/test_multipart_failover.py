@@ -109,7 +109,12 @@ async def test_committed_chunks_are_stored_before_complete(network: Network) -> 
             (1, "stored"), (2, "stored")]
         await send_parts(session, east, upload_id, payload, fii=True, chunk=1024**2,
                          numbers={3})
+        await wait_for_stored(session, east, upload_id, {1, 2, 3})
         reply = await complete(session, east, upload_id, len(payload), [], fii=True)
+    # Every part was in the bucket before the complete: the file is Complete at once,
+    # and the POP freed its spool then, with no part report left to do it.
+    assert reply["status"] == "Stored"
+    assert not (network.config.pops[0].spool_dir / "uploads" / upload_id).exists()
     assert (await wait_complete(network, reply["handle"]))["upload_status"] == "Complete"
     assert await downloaded_sha256(network, reply["handle"]) == hashlib.sha256(
         payload).hexdigest()
