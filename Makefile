@@ -1,19 +1,25 @@
-# cin: `make dev` runs the network on loopback, `make test` runs every test.
+# cin: `make dev` runs the network on loopback, `make test` runs every test,
+# `make bench` measures the POP and the coordinator (docs/benchmarks.md).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 # The real filestack-js (Node) the end-to-end tests drive, as tests/js/package-lock.json pins it.
 JS       := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: dev test lint typecheck clean
+.PHONY: dev test lint typecheck bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund
@@ -26,6 +32,14 @@ test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest -q
+
+# Every case at full size, both event loops: about 15 minutes. BENCH_ARGS narrows it,
+# e.g. `make bench BENCH_ARGS="large --loop asyncio"`.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""cin benchmarks: `python -m bench --help`."""
