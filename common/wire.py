@@ -298,16 +298,29 @@ def decode(data: bytes) -> Message:
     cls = _REGISTRY.get(body.get("t"))  # type: ignore[arg-type]
     if cls is None:
         raise CinError(Code.BAD_MESSAGE, f"unknown message type {body.get('t')!r}")
-    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
+    for name, hint in _field_hints(cls):
+        if name not in body:
             continue  # the dataclass default applies, or the constructor names it missing
-        values[f.name] = _from_wire(f.name, hints[f.name], body[f.name])
+        values[name] = _from_wire(name, hint, body[name])
     try:
         return cls(**values)
     except TypeError as exc:
         raise CinError(Code.BAD_MESSAGE, f"{cls.TYPE}: {exc}") from exc
+
+
+_HINTS: dict[type[Message], tuple[tuple[str, Any], ...]] = {}
+
+
+def _field_hints(cls: type[Message]) -> tuple[tuple[str, Any], ...]:
+    """Each field's name and resolved type. Resolving the annotations (strings, under
+    `from __future__ import annotations`) is most of the work of decoding a message, so
+    it is done once per message type rather than for every message."""
+    found = _HINTS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _HINTS[cls] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    return found
 
 
 def _from_wire(name: str, hint: Any, value: Any) -> Any:
