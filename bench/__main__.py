@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample every cin and ceiling process with py-spy into DIR "
                              "(see python -m bench.profiles)")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: only samples that hold the GIL (Python's CPU)")
     parser.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
                         help="stop starting new runs after this long (default 3600)")
     return parser
@@ -68,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.profile is not None:
         processes.PROFILE_DIR = args.profile.resolve()
+        processes.PROFILE_GIL = args.profile_gil
     load_before = _load()
     if float(load_before[0]) > BUSY_LOAD:
         print(f"bench: the machine is busy (load average {' '.join(load_before)}): "

@@ -41,6 +41,9 @@ def free_port() -> int:
 
 # Where py-spy's samples of every cin process go (`--profile`); None: not profiled.
 PROFILE_DIR: Path | None = None
+# `--gil`: only samples holding the GIL, i.e. Python's own CPU time, not threads waiting
+# in fsync or write (which py-spy otherwise counts as busy).
+PROFILE_GIL = False
 
 
 class Process:
@@ -110,7 +113,7 @@ class Process:
         self._profiler = subprocess.Popen(
             [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(self.pid),
              "--format", "raw", "--nolineno", "--nonblocking", "--rate", "200",
-             "--output", str(output)],
+             "--output", str(output), *(["--gil"] if PROFILE_GIL else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self, timeout: float = 20) -> None:
