@@ -161,3 +161,33 @@ async def test_outbox_retries_and_abandons(tmp_path: Path) -> None:
     await store.delivery_done(last.id)
     assert await store.outbox_counts() == {"pending": 0, "abandoned": 1}
     await store.close()
+
+
+async def test_concurrent_writes_commit_together_and_fail_alone(tmp_path: Path) -> None:
+    """Writes that arrive together share a group commit; one that fails is undone alone,
+    and every other is committed (and still there after reopening)."""
+    path = tmp_path / "s.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    handles = [f"{n:020d}" for n in range(40)]
+    await asyncio.gather(*(store.create_file(record(h), origin=h) for h in handles))
+    await store.set_status(handles[7], FileStatus.FAILED)
+    outcomes = await asyncio.gather(
+        *(store.set_status(h, FileStatus.COMPLETE, size=3, etag=f"e{h}") for h in handles),
+        return_exceptions=True)
+    await store.close()
+    failed = [h for h, outcome in zip(handles, outcomes, strict=True)
+              if isinstance(outcome, BaseException)]
+    assert failed == [handles[7]]
+    assert isinstance(outcomes[7], CinError) and outcomes[7].code is Code.CONFLICT
+
+    reopened = SqliteStateStore(path)
+    await reopened.open()
+    found = {h: await reopened.get_file(h) for h in handles}
+    await reopened.close()
+    refused = found[handles[7]]
+    assert refused is not None and refused.status is FileStatus.FAILED
+    for h in handles[:7] + handles[8:]:
+        stored = found[h]
+        assert stored is not None and stored.status is FileStatus.COMPLETE
+        assert stored.etag == f"e{h}"
