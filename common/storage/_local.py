@@ -58,6 +58,7 @@ READ_CHUNK = 1024 * 1024
 # network reads does not cost one thread hop each.
 WRITE_CHUNK = 1024 * 1024
 
+_IOV_MAX = 1024  # Linux's limit on buffers per writev call
 _TEMP_PREFIX = ".tmp-"
 _UPLOAD_META = "meta.json"
 
@@ -138,6 +139,17 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _writev_all(fd: int, buffers: list[bytes]) -> None:
+    views = [memoryview(buffer) for buffer in buffers if buffer]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _seal(fd: int) -> os.stat_result:
@@ -460,19 +472,23 @@ class LocalDiskStorage:
     async def _write_stream(self, fd: int, body: AsyncIterable[bytes], limit: int | None) -> int:
         """Write a stream as it arrives; refuse to go past `limit` bytes. Returns the size."""
         written = 0
-        pending = bytearray()
+        # The chunks themselves, written with one writev: gathering them into one buffer
+        # first would copy every byte once more on its way to the disk.
+        pending: list[bytes] = []
+        pending_bytes = 0
         async for chunk in body:
             written += len(chunk)
             if limit is not None and written > limit:
                 raise StorageError(
                     StorageErrorKind.INVALID_PART, f"the part is longer than {limit} bytes"
                 )
-            pending += chunk
-            if len(pending) >= WRITE_CHUNK:
-                await _io(_write_all, fd, pending)
-                pending.clear()
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= WRITE_CHUNK:
+                await _io(_writev_all, fd, pending)
+                pending, pending_bytes = [], 0
         if pending:
-            await _io(_write_all, fd, pending)
+            await _io(_writev_all, fd, pending)
         return written
 
     async def head(self, container: str, key: str) -> ObjectInfo:
