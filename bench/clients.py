@@ -134,18 +134,21 @@ async def multipart_upload(url: str, size: int) -> dict[str, Any]:
         await control.close()
 
 
-async def wait_complete(url: str, upload_id: str, limit: float) -> None:
-    """Until the upload's file is Complete (every part in the bucket, completed there)."""
-    connection = Connection.to(url)
+async def wait_complete(coordinator_url: str, handle: str, limit: float) -> None:
+    """Until the file is Complete (every part in the bucket, completed there). Asked of
+    the coordinator's metadata, one SQLite read: asking the POP for the part status
+    would cost the POP a look through its spool on every poll, while it works."""
+    connection = Connection.to(coordinator_url)
     deadline = time.monotonic() + limit
     try:
         while True:
-            status = await connection.json("POST", "/multipart/status",
-                                           {"apikey": APIKEY, "upload_id": upload_id})
-            if status["status"] == "Complete":
+            response = await connection.request(
+                "GET", f"/api/file/{handle}/metadata?upload_status=true")
+            status = response.check().json()["upload_status"]
+            if status == "Complete":
                 return
-            if status["status"] == "Failed" or time.monotonic() > deadline:
-                raise RuntimeError(f"upload {upload_id} is {status['status']}")
+            if status == "Failed" or time.monotonic() > deadline:
+                raise RuntimeError(f"file {handle} is {status}")
             await asyncio.sleep(COMPLETE_POLL)
     finally:
         await connection.close()

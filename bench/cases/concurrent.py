@@ -55,7 +55,7 @@ async def _on_loop(ctx: Context, loop: str, each: int) -> list[Figure]:
                     clients.multipart_upload(network.pop_url, each)
                     for _ in range(UPLOADS)))
                 await asyncio.gather(*(clients.wait_complete(
-                    network.pop_url, reply["upload_id"], limit=600)
+                    network.coordinator_url, reply["handle"], limit=600)
                     for reply in replies))
 
             pop.reset_peak_rss()

@@ -57,7 +57,7 @@ async def _on_loop(ctx: Context, loop: str, size: int) -> list[Figure]:
             reply = uploaded.result
             assert isinstance(reply, dict)
             rest_of_it = await measure(functools.partial(
-                clients.wait_complete, network.pop_url, reply["upload_id"], limit=600),
+                clients.wait_complete, network.coordinator_url, reply["handle"], limit=600),
                 cin)
             # Start to Complete: the client's part and the bucket's that follows it.
             samples["stored"].append(Measured(

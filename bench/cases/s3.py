@@ -97,7 +97,7 @@ async def _on_loop(ctx: Context, loop: str, size: int) -> list[Figure]:
 
                     async def through_cin() -> None:
                         reply = await clients.multipart_upload(network.pop_url, size)
-                        await clients.wait_complete(network.pop_url, reply["upload_id"],
+                        await clients.wait_complete(network.coordinator_url, reply["handle"],
                                                     limit=600)
 
                     samples["cin"].append(await measure(through_cin,
