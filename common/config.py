@@ -19,6 +19,13 @@ from typing import Any, Literal
 import yaml
 
 EventLoop = Literal["uvloop", "asyncio"]
+# Each process's event loop when the config does not name one, chosen by `make bench`
+# (docs/benchmarks.md, "Event loop"): a POP's work is request bodies, which aiohttp takes
+# with less CPU per GB on asyncio's own loop (~23% less with eight uploads streaming at
+# once; a bare aiohttp server, ~40%); the coordinator's is small RPCs, which cost as much
+# or less CPU on uvloop.
+POP_EVENT_LOOP: EventLoop = "asyncio"
+COORDINATOR_EVENT_LOOP: EventLoop = "uvloop"
 SecurityMode = Literal["required", "optional"]
 DriverName = Literal["local", "s3"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -210,7 +217,7 @@ class PopConfig:
 @dataclass(frozen=True)
 class Config:
     source: str
-    event_loop: EventLoop
+    event_loop: EventLoop | None  # None: each process takes its role's default (loop_for)
     internal_secret: str = field(repr=False)
     coordinator: CoordinatorConfig
     pops: tuple[PopConfig, ...]
@@ -222,6 +229,13 @@ class Config:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
     shutdown_timeout: float = 30.0
+
+    def loop_for(self, *, runs_pops: bool) -> EventLoop:
+        """The event loop of a process that runs POPs (alone, or with the coordinator, as
+        `cin dev` does) or only the coordinator."""
+        if self.event_loop is not None:
+            return self.event_loop
+        return POP_EVENT_LOOP if runs_pops else COORDINATOR_EVENT_LOOP
 
     def pop(self, name: str) -> PopConfig:
         for pop in self.pops:
@@ -377,7 +391,8 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(data: Any, *, source: str, base: Path) -> Config:
     top = _Reader(source, "", data)
-    event_loop = top.choice("event_loop", ("uvloop", "asyncio"), "uvloop")
+    event_loop = (top.choice("event_loop", ("uvloop", "asyncio"))
+                  if top.raw("event_loop", None) is not None else None)
     internal_secret = top.secret("internal_secret")
     if len(internal_secret) < 16:
         raise top.fail("internal_secret", "must be at least 16 characters")

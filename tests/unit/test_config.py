@@ -21,7 +21,10 @@ def test_dev_config_loads_with_two_pops_and_a_local_bucket() -> None:
     config = load_config(REPO / "configs" / "dev.yaml")
     assert [p.name for p in config.pops] == ["us-east-1", "eu-west-1"]
     assert config.storage["dev-bucket"].driver == "local"
-    assert config.event_loop == "uvloop"
+    # No loop named: each process takes its role's (docs/benchmarks.md).
+    assert config.event_loop is None
+    assert config.loop_for(runs_pops=True) == "asyncio"
+    assert config.loop_for(runs_pops=False) == "uvloop"
     app = config.apps["DEMOAPIKEY0123456789"]
     assert app.max_upload_size == 5 * 1024**3
 
@@ -149,3 +152,9 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
     broken.write_text("coordinator: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_named_event_loop_is_every_process_loop(loop: str) -> None:
+    config = parse({**base(), "event_loop": loop})
+    assert config.loop_for(runs_pops=True) == config.loop_for(runs_pops=False) == loop
