@@ -388,15 +388,17 @@ async def test_local_reader_survives_overwrite_and_delete(local: LocalDiskStorag
         await reader.close()
 
 
-async def test_local_failed_put_leaves_no_temp_file(local: LocalDiskStorage) -> None:
+@pytest.mark.parametrize("before_failing", [1024, 3 * MiB], ids=["first batch", "streamed"])
+async def test_local_failed_put_leaves_no_temp_file(local: LocalDiskStorage,
+                                                    before_failing: int) -> None:
     async def broken() -> AsyncIterator[bytes]:
-        yield payload(3 * MiB)
+        yield payload(before_failing)
         raise ConnectionResetError("gone")
 
     with pytest.raises(ConnectionResetError):
         await local.put("files", "k", broken(), content_type="a/b")
 
-    assert os.listdir(local.root / "files" / "objects") == []
+    assert [path for path in local.root.rglob("*") if path.is_file()] == []
 
 
 async def test_local_layout(local: LocalDiskStorage) -> None:
