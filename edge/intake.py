@@ -31,6 +31,7 @@ class IncomingFile:
     filename: str | None = None
     content_type: str | None = None
     source_url: str | None = None
+    size: int | None = None  # known up front only for a raw body that declares its length
 
 
 async def receive(request: web.Request, *, base64: bool, limit: int) -> IncomingFile:
@@ -79,6 +80,50 @@ async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int, gran
     return spooled
 
 
+def refuse_size(size: int, *, grant: Grant, limit: int) -> None:
+    """Refuse a file of a size known up front, as `spool_within` refuses one whose size
+    it finds out as the bytes arrive."""
+    allowed = grant.max_size(limit)
+    if size > allowed and allowed == limit:
+        raise CinError(Code.TOO_LARGE, f"the file is {size} bytes, over {limit}")
+    grant.check_size(size)
+
+
+async def take_head(chunks: AsyncIterator[bytes],
+                    want: int) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The first `want` bytes of a stream (fewer if it is shorter), and the whole stream,
+    those bytes included, to read on."""
+    taken: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        taken.append(chunk)
+        size += len(chunk)
+        if size >= want:
+            break
+
+    async def whole() -> AsyncIterator[bytes]:
+        for chunk in taken:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return b"".join(taken)[:want], whole()
+
+
+async def exactly(size: int, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks`, failing unless they add up to `size` bytes: a body that ends early
+    (or runs long) must never be stored as if it were the file."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise CinError(Code.INCOMPLETE_BODY, f"the body runs past its declared {size} bytes")
+        yield chunk
+    if seen < size:
+        raise CinError(Code.INCOMPLETE_BODY,
+                       f"the body ended after {seen} of its declared {size} bytes")
+
+
 def _decoded(incoming: IncomingFile) -> IncomingFile:
     return IncomingFile(decode_stream(incoming.chunks), incoming.filename,
                         incoming.content_type, incoming.source_url)
@@ -104,7 +149,10 @@ def _from_raw(request: web.Request, prefix: bytes = b"") -> IncomingFile:
             yield chunk
 
     given = None if request.content_type == "application/octet-stream" else request.content_type
-    return IncomingFile(chunks(), content_type=given)
+    # A compressed body is inflated as it is read: its Content-Length is not the file's.
+    encoded = request.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+    size = None if encoded else request.content_length
+    return IncomingFile(chunks(), content_type=given, size=size)
 
 
 async def _from_urlencoded(request: web.Request) -> IncomingFile:

@@ -1,18 +1,26 @@
 """`POST /api/store/{provider}`: the Filestack REST store, at a POP.
 
-The body is spooled (bounded by the app's size limit), the coordinator gives the file
-its handle and key, the spool is streamed to the bucket, and the reply is sent once the
-object is stored and the coordinator has recorded it: an acknowledged store is complete.
+The reply is sent once the object is stored and the coordinator has recorded it: an
+acknowledged store is complete. A raw body that declares its length goes straight to
+the bucket as it arrives: its size is known up front, so the coordinator can name the
+file before the rest of the bytes come, and nothing is written twice. Any other body (a
+form, a URL to fetch, base64, a chunked raw body) is spooled first (bounded by the
+app's size limit), since the file's size is only known at its end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiohttp import web
 
 from common import wire
+from common.config import AppConfig, StorageConfig
 from common.errors import CinError, Code
 from common.files import FileRecord, file_url
 from common.jobs import JOBS
@@ -20,10 +28,18 @@ from common.locations import find_app, find_location
 from common.naming import clean_filename, valid_text
 from common.request_auth import request_credentials
 from common.security import Action, authorize
-from common.sniff import choose_mimetype
+from common.sniff import SNIFF_BYTES, choose_mimetype
 from common.storage import StorageError
 from common.store_params import StoreParams
-from edge.intake import open_incoming, receive, spool_within
+from edge.intake import (
+    IncomingFile,
+    exactly,
+    open_incoming,
+    receive,
+    refuse_size,
+    spool_within,
+    take_head,
+)
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.spool import SpoolFile
 
@@ -47,24 +63,21 @@ async def store(request: web.Request) -> web.Response:
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER],
                              base64=params.base64decode) as opened:
+        if opened.size is not None:
+            refuse_size(opened.size, grant=grant, limit=limit)
+            head, body = await take_head(opened.chunks, SNIFF_BYTES)
+            start = _start_file(request, app, location, params, opened, head=head,
+                                size=opened.size, origin_id=secrets.token_hex(12))
+            # Shielded, so that a cancelled handler still records how the store ended.
+            record = await request.app[JOBS].shield(_store(
+                request.app, start, exactly(opened.size, body), params))
+            return web.json_response(store_reply(config.coordinator.public_url, record))
         # Not fsync'd: this reply waits for the bucket, so the spool is only a buffer.
         spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant,
                                    durable=False)
     try:
-        if spool.size == 0:
-            raise CinError(Code.EMPTY_FILE)
-        source_url = valid_text(opened.source_url) if opened.source_url else None
-        given_name = params.filename or opened.filename or _name_from_url(source_url)
-        filename = clean_filename(given_name) if given_name else None
-        mimetype = choose_mimetype(params.mimetype or opened.content_type, spool.head,
-                                   filename)
-        start = wire.StartFile(
-            origin=f"{request.app[POP].name}:{spool.spool_id}",
-            apikey=app.apikey, storage=location.name, provider=location.provider,
-            container=params.container, path=params.path, filename=filename or "",
-            mimetype=mimetype, size=spool.size, pop=request.app[POP].name,
-            access=params.access.value, region=params.region, source_url=source_url,
-            tags=params.tags)
+        start = _start_file(request, app, location, params, opened, head=spool.head,
+                            size=spool.size, origin_id=spool.spool_id)
     except BaseException:
         await spool.remove()
         raise
@@ -74,29 +87,59 @@ async def store(request: web.Request) -> web.Response:
     return web.json_response(store_reply(config.coordinator.public_url, record))
 
 
+def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
+                params: StoreParams, opened: IncomingFile, *, head: bytes, size: int,
+                origin_id: str) -> wire.StartFile:
+    if size == 0:
+        raise CinError(Code.EMPTY_FILE)
+    source_url = valid_text(opened.source_url) if opened.source_url else None
+    given_name = params.filename or opened.filename or _name_from_url(source_url)
+    filename = clean_filename(given_name) if given_name else None
+    mimetype = choose_mimetype(params.mimetype or opened.content_type, head, filename)
+    return wire.StartFile(
+        origin=f"{request.app[POP].name}:{origin_id}",
+        apikey=app.apikey, storage=location.name, provider=location.provider,
+        container=params.container, path=params.path, filename=filename or "",
+        mimetype=mimetype, size=size, pop=request.app[POP].name,
+        access=params.access.value, region=params.region, source_url=source_url,
+        tags=params.tags)
+
+
 async def _store_spooled(app: web.Application, start: wire.StartFile, spool: SpoolFile,
                          params: StoreParams) -> FileRecord:
     try:
-        coordinator = app[COORDINATOR]
-        record = await coordinator.file(start)
-        storage = app[STORAGE][record.storage]
-        try:
-            info = await storage.put(record.container, record.key, spool.chunks(),
-                                     content_type=record.mimetype, access=params.access)
-        except StorageError as exc:
-            log.warning("storing %s failed: %s", record.handle, exc)
-            await coordinator.file(wire.FileFailed(handle=record.handle, reason=str(exc)))
-            raise exc.to_cin_error() from exc
-        try:
-            return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
-                                                          etag=info.etag))
-        except CinError:
-            # Not recorded as stored, so the client is told it failed: the object must go
-            # too, or it would sit in the bucket with no file pointing at it.
-            await _forget(app, record, info.etag)
-            raise
+        return await _store(app, start, spool.chunks(), params)
     finally:
         await spool.remove()
+
+
+async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],
+                 params: StoreParams) -> FileRecord:
+    """Name the file, put its bytes in the bucket, record it stored; a failure on the
+    way is recorded too, so that no file stays Started."""
+    coordinator = app[COORDINATOR]
+    record = await coordinator.file(start)
+    storage = app[STORAGE][record.storage]
+    try:
+        info = await storage.put(record.container, record.key, body,
+                                 content_type=record.mimetype, access=params.access)
+    except BaseException as exc:
+        reason = str(exc) or type(exc).__name__
+        log.warning("storing %s failed: %s", record.handle, reason)
+        with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
+            await asyncio.shield(coordinator.file(
+                wire.FileFailed(handle=record.handle, reason=reason[:200])))
+        if isinstance(exc, StorageError):
+            raise exc.to_cin_error() from exc
+        raise
+    try:
+        return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
+                                                      etag=info.etag))
+    except CinError:
+        # Not recorded as stored, so the client is told it failed: the object must go
+        # too, or it would sit in the bucket with no file pointing at it.
+        await _forget(app, record, info.etag)
+        raise
 
 
 async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:

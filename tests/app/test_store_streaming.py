@@ -1,0 +1,136 @@
+"""A raw REST store that declares its length goes to the bucket as it arrives, over real
+loopback HTTP: nothing is spooled, a client that hangs up midway leaves no object and no
+file Started, and what the policy or the app refuses is refused before a byte is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from support import APIKEY, APP_SECRET, Network
+
+from common.security import encode_policy, sign_policy
+from common.storage import StorageError, StorageErrorKind, open_storage
+from coordinator.app import STATE_FILE
+
+MiB = 1024 * 1024
+CHUNK = 256 * 1024
+
+
+@pytest.fixture
+def network(network_on_each_driver: Network) -> Network:
+    return network_on_each_driver
+
+
+def spooled_files(network: Network) -> list[Path]:
+    return list((network.config.pops[0].spool_dir / "incoming").iterdir())
+
+
+def files_by_status(network: Network) -> list[tuple[str, str, str]]:
+    """(status, key, container) of every file the coordinator has, from its database."""
+    path = network.config.coordinator.state_dir / STATE_FILE
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return list(db.execute("SELECT status, key, container FROM files"))
+
+
+async def open_raw_store(network: Network, declared: int) -> tuple[asyncio.StreamReader,
+                                                                   asyncio.StreamWriter]:
+    listen = network.config.pops[0].listen
+    reader, writer = await asyncio.open_connection(listen.host, listen.port)
+    writer.write(f"POST /api/store/S3?key={APIKEY}&filename=big.bin HTTP/1.1\r\n"
+                 f"Host: {listen.host}\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Length: {declared}\r\n\r\n".encode())
+    return reader, writer
+
+
+async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    for start in range(0, len(data), CHUNK):
+        writer.write(data[start:start + CHUNK])
+        await writer.drain()
+
+
+async def eventually(check: object, what: str, seconds: float = 10.0) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_bytes_reach_the_bucket_before_the_body_ends(network: Network) -> None:
+    data = os.urandom(6 * MiB + 7)
+    reader, writer = await open_raw_store(network, len(data))
+    try:
+        await send(writer, data[:4 * MiB])
+        # The coordinator has named the file while the body is still arriving.
+        await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Started"],
+                         "the file to be Started")
+        assert spooled_files(network) == []
+        await send(writer, data[4 * MiB:])
+        status_line = await reader.readline()
+        assert status_line.startswith(b"HTTP/1.1 200"), status_line
+    finally:
+        writer.close()
+    [(status, key, container)] = files_by_status(network)
+    assert status == "Complete"
+    async with open_storage(network.config.storage["bucket"]) as storage:
+        reading = await storage.get(container, key)
+        try:
+            stored = hashlib.sha256()
+            async for chunk in reading.chunks():
+                stored.update(chunk)
+        finally:
+            await reading.close()
+    assert stored.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert spooled_files(network) == []
+
+
+async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) -> None:
+    _, writer = await open_raw_store(network, 8 * MiB)
+    await send(writer, os.urandom(3 * MiB))
+    await eventually(lambda: files_by_status(network) != [], "the file to be Started")
+    writer.close()
+    await writer.wait_closed()
+
+    await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Failed"],
+                     "the file to be recorded Failed")
+    [(_, key, container)] = files_by_status(network)
+    async with open_storage(network.config.storage["bucket"]) as storage:
+        with pytest.raises(StorageError) as missing:
+            await storage.head(container, key)
+        assert missing.value.kind is StorageErrorKind.NOT_FOUND
+        assert await storage.list_multipart_uploads(container) == []
+    if network.config.storage["bucket"].driver == "local":
+        root = network.config.storage["bucket"].root
+        assert root is not None
+        assert [path for path in root.rglob("*") if path.is_file()] == []
+    assert spooled_files(network) == []
+
+
+async def test_a_policy_refuses_a_declared_size_before_any_byte_is_kept(
+        network: Network) -> None:
+    for limit in ("maxSize", "minSize"):
+        size = 1000 if limit == "maxSize" else 10 * MiB
+        policy = encode_policy({"expiry": int(time.time()) + 600, limit: size})
+        signature = sign_policy(APP_SECRET, policy)
+        response = await network.pop.post(
+            "/api/store/S3", params={"key": APIKEY, "policy": policy, "signature": signature},
+            data=os.urandom(5000), headers={"Content-Type": "application/octet-stream"})
+        body = await response.json()
+        assert (response.status, body["code"]) == (403, "policy_denies"), body
+        assert limit in body["error"]
+    assert files_by_status(network) == []
+    assert spooled_files(network) == []
+
+
+async def test_an_empty_raw_body_is_refused(network: Network) -> None:
+    response = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"",
+                                      headers={"Content-Type": "application/octet-stream"})
+    body = await response.json()
+    assert (response.status, body["code"]) == (400, "empty_file")
+    assert files_by_status(network) == []
