@@ -109,8 +109,9 @@ def machine() -> dict[str, Any]:
 
 
 def write(figures: Sequence[Figure], directory: Path, *, quick: bool,
-          command: str, load_before: Sequence[str]) -> Path:
-    """`bench/results/<time>.json`, and the same as `latest.json` (or `latest-quick.json`)."""
+          command: str, load_before: Sequence[str], latest: bool = True) -> Path:
+    """`bench/results/<time>.json`, and with `latest` the same as `latest.json` (or
+    `latest-quick.json`)."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     data = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command, "quick": quick,
@@ -119,5 +120,6 @@ def write(figures: Sequence[Figure], directory: Path, *, quick: bool,
     text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     path = directory / f"{stamp}{'-quick' if quick else ''}.json"
     path.write_text(text)
-    (directory / ("latest-quick.json" if quick else "latest.json")).write_text(text)
+    if latest:
+        (directory / ("latest-quick.json" if quick else "latest.json")).write_text(text)
     return path
