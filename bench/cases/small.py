@@ -4,7 +4,7 @@ bounded time: stores per second, with the p50 and p99 latency of a store. Target
 clients: ≥ 1,500 stores/s with p99 under 100 ms.
 
 A store is answered once the file is in the bucket and recorded Complete: every one is
-a spool file, a coordinator start, a bucket put (fsync'd), and a coordinator report.
+a coordinator start, a bucket put (fsync'd), and a coordinator report.
 The ceiling takes the same requests, each into a new file, with and without fsync.
 """
 
