@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from common.base64stream import decode_stream
 from common.errors import CinError, Code
 from common.security import Grant
+from common.streams import read_ahead
 from edge.spool import Spool, SpoolFile
 from edge.url_fetch import UrlFetcher
 
@@ -93,13 +94,7 @@ async def take_head(chunks: AsyncIterator[bytes],
                     want: int) -> tuple[bytes, AsyncIterator[bytes]]:
     """The first `want` bytes of a stream (fewer if it is shorter), and the whole stream,
     those bytes included, to read on."""
-    taken: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        taken.append(chunk)
-        size += len(chunk)
-        if size >= want:
-            break
+    taken, _ = await read_ahead(chunks, want)
 
     async def whole() -> AsyncIterator[bytes]:
         for chunk in taken:

@@ -52,6 +52,7 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list, clip_range
+from common.streams import read_ahead
 
 READ_CHUNK = 1024 * 1024
 # Incoming chunks are gathered up to this size before a write, so a stream of small
@@ -123,18 +124,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-async def _first_batch(chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
-    """Up to one write's worth of a stream's first chunks, and whether that was all."""
-    taken: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        taken.append(chunk)
-        size += len(chunk)
-        if size >= WRITE_CHUNK:
-            return taken, False
-    return taken, True
 
 
 # ------------------------------------------------------------------ blocking file work
@@ -485,7 +474,7 @@ class LocalDiskStorage:
         objects = self._objects(container)
         sidecar = {"key": key, "content_type": content_type, "access": access.value}
         chunks = aiter(body)
-        first, ended = await _first_batch(chunks)
+        first, ended = await read_ahead(chunks, WRITE_CHUNK)
         if ended:
             # All of it fits one write: temp file, fsync, sidecar and rename in a single
             # thread hop instead of four (most objects a POP stores are small).
