@@ -2,10 +2,11 @@
 
 The reply is sent once the object is stored and the coordinator has recorded it: an
 acknowledged store is complete. A raw body that declares its length goes straight to
-the bucket as it arrives: its size is known up front, so the coordinator can name the
-file before the rest of the bytes come, and nothing is written twice. Any other body (a
-form, a URL to fetch, base64, a chunked raw body) is spooled first (bounded by the
-app's size limit), since the file's size is only known at its end.
+a local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`):
+its size is known up front, so the coordinator can name the file before the rest of the
+bytes come, and nothing is written twice. Any other body (a form, a URL to fetch,
+base64, a chunked raw body) is spooled first (bounded by the app's size limit), since
+the file's size is only known at its end.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from common.security import Action, authorize
 from common.sniff import SNIFF_BYTES, choose_mimetype
 from common.storage import StorageError
 from common.store_params import StoreParams
+from common.streams import stalls_after
 from edge.intake import (
     IncomingFile,
     exactly,
@@ -41,9 +43,14 @@ from edge.intake import (
     take_head,
 )
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.spool import FLUSH_BYTES as SPOOL_BATCH_BYTES
 from edge.spool import SpoolFile
 
 log = logging.getLogger("cin.edge.store")
+
+# A body streaming to the bucket that sends nothing for this long is given up: its file
+# is recorded Failed, and the client (if still there) answered 408.
+BODY_IDLE_SECONDS = 60.0
 
 
 async def store(request: web.Request) -> web.Response:
@@ -63,14 +70,16 @@ async def store(request: web.Request) -> web.Response:
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER],
                              base64=params.base64decode) as opened:
-        if opened.size is not None:
+        if opened.size is not None and _goes_straight(location, opened.size):
             refuse_size(opened.size, grant=grant, limit=limit)
             head, body = await take_head(opened.chunks, SNIFF_BYTES)
             start = _start_file(request, app, location, params, opened, head=head,
                                 size=opened.size, origin_id=secrets.token_hex(12))
+            # The file is Started while the client sends: a client that stalls must not
+            # keep it so (aiohttp has no idle timeout on a body).
+            body = stalls_after(BODY_IDLE_SECONDS, exactly(opened.size, body))
             # Shielded, so that a cancelled handler still records how the store ended.
-            record = await request.app[JOBS].shield(_store(
-                request.app, start, exactly(opened.size, body), params))
+            record = await request.app[JOBS].shield(_store(request.app, start, body, params))
             return web.json_response(store_reply(config.coordinator.public_url, record))
         # Not fsync'd: this reply waits for the bucket, so the spool is only a buffer.
         spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant,
@@ -85,6 +94,15 @@ async def store(request: web.Request) -> web.Response:
     # would stay Started forever: it runs as a shielded job that owns the spool file.
     record = await request.app[JOBS].shield(_store_spooled(request.app, start, spool, params))
     return web.json_response(store_reply(config.coordinator.public_url, record))
+
+
+def _goes_straight(location: StorageConfig, size: int) -> bool:
+    """Whether a body of a known size can go to the bucket as it arrives at no more
+    memory than spooling it: the local-disk driver writes a stream as it comes, but the
+    S3 driver gathers it into parts of several MiB (and sends more than one at a time),
+    which a slow client would keep in memory for as long as it takes; a body under one
+    spool batch is held in memory either way."""
+    return location.driver == "local" or size < SPOOL_BATCH_BYTES
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,

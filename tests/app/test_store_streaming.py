@@ -1,19 +1,23 @@
-"""A raw REST store that declares its length goes to the bucket as it arrives, over real
-loopback HTTP: nothing is spooled, a client that hangs up midway leaves no object and no
-file Started, and what the policy or the app refuses is refused before a byte is kept."""
+"""A raw REST store that declares its length goes to the bucket as it arrives (to S3 only
+while it is under one spool batch), over real loopback HTTP: nothing is spooled, a client
+that hangs up or stalls midway leaves no object and no file Started, and what the policy
+or the app refuses is refused before a byte is kept."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, start_network
 
+import edge.store
 from common.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
 from coordinator.app import STATE_FILE
@@ -48,6 +52,16 @@ async def open_raw_store(network: Network, declared: int) -> tuple[asyncio.Strea
     return reader, writer
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, json.loads(await reader.readexactly(length))
+
+
 async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
     for start in range(0, len(data), CHUNK):
         writer.write(data[start:start + CHUNK])
@@ -62,7 +76,41 @@ async def eventually(check: object, what: str, seconds: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_bytes_reach_the_bucket_before_the_body_ends(network: Network) -> None:
+def driver(network: Network) -> str:
+    return network.config.storage["bucket"].driver
+
+
+def straight_sizes(network: Network) -> tuple[int, int]:
+    """A body size that goes straight to this network's bucket, and how much of it to
+    send before the test looks: past the first write batch where the driver allows."""
+    return (8 * MiB, 3 * MiB) if driver(network) == "local" else (900 * 1024, 300 * 1024)
+
+
+async def test_bytes_reach_a_local_bucket_before_the_body_ends(tmp_path: Path) -> None:
+    async with start_network(tmp_path) as network:
+        await _bytes_reach_the_bucket_before_the_body_ends(network)
+
+
+@pytest.mark.parametrize("network_on_each_driver", ["s3"], indirect=True)
+async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
+        network: Network) -> None:
+    assert driver(network) == "s3"
+    data = os.urandom(3 * MiB)
+    reader, writer = await open_raw_store(network, len(data))
+    try:
+        await send(writer, data[:2 * MiB])
+        await eventually(lambda: spooled_files(network) != [], "the body to be spooled")
+        assert files_by_status(network) == []
+        await send(writer, data[2 * MiB:])
+        status_line = await reader.readline()
+        assert status_line.startswith(b"HTTP/1.1 200"), status_line
+    finally:
+        writer.close()
+    assert [row[0] for row in files_by_status(network)] == ["Complete"]
+    assert spooled_files(network) == []
+
+
+async def _bytes_reach_the_bucket_before_the_body_ends(network: Network) -> None:
     data = os.urandom(6 * MiB + 7)
     reader, writer = await open_raw_store(network, len(data))
     try:
@@ -91,14 +139,35 @@ async def test_bytes_reach_the_bucket_before_the_body_ends(network: Network) -> 
 
 
 async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) -> None:
-    _, writer = await open_raw_store(network, 8 * MiB)
-    await send(writer, os.urandom(3 * MiB))
+    declared, sent = straight_sizes(network)
+    _, writer = await open_raw_store(network, declared)
+    await send(writer, os.urandom(sent))
     await eventually(lambda: files_by_status(network) != [], "the file to be Started")
     writer.close()
     await writer.wait_closed()
 
     await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Failed"],
                      "the file to be recorded Failed")
+    await _nothing_stored(network)
+
+
+async def test_a_client_that_stalls_midway_is_answered_408_and_leaves_no_object(
+        network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge.store, "BODY_IDLE_SECONDS", 0.5)
+    declared, sent = straight_sizes(network)
+    reader, writer = await open_raw_store(network, declared)
+    try:
+        await send(writer, os.urandom(sent))
+        status, answer = await asyncio.wait_for(read_answer(reader), 10)
+        assert (status, answer["code"]) == (408, "body_timeout"), answer
+    finally:
+        writer.close()
+    assert [row[0] for row in files_by_status(network)] == ["Failed"]
+    await _nothing_stored(network)
+
+
+async def _nothing_stored(network: Network) -> None:
+    """No object for the one file on record, no pending upload, no stray file."""
     [(_, key, container)] = files_by_status(network)
     async with open_storage(network.config.storage["bucket"]) as storage:
         with pytest.raises(StorageError) as missing:
