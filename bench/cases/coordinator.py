@@ -13,24 +13,21 @@ power cut may lose the last commits, a crash of the process loses nothing).
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import itertools
 import time
 from collections.abc import Callable
 
 from bench.cases import Context
-from bench.clients import client_cpu_seconds
+from bench.closed_loop import Load, closed_loop
 from bench.http import Connection
 from bench.processes import APIKEY, INTERNAL_SECRET, POP_NAME, CinNetwork, Process, started
-from bench.report import Figure, Summary, percentile
+from bench.report import Figure, Summary
 from common import wire
 
 CASE = "coordinator"
 CLIENTS = (1, 50)
 FULL_SECONDS, QUICK_SECONDS = 5.0, 1.0
 WARMUP_SECONDS = 0.3
-MAX_REQUESTS = 200_000
 RPC = "/internal/v1/rpc"
 BIG_FILE = 10_000 * 5 * 1024**2  # room for every part number S3 allows
 
@@ -47,6 +44,14 @@ def _start(origin: str, size: int) -> wire.StartUpload:
                             access="private", region=None, fii=False, pop=POP_NAME)
 
 
+async def _rpc_load(url: str, clients: int, seconds: float, server: Process,
+                    message: Callable[[int], wire.Message]) -> Load:
+    async def send(connection: Connection, n: int) -> None:
+        await _call(connection, message(n))
+
+    return await closed_loop(url, clients, seconds, [server], send, warmup=WARMUP_SECONDS)
+
+
 async def _call(connection: Connection, msg: wire.Message) -> wire.Message:
     body = wire.encode(msg)
     response = await connection.request("POST", RPC, body, {
@@ -58,42 +63,11 @@ async def _call(connection: Connection, msg: wire.Message) -> wire.Message:
     return reply
 
 
-async def rpc_load(url: str, clients: int, seconds: float, server: Process,
-                   message: Callable[[int], wire.Message]) -> dict[str, float]:
-    latencies: list[float] = []
-    counting = False
-    numbers = itertools.count()
-    stop_at = time.monotonic() + WARMUP_SECONDS + seconds
-
-    async def client() -> None:
-        connection = Connection.to(url)
-        try:
-            while time.monotonic() < stop_at and len(latencies) < MAX_REQUESTS:
-                began = time.perf_counter()
-                await _call(connection, message(next(numbers)))
-                if counting:
-                    latencies.append(time.perf_counter() - began)
-        finally:
-            await connection.close()
-
-    tasks = [asyncio.create_task(client()) for _ in range(clients)]
-    await asyncio.sleep(WARMUP_SECONDS)
-    counting = True
-    cpu, server_cpu, began = client_cpu_seconds(), server.cpu_seconds(), time.perf_counter()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - began
-    count = max(len(latencies), 1)
-    return {"rate": len(latencies) / elapsed,
-            "p50_ms": percentile(latencies, 0.5) * 1000,
-            "p99_ms": percentile(latencies, 0.99) * 1000,
-            "server_cpu_ms": (server.cpu_seconds() - server_cpu) / count * 1000,
-            "client_cpu_ms": (client_cpu_seconds() - cpu) / count * 1000}
-
-
-def _figure(name: str, loop: str, loads: list[dict[str, float]]) -> Figure:
-    return Figure(CASE, name, loop, "events/s", Summary.of(load["rate"] for load in loads),
-                  extra={key: Summary.of(load[key] for load in loads)
-                         for key in ("p50_ms", "p99_ms", "server_cpu_ms")})
+def _figure(name: str, loop: str, loads: list[Load]) -> Figure:
+    return Figure(CASE, name, loop, "events/s", Summary.of(load.rate for load in loads),
+                  extra={"p50_ms": Summary.of(load.p50_ms for load in loads),
+                         "p99_ms": Summary.of(load.p99_ms for load in loads),
+                         "server_cpu_ms": Summary.of(load.server_cpu_ms for load in loads)})
 
 
 async def run(ctx: Context) -> list[Figure]:
@@ -121,7 +95,7 @@ async def run(ctx: Context) -> list[Figure]:
 
                 for clients in CLIENTS:
                     for kind, message in (("starts", start), ("part events", part)):
-                        loads = [await rpc_load(url, clients, seconds, coordinator, message)
+                        loads = [await _rpc_load(url, clients, seconds, coordinator, message)
                                  for _ in range(runs)]
                         figures.append(_figure(
                             f"{kind}, {clients} client{'s' if clients > 1 else ''}, "

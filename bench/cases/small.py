@@ -10,70 +10,32 @@ The ceiling takes the same requests, each into a new file, with and without fsyn
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from dataclasses import dataclass
 
 from bench.cases import Context
-from bench.clients import client_cpu_seconds
+from bench.closed_loop import Load, closed_loop
 from bench.http import Connection
 from bench.processes import APIKEY, CinNetwork, Process, ceiling, cin_network, started
-from bench.report import Figure, Summary, percentile, ratios
+from bench.report import Figure, Summary, ratios
 
 CASE = "small"
 SIZE = 10 * 1024
 CLIENTS = (1, 50)
 FULL_SECONDS, QUICK_SECONDS = 8.0, 1.5
 WARMUP_SECONDS = 0.5
-MAX_REQUESTS = 200_000  # per run, whatever the time
 TARGET = "≥ 1,500/s at 50 clients, p99 < 100 ms"
 _BODY = os.urandom(SIZE)
 
 
-@dataclass(frozen=True)
-class Load:
-    rate: float  # answered requests per second
-    p50_ms: float
-    p99_ms: float
-    server_cpu_ms: float  # per request
-    client_cpu_ms: float
-
-
-async def closed_loop(url: str, target: str, clients: int, seconds: float,
-                      servers: list[Process]) -> Load:
-    """`clients` connections, each sending a request as soon as its last was answered,
-    for `seconds` after a warm-up; every request must be answered 200."""
-    latencies: list[float] = []
-    counting = False
-    stop_at = time.monotonic() + WARMUP_SECONDS + seconds
+async def _store(url: str, target: str, clients: int, seconds: float,
+                 servers: list[Process]) -> Load:
+    """Stores (or the ceiling's takes) of one 10 KiB body; every one must be answered 200."""
     headers = {"Content-Type": "application/octet-stream"}
 
-    async def client() -> None:
-        connection = Connection.to(url)
-        try:
-            while time.monotonic() < stop_at and len(latencies) < MAX_REQUESTS:
-                began = time.perf_counter()
-                (await connection.request("POST", target, _BODY, headers)).check()
-                if counting:
-                    latencies.append(time.perf_counter() - began)
-        finally:
-            await connection.close()
+    async def send(connection: Connection, _: int) -> None:
+        (await connection.request("POST", target, _BODY, headers)).check()
 
-    tasks = [asyncio.create_task(client()) for _ in range(clients)]
-    await asyncio.sleep(WARMUP_SECONDS)
-    counting = True
-    cpu, server_cpu = client_cpu_seconds(), sum(p.cpu_seconds() for p in servers)
-    started_at = time.perf_counter()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started_at
-    count = max(len(latencies), 1)
-    return Load(rate=len(latencies) / elapsed,
-                p50_ms=percentile(latencies, 0.50) * 1000,
-                p99_ms=percentile(latencies, 0.99) * 1000,
-                server_cpu_ms=(sum(p.cpu_seconds() for p in servers) - server_cpu) / count
-                * 1000,
-                client_cpu_ms=(client_cpu_seconds() - cpu) / count * 1000)
+    return await closed_loop(url, clients, seconds, servers, send, warmup=WARMUP_SECONDS)
 
 
 def _figure(name: str, loop: str, loads: list[Load], ceiling_loads: list[Load] | None = None,
@@ -102,11 +64,11 @@ async def run(ctx: Context) -> list[Figure]:
             for clients in CLIENTS:
                 loads: dict[str, list[Load]] = {"fsync": [], "plain": [], "cin": []}
                 for _ in range(runs):
-                    loads["fsync"].append(await closed_loop(
+                    loads["fsync"].append(await _store(
                         ceiling_url, "/store?fsync=1", clients, seconds, [bare]))
-                    loads["plain"].append(await closed_loop(
+                    loads["plain"].append(await _store(
                         ceiling_url, "/store?fsync=0", clients, seconds, [bare]))
-                    loads["cin"].append(await closed_loop(
+                    loads["cin"].append(await _store(
                         network.pop_url, f"/api/store/S3?key={APIKEY}&filename=small.bin",
                         clients, seconds, [coordinator, pop]))
                     if ctx.out_of_time():
