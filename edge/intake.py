@@ -61,13 +61,13 @@ async def open_incoming(
     yield _decoded(incoming) if base64 else incoming
 
 
-async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int, grant: Grant,
-                       durable: bool) -> SpoolFile:
+async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int,
+                       grant: Grant) -> SpoolFile:
     """Spool the file, refusing it once it passes the app's limit or the policy's maxSize
     (whichever is smaller, enforced as the bytes arrive), or if it is under minSize."""
     allowed = grant.max_size(limit)
     try:
-        spooled = await spool.take(incoming.chunks, limit=allowed, durable=durable)
+        spooled = await spool.take(incoming.chunks, limit=allowed)
     except CinError as exc:
         if exc.code is Code.TOO_LARGE and allowed < limit:
             raise CinError(Code.POLICY_DENIES,

@@ -51,8 +51,7 @@ async def overwrite(request: web.Request) -> web.Response:
     if incoming.source_url is not None:
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER], base64=base64) as opened:
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant,
-                                   durable=False)
+        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
     try:
         if spool.size == 0:
             raise CinError(Code.EMPTY_FILE)

@@ -67,12 +67,13 @@ class Spool:
 
         await asyncio.to_thread(sweep)
 
-    async def take(self, body: AsyncIterable[bytes], *, limit: int, durable: bool) -> SpoolFile:
-        """Write `body` into a new spool file, refusing it once it passes `limit` bytes.
+    async def take(self, body: AsyncIterable[bytes], *, limit: int) -> SpoolFile:
+        """Write `body` into a new spool file, refusing it once it passes `limit` bytes;
+        a body smaller than one write batch is held in memory and no file is made. A body
+        that fails is removed.
 
-        With `durable`, the file is fsync'd before this returns: the caller may then
-        acknowledge the bytes. Without, a body smaller than one write batch is held in
-        memory and no file is made. A body that fails is removed.
+        Not fsync'd: every caller answers only once the bytes are in the bucket, so the
+        spool is a buffer, not a promise.
         """
         spool_id = secrets.token_hex(12)
         path = self.incoming / f"{spool_id}.data"
@@ -95,14 +96,10 @@ class Spool:
                         fd = await asyncio.to_thread(_create, path)
                     await asyncio.to_thread(_write_all, fd, pending)
                     pending, pending_bytes = [], 0
-            if fd < 0 and not durable:
-                return SpoolFile(spool_id, size, bytes(head), held=pending)
             if fd < 0:
-                fd = await asyncio.to_thread(_create, path)
+                return SpoolFile(spool_id, size, bytes(head), held=pending)
             if pending:
                 await asyncio.to_thread(_write_all, fd, pending)
-            if durable:
-                await asyncio.to_thread(os.fsync, fd)
         except BaseException:
             if fd >= 0:
                 await asyncio.to_thread(_close_and_remove, fd, path)

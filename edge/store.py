@@ -81,9 +81,7 @@ async def store(request: web.Request) -> web.Response:
             # Shielded, so that a cancelled handler still records how the store ended.
             record = await request.app[JOBS].shield(_store(request.app, start, body, params))
             return web.json_response(store_reply(config.coordinator.public_url, record))
-        # Not fsync'd: this reply waits for the bucket, so the spool is only a buffer.
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant,
-                                   durable=False)
+        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
     try:
         start = _start_file(request, app, location, params, opened, head=spool.head,
                             size=spool.size, origin_id=spool.spool_id)

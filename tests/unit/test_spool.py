@@ -35,7 +35,7 @@ def files_in(spool: Spool) -> list[Path]:
 
 async def test_a_body_under_one_write_batch_is_held_in_memory(spool: Spool) -> None:
     data = os.urandom(FLUSH_BYTES - 1)
-    spooled = await spool.take(body(data), limit=FLUSH_BYTES, durable=False)
+    spooled = await spool.take(body(data), limit=FLUSH_BYTES)
     assert (spooled.path, spooled.size, spooled.head) == (None, len(data), data[:len(spooled.head)])
     assert files_in(spool) == []
     assert await read_all(spooled.chunks()) == data
@@ -46,7 +46,7 @@ async def test_a_body_under_one_write_batch_is_held_in_memory(spool: Spool) -> N
 
 async def test_a_larger_body_goes_to_a_file_that_remove_deletes(spool: Spool) -> None:
     data = os.urandom(3 * FLUSH_BYTES + 5)
-    spooled = await spool.take(body(data), limit=len(data), durable=False)
+    spooled = await spool.take(body(data), limit=len(data))
     assert spooled.path is not None and files_in(spool) == [spooled.path]
     assert spooled.path.stem == spooled.spool_id
     assert await read_all(spooled.chunks()) == data
@@ -54,15 +54,8 @@ async def test_a_larger_body_goes_to_a_file_that_remove_deletes(spool: Spool) ->
     assert files_in(spool) == []
 
 
-async def test_a_durable_body_is_written_to_a_file_however_small(spool: Spool) -> None:
-    spooled = await spool.take(body(b"tiny"), limit=100, durable=True)
-    assert spooled.path is not None and spooled.path.read_bytes() == b"tiny"
-    await spooled.remove()
-    assert files_in(spool) == []
-
-
 async def test_every_body_gets_its_own_spool_id(spool: Spool) -> None:
-    ids = {(await spool.take(body(b"x"), limit=10, durable=False)).spool_id for _ in range(20)}
+    ids = {(await spool.take(body(b"x"), limit=10)).spool_id for _ in range(20)}
     assert len(ids) == 20
 
 
@@ -70,7 +63,7 @@ async def test_every_body_gets_its_own_spool_id(spool: Spool) -> None:
 async def test_a_body_over_the_limit_is_refused_and_leaves_nothing(spool: Spool,
                                                                  size: int) -> None:
     with pytest.raises(CinError) as refused:
-        await spool.take(body(os.urandom(size)), limit=size - 1, durable=False)
+        await spool.take(body(os.urandom(size)), limit=size - 1)
     assert refused.value.code is Code.TOO_LARGE
     assert files_in(spool) == []
 
@@ -81,5 +74,5 @@ async def test_a_body_that_fails_midway_leaves_no_file(spool: Spool) -> None:
         raise ConnectionResetError("client went away")
 
     with pytest.raises(ConnectionResetError):
-        await spool.take(broken(), limit=10 * FLUSH_BYTES, durable=False)
+        await spool.take(broken(), limit=10 * FLUSH_BYTES)
     assert files_in(spool) == []
