@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.clients import Timed, timed
 from bench.processes import Process
-from bench.report import MB, Figure, Summary
+from bench.report import MB, Figure, Summary, ratios
 
 GB = 1_000_000_000
 
@@ -31,6 +31,14 @@ class Context:
 
     def out_of_time(self) -> bool:
         return time.monotonic() > self.deadline
+
+    async def on_each_loop(self, run: Callable[[Context, str], Awaitable[list[Figure]]]
+                           ) -> list[Figure]:
+        """`run` on each event loop asked for, one after the other; their figures."""
+        figures: list[Figure] = []
+        for loop in self.loops:
+            figures += await run(self, loop)
+        return figures
 
 
 @dataclass(frozen=True)
@@ -63,3 +71,18 @@ def ceiling_figure(case: str, name: str, loop: str, size: int,
                    runs: Sequence[Measured]) -> Figure:
     return Figure(case, name, loop, "MB/s", throughput(size, runs),
                   extra={"cpu_s_per_gb": cpu_per_gb(size, runs)})
+
+
+def compared_figure(case: str, name: str, loop: str, size: int, runs: Sequence[Measured], *,
+                    fsync_ceiling: tuple[str, Sequence[Measured]],
+                    plain_ceiling: Sequence[Measured], target: str) -> Figure:
+    """A cin figure as a ratio to the ceiling that fsyncs (named, as `against`), run by
+    run, with the ratio to the ceiling that does not as `ratio_no_fsync`."""
+    ceiling_name, fsync_runs = fsync_ceiling
+    mine = throughput(size, runs)
+    return Figure(case, name, loop, "MB/s", mine,
+                  ratio=ratios(mine.runs, throughput(size, fsync_runs).runs),
+                  against=ceiling_name, target=target,
+                  extra={"cpu_s_per_gb": cpu_per_gb(size, runs),
+                         "ratio_no_fsync": ratios(mine.runs,
+                                                  throughput(size, plain_ceiling).runs)})

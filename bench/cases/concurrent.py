@@ -22,14 +22,11 @@ RSS_TARGET = "peak RSS ≤ 150 MB"
 
 
 async def run(ctx: Context) -> list[Figure]:
+    return await ctx.on_each_loop(_on_loop)
+
+
+async def _on_loop(ctx: Context, loop: str) -> list[Figure]:
     each = QUICK_SIZE if ctx.quick else FULL_SIZE
-    figures: list[Figure] = []
-    for loop in ctx.loops:
-        figures += await _on_loop(ctx, loop, each)
-    return figures
-
-
-async def _on_loop(ctx: Context, loop: str, each: int) -> list[Figure]:
     total = each * UPLOADS
     label = f"{UPLOADS} x {each // 1024**2} MiB"
     figures: list[Figure] = []

@@ -13,9 +13,17 @@ from __future__ import annotations
 import functools
 
 from bench import clients
-from bench.cases import Context, Measured, ceiling_figure, cpu_per_gb, measure, throughput
+from bench.cases import (
+    Context,
+    Measured,
+    ceiling_figure,
+    compared_figure,
+    cpu_per_gb,
+    measure,
+    throughput,
+)
 from bench.processes import CinNetwork, ceiling, cin_network, started
-from bench.report import Figure, ratios
+from bench.report import Figure
 
 CASE = "large"
 FULL_SIZE = 1024**3
@@ -24,14 +32,11 @@ TARGET = "ratio ≥ 0.8"
 
 
 async def run(ctx: Context) -> list[Figure]:
+    return await ctx.on_each_loop(_on_loop)
+
+
+async def _on_loop(ctx: Context, loop: str) -> list[Figure]:
     size = QUICK_SIZE if ctx.quick else FULL_SIZE
-    figures: list[Figure] = []
-    for loop in ctx.loops:
-        figures += await _on_loop(ctx, loop, size)
-    return figures
-
-
-async def _on_loop(ctx: Context, loop: str, size: int) -> list[Figure]:
     label = f"{size // 1024**2} MiB" if size < 1024**3 else f"{size // 1024**3} GiB"
     root = ctx.scratch(f"{CASE}-{loop}")
     network = CinNetwork(root / "cin", event_loop=loop)
@@ -67,32 +72,22 @@ async def _on_loop(ctx: Context, loop: str, size: int) -> list[Figure]:
             if ctx.out_of_time():
                 break
 
+    post_fsync, parts_fsync = f"ceiling: POST {label}, fsync", \
+        f"ceiling: 8 MiB PUTs x4, {label}, fsync"
     return [
-        ceiling_figure(CASE, f"ceiling: POST {label}, fsync", loop, size,
-                       samples["post_fsync"]),
+        ceiling_figure(CASE, post_fsync, loop, size, samples["post_fsync"]),
         ceiling_figure(CASE, f"ceiling: POST {label}, no fsync", loop, size,
                        samples["post"]),
-        Figure(CASE, f"REST store {label}", loop, "MB/s", throughput(size, samples["rest"]),
-               ratio=ratios(throughput(size, samples["rest"]).runs,
-                            throughput(size, samples["post_fsync"]).runs),
-               against=f"ceiling: POST {label}, fsync", target=TARGET,
-               extra={"cpu_s_per_gb": cpu_per_gb(size, samples["rest"]),
-                      "ratio_no_fsync": ratios(
-                          throughput(size, samples["rest"]).runs,
-                          throughput(size, samples["post"]).runs)}),
-        ceiling_figure(CASE, f"ceiling: 8 MiB PUTs x4, {label}, fsync", loop, size,
-                       samples["parts_fsync"]),
+        compared_figure(CASE, f"REST store {label}", loop, size, samples["rest"],
+                        fsync_ceiling=(post_fsync, samples["post_fsync"]),
+                        plain_ceiling=samples["post"], target=TARGET),
+        ceiling_figure(CASE, parts_fsync, loop, size, samples["parts_fsync"]),
         ceiling_figure(CASE, f"ceiling: 8 MiB PUTs x4, {label}, no fsync", loop, size,
                        samples["parts"]),
-        Figure(CASE, f"multipart {label} (to complete)", loop, "MB/s",
-               throughput(size, samples["multipart"]),
-               ratio=ratios(throughput(size, samples["multipart"]).runs,
-                            throughput(size, samples["parts_fsync"]).runs),
-               against=f"ceiling: 8 MiB PUTs x4, {label}, fsync", target=TARGET,
-               extra={"cpu_s_per_gb": cpu_per_gb(size, samples["multipart"]),
-                      "ratio_no_fsync": ratios(
-                          throughput(size, samples["multipart"]).runs,
-                          throughput(size, samples["parts"]).runs)}),
+        compared_figure(CASE, f"multipart {label} (to complete)", loop, size,
+                        samples["multipart"],
+                        fsync_ceiling=(parts_fsync, samples["parts_fsync"]),
+                        plain_ceiling=samples["parts"], target=TARGET),
         Figure(CASE, f"multipart {label} (to Complete in the bucket)", loop, "MB/s",
                throughput(size, samples["stored"]),
                extra={"cpu_s_per_gb": cpu_per_gb(size, samples["stored"])}),

@@ -72,14 +72,11 @@ async def _empty_bucket(client: S3Client) -> None:
 
 
 async def run(ctx: Context) -> list[Figure]:
+    return await ctx.on_each_loop(_on_loop)
+
+
+async def _on_loop(ctx: Context, loop: str) -> list[Figure]:
     size = QUICK_SIZE if ctx.quick else FULL_SIZE
-    figures: list[Figure] = []
-    for loop in ctx.loops:
-        figures += await _on_loop(ctx, loop, size)
-    return figures
-
-
-async def _on_loop(ctx: Context, loop: str, size: int) -> list[Figure]:
     label = f"{size // 1024**2} MiB"
     figures: list[Figure] = []
     root = ctx.scratch(f"{CASE}-{loop}")
