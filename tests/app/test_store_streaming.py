@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network, start_network
+from support import APIKEY, APP_SECRET, Network
 
 import edge.store
 from common.security import encode_policy, sign_policy
@@ -86,11 +86,6 @@ def straight_sizes(network: Network) -> tuple[int, int]:
     return (8 * MiB, 3 * MiB) if driver(network) == "local" else (900 * 1024, 300 * 1024)
 
 
-async def test_bytes_reach_a_local_bucket_before_the_body_ends(tmp_path: Path) -> None:
-    async with start_network(tmp_path) as network:
-        await _bytes_reach_the_bucket_before_the_body_ends(network)
-
-
 @pytest.mark.parametrize("network_on_each_driver", ["s3"], indirect=True)
 async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
         network: Network) -> None:
@@ -110,7 +105,8 @@ async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
     assert spooled_files(network) == []
 
 
-async def _bytes_reach_the_bucket_before_the_body_ends(network: Network) -> None:
+@pytest.mark.parametrize("network_on_each_driver", ["local"], indirect=True)
+async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network) -> None:
     data = os.urandom(6 * MiB + 7)
     reader, writer = await open_raw_store(network, len(data))
     try:
