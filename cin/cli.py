@@ -16,11 +16,12 @@ from urllib.parse import urlencode
 
 from cin import client_commands
 from cin.serve import Service, coordinator_service, pop_service, run, serve
+from cin.storage_check import check_storage
 from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from common.config import Config, ConfigError, load_config
-from common.errors import CinError
-from common.security import CALLS, Policy, encode_policy, sign_policy
-from common.storage.check import check_storage
+from common.config import Config, ConfigError
+from common.config.loader import load_config
+from common.protocol.errors import CinError
+from common.protocol.security import CALLS, Policy, encode_policy, sign_policy
 
 # The exit statuses stay importable from here, where callers have always found them.
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from common.config import Config, EventLoop, Listen, PopConfig
-from common.drain import DRAIN
+from common.web.drain import DRAIN
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 

@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from common import cors, drain, file_routes
 from common.config import Config
-from common.files import FileRecord
-from common.http import error_middleware
-from common.in_transit import HolderRedirect
-from common.locations import StorageSet
+from common.protocol.records import FileRecord
+from common.storage.storage_set import StorageSet
+from common.web import cors, drain, file_routes
+from common.web.http import error_middleware
+from common.web.in_transit import HolderRedirect
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
 from coordinator.keys import (

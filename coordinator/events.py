@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import AppConfig
-from common.files import FileRecord
+from common.protocol.records import FileRecord
 
 UPLOAD = "fp.upload"
 OVERWRITE = "fp.overwrite"

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common import periodic
 from common.config import UploadExpiryConfig
-from common.locations import StorageSet
 from common.storage import StorageError, StorageErrorKind
+from common.storage.storage_set import StorageSet
+from common.web import periodic
 from coordinator.state import PendingAbort, StateStore
 
 log = logging.getLogger("cin.coordinator.expiry")

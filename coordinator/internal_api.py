@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common import wire
-from common.errors import CinError, Code
-from common.http import read_bounded
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.web.http import read_bounded
 from coordinator.keys import CONFIG, HASHES, POPS, REGISTRY, UPLOADS
 from coordinator.metadata import build_metadata, requested_fields
 

@@ -6,7 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from common.config import Config
-from common.locations import StorageSet
+from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry
 from coordinator.metadata import HashCache
 from coordinator.pop_registry import PopRegistry

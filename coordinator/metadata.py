@@ -11,13 +11,13 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from common.errors import CinError, Code
-from common.files import HASH_ALGORITHMS, FileRecord
-from common.http import query_flag
-from common.keyed_locks import KeyedLocks
-from common.locations import StorageSet
-from common.status import FileStatus
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.flags import query_flag
+from common.protocol.records import HASH_ALGORITHMS, FileRecord
 from common.storage import StorageError
+from common.storage.storage_set import StorageSet
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore
 
 PLAIN_FIELDS = ("size", "mimetype", "filename", "uploaded", "writeable", "cloud",

@@ -13,7 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from common.errors import CinError, Code
+from common.protocol.errors import CinError, Code
 from coordinator.keys import POPS, SESSION
 
 log = logging.getLogger("cin.coordinator.proxy")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from common.config import IpNetwork
-from common.errors import CinError, Code
+from common.protocol.errors import CinError, Code
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import HeartbeatConfig, PopConfig
-from common.errors import CinError, Code
-from common.pop_load import PopLoad
-from common.wire import PopHeartbeat
+from common.protocol.errors import CinError, Code
+from common.protocol.pop_load import PopLoad
+from common.protocol.wire import PopHeartbeat
 from coordinator.pop_choice import Candidate, Health, choose_pop, client_address, health
 
 log = logging.getLogger("cin.coordinator.pops")

@@ -11,16 +11,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from common.config import Config
-from common.errors import CinError, Code
-from common.files import FileRecord, file_url
-from common.keyed_locks import KeyedLocks
-from common.locations import StorageSet
-from common.naming import clean_filename, new_handle, object_key
-from common.status import FileStatus
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.naming import clean_filename, new_handle, object_key
+from common.protocol.records import FileRecord, file_url
+from common.protocol.wire import StartFile
 from common.storage import StorageError, StorageErrorKind
-from common.wire import StartFile
+from common.storage.storage_set import StorageSet
 from coordinator import events
 from coordinator.events import WebhookEvent
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator")

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config import AppConfig
-from common.errors import CinError, Code
-from common.files import FileRecord, PartRecord, UploadRecord
-from common.status import FileStatus, check_transition
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus, check_transition
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import EventsFor, PendingAbort
 

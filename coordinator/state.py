@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from common.config import AppConfig
-from common.files import FileRecord, PartRecord, UploadRecord
-from common.status import FileStatus
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
 
 # Given the record as a change leaves it, the webhook events to write with the change.

@@ -10,11 +10,12 @@ import secrets
 
 from aiohttp import web
 
-from common.errors import CinError, Code
-from common.request_auth import request_credentials
-from common.upload_api import UploadIds, read_json
-from common.upload_start import start_message, start_reply
-from common.upload_status import status_reply
+from common.protocol.errors import CinError, Code
+from common.protocol.part_status import status_reply
+from common.protocol.upload_api import UploadIds
+from common.protocol.upload_start import start_message, start_reply
+from common.web.http import read_json
+from common.web.request_auth import request_credentials
 from coordinator.keys import CONFIG, REGISTRY, UPLOADS
 
 
@@ -30,7 +31,7 @@ async def start(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Which parts of an upload are stored: see common/upload_status.py."""
+    """Which parts of an upload are stored: see common/protocol/part_status.py."""
     ids = UploadIds.parse(await read_json(request))
     upload, recorded = await request.app[UPLOADS].parts(ids.upload_id)
     record = await request.app[REGISTRY].get(upload.handle)

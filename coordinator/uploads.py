@@ -7,20 +7,20 @@ import secrets
 import time
 
 from common.config import Config
-from common.errors import CinError, Code
-from common.files import FileRecord, PartRecord, UploadRecord, upload_closed
-from common.keyed_locks import KeyedLocks
-from common.locations import StorageSet
-from common.naming import new_handle, object_key
-from common.status import FileStatus
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.limits import MIN_PART_SIZE
+from common.protocol.naming import new_handle, object_key
+from common.protocol.records import FileRecord, PartRecord, UploadRecord, upload_closed
+from common.protocol.wire import StartUpload
 from common.storage import (
-    MIN_PART_SIZE,
     Access,
     CompletedPart,
     StorageError,
     StorageErrorKind,
 )
-from common.wire import StartUpload
+from common.storage.storage_set import StorageSet
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore

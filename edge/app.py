@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from common import cors, drain, file_routes
 from common.config import Config, PopConfig
-from common.http import error_middleware
-from common.in_transit import HolderRedirect
-from common.jobs import jobs_ctx
-from common.locations import StorageSet
-from edge import overwrite, part_routes, store, upload_routes
+from common.storage.storage_set import StorageSet
+from common.web import cors, drain, file_routes
+from common.web.http import error_middleware
+from common.web.in_transit import HolderRedirect
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
+from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
+from edge.jobs import jobs_ctx
 from edge.keys import (
     CONFIG,
     COORDINATOR,
@@ -28,12 +28,14 @@ from edge.keys import (
     SWEEPER,
     TRANSFER,
 )
-from edge.part_spool import PartSpool
-from edge.part_transfer import PartTransfer
-from edge.spool import Spool
-from edge.spool_sweeper import SpoolSweeper
-from edge.transit_download import TransitDownloads
-from edge.url_fetch import UrlFetcher
+from edge.multipart import part_routes
+from edge.multipart import start_routes
+from edge.multipart.part_spool import PartSpool
+from edge.multipart.part_transfer import PartTransfer
+from edge.multipart.spool_sweeper import SpoolSweeper
+from edge.rest import overwrite, store
+from edge.rest.staging import Spool
+from edge.rest.url_fetch import UrlFetcher
 
 # aiohttp's own body limit does not guard streaming handlers (they read as they go, and
 # the spool enforces each app's limit); it only bounds what a handler reads whole.
@@ -98,6 +100,6 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_post("/api/store/{provider}", store.store)
     file_routes.add_routes(app, overwrite.overwrite)
-    upload_routes.add_routes(app)
+    start_routes.add_routes(app)
     part_routes.add_routes(app)
     return app

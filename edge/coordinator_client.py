@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from common import wire
-from common.errors import CinError, Code
-from common.files import FileRecord
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.records import FileRecord
 
 log = logging.getLogger("cin.edge.coordinator")
 

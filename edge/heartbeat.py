@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from common import wire
-from common.drain import DRAIN, Drain
-from common.errors import CinError
-from common.pop_load import PopLoad
+from common.protocol import wire
+from common.protocol.errors import CinError
+from common.protocol.pop_load import PopLoad
+from common.web.drain import DRAIN, Drain
 from edge.coordinator_client import CoordinatorClient
 from edge.keys import CONFIG, COORDINATOR, POP, TRANSFER
 
@@ -98,7 +98,7 @@ HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 
 
 def measure_load(app: web.Application) -> PopLoad:
-    """What a POP reports as its load (see common.pop_load for why these)."""
+    """What a POP reports as its load (see common.protocol.pop_load for why these)."""
     transfers, backlog_bytes = app[TRANSFER].backlog()
     return PopLoad(requests=app[DRAIN].active, transfers=transfers,
                    backlog_bytes=backlog_bytes)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.config import Config, PopConfig
-from common.locations import StorageSet
+from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
-from edge.part_spool import PartSpool
-from edge.part_transfer import PartTransfer
-from edge.spool import Spool
-from edge.spool_sweeper import SpoolSweeper
-from edge.url_fetch import UrlFetcher
+from edge.multipart.part_spool import PartSpool
+from edge.multipart.part_transfer import PartTransfer
+from edge.multipart.spool_sweeper import SpoolSweeper
+from edge.rest.staging import Spool
+from edge.rest.url_fetch import UrlFetcher
 
 CONFIG = web.AppKey("config", Config)
 POP = web.AppKey("pop", PopConfig)

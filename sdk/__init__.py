@@ -17,7 +17,7 @@ max_rate=None, state_dir=None, keep_state=True, pop_cache_ttl=600.0, probes=3)`:
 
 * `url` is the coordinator's; `apikey` the app's. Credentials when the app needs them:
   `policy` and `signature` (e.g. from `cin sign`), or the app `secret`, with which each
-  call signs its own one-hour policy (common/security.py); the secret is never sent.
+  call signs its own one-hour policy (common/protocol/security.py); the secret is never sent.
 * `pop`: `"auto"` probes every healthy POP of `GET /pops` on `/health` (`probes` times
   each, all POPs at once) and uploads to the lowest median round trip; the choice is
   remembered for `pop_cache_ttl` seconds, in memory and in `state_dir/pops.json`. A POP
@@ -25,7 +25,7 @@ max_rate=None, state_dir=None, keep_state=True, pop_cache_ttl=600.0, probes=3)`:
   one in use fails mid-upload: the upload finishes there, sending only the parts that
   `POST /multipart/status` does not list as stored.
 * `request_timeout`: seconds any one request may take, a chunk's PUT included.
-* `chunk_size`: None sizes chunks adaptively (common/chunk_sizer.py: halve on a failure
+* `chunk_size`: None sizes chunks adaptively (common/protocol/chunk_sizer.py: halve on a failure
   or timeout down to 32 KiB, grow after fast successes, aim at a target duration from
   the measured throughput and the POP's `Cin-Throughput`/`Cin-Next-Chunk-Size` hints);
   an int (32 KiB to 8 MiB) sends chunks of that fixed size, retried at that size.

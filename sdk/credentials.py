@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
 
 POLICY_LIFETIME = 3600  # seconds: as long as the Filestack SDKs' default
 

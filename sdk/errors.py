@@ -10,7 +10,7 @@ class CinClientError(Exception):
 
 
 class ApiError(CinClientError):
-    """cin answered with an error: its HTTP status, its `code` (common/errors.py's table,
+    """cin answered with an error: its HTTP status, its `code` (common/protocol/errors.py's table,
     e.g. `policy_denies`) and its message."""
 
     def __init__(self, status: int, code: str, message: str, *, method: str = "",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.chunk_sizer import (
+from common.protocol.chunk_sizer import (
     DEFAULT_TARGET_SECONDS,
     MIN_CHUNK,
     NEXT_CHUNK_HEADER,

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from common.config import Config, parse_config
+from common.config import Config
+from common.config.loader import parse_config
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 

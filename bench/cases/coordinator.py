@@ -22,7 +22,7 @@ from bench.closed_loop import Load, closed_loop
 from bench.http import Connection
 from bench.processes import APIKEY, INTERNAL_SECRET, POP_NAME, CinNetwork, Process, started
 from bench.report import Figure, Summary
-from common import wire
+from common.protocol import wire
 
 CASE = "coordinator"
 CLIENTS = (1, 50)

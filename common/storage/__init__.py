@@ -2,6 +2,8 @@
 
 Callers open a location with `open_storage(config)` and speak only the protocol; a
 backend failure reaches them as a `StorageError`, never as a botocore or OS error.
+Importing this package loads no driver: a driver's module (and its SDK) is imported when
+a location that uses it is opened.
 """
 
 from __future__ import annotations
@@ -10,11 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from common.config import StorageConfig
-from common.storage._local import LocalDiskStorage
+from common.protocol.limits import MAX_KEY_BYTES, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from common.storage._protocol import (
-    MAX_PART_SIZE,
-    MAX_PARTS,
-    MIN_PART_SIZE,
     Access,
     ByteRange,
     CompletedPart,
@@ -24,8 +23,6 @@ from common.storage._protocol import (
     StorageError,
     StorageErrorKind,
 )
-from common.storage._rules import MAX_KEY_BYTES
-from common.storage._s3 import S3Storage, detect_bucket_region, s3_client
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -35,10 +32,8 @@ __all__ = [
     "Access",
     "ByteRange",
     "CompletedPart",
-    "LocalDiskStorage",
     "ObjectInfo",
     "ObjectReader",
-    "S3Storage",
     "Storage",
     "StorageError",
     "StorageErrorKind",
@@ -53,10 +48,14 @@ _FALLBACK_REGION = "us-east-1"
 async def open_storage(config: StorageConfig) -> AsyncIterator[Storage]:
     """Open one storage location for the life of the block (an app's `cleanup_ctx`)."""
     if config.driver == "local":
+        from common.storage._local import LocalDiskStorage
+
         if config.root is None:
             raise ValueError(f"storage {config.name!r}: the local driver needs a root")
         yield LocalDiskStorage(config.root, config.container)
         return
+    from common.storage._s3 import S3Storage, s3_client
+
     region = config.region or await _bucket_region(config)
     async with s3_client(config, region) as client:
         yield S3Storage(client, config.container)
@@ -68,6 +67,8 @@ async def _bucket_region(config: StorageConfig) -> str:
     Only AWS is asked: an S3-compatible service at `endpoint_url` is reached at that URL
     whatever region is signed, and most accept the default one.
     """
+    from common.storage._s3 import detect_bucket_region, s3_client
+
     if config.endpoint_url is not None:
         return _FALLBACK_REGION
     async with s3_client(config, _FALLBACK_REGION) as client:

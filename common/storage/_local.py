@@ -31,6 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, I
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from common.storage._local_names import (
     META_SUFFIX,
     check_container,
@@ -41,9 +42,6 @@ from common.storage._local_names import (
     part_file_name,
 )
 from common.storage._protocol import (
-    MAX_PART_SIZE,
-    MAX_PARTS,
-    MIN_PART_SIZE,
     Access,
     ByteRange,
     CompletedPart,
@@ -52,7 +50,7 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list, clip_range
-from common.streams import read_ahead
+from edge.rest.streams import read_ahead
 
 READ_CHUNK = 1024 * 1024
 # Incoming chunks are gathered up to this size before a write, so a stream of small

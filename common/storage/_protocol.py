@@ -11,12 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from common.errors import CinError, Code
-
-# S3's own bounds, which every driver keeps so that what works on local disk works on S3.
-MIN_PART_SIZE = 5 * 1024 * 1024
-MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
-MAX_PARTS = 10_000
+from common.protocol.errors import CinError, Code
 
 
 class Access(Enum):

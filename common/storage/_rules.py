@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from common.protocol.limits import MAX_KEY_BYTES, MAX_PARTS
 from common.storage._protocol import (
-    MAX_PARTS,
     ByteRange,
     CompletedPart,
     StorageError,
     StorageErrorKind,
 )
-
-MAX_KEY_BYTES = 1024
 
 
 def check_key(key: str) -> None:

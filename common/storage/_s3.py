@@ -26,9 +26,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS
 from common.storage._protocol import (
-    MAX_PART_SIZE,
-    MAX_PARTS,
     Access,
     ByteRange,
     CompletedPart,

@@ -21,7 +21,7 @@ import upload_client
 from support import APIKEY, Network
 from upload_client import PART
 
-from common.files import FileRecord, UploadRecord
+from common.protocol.records import FileRecord, UploadRecord
 from common.storage import Storage
 from coordinator.keys import EXPIRY, REGISTRY, STATE, UPLOADS
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE

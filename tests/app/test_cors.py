@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import APIKEY, Network, start_network
 
-from common.drain import DRAIN
+from common.web.drain import DRAIN
 from edge.keys import STORAGE
 
 ORIGIN = "https://app.example.com"

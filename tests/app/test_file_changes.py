@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import APIKEY, APP_SECRET, start_network
 
-from common.errors import CinError, Code
+from common.protocol.errors import CinError, Code
 from coordinator.keys import REGISTRY
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}

@@ -9,7 +9,7 @@ import json
 import aiohttp
 from support import APIKEY, Network
 
-from common import wire
+from common.protocol import wire
 
 
 async def raw_request(port: int, head: bytes, body_parts: list[bytes]) -> tuple[int, bytes]:

@@ -22,10 +22,10 @@ import upload_client
 from aiohttp.test_utils import TestClient, TestServer
 from support import APP_SECRET, Network
 
-from common.download import content_disposition
-from common.file_routes import FILE_IN_TRANSIT
-from common.in_transit import HolderRedirect
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
+from common.web.download import content_disposition
+from common.web.file_routes import FILE_IN_TRANSIT
+from common.web.in_transit import HolderRedirect
 from edge.app import make_app as make_edge_app
 from edge.keys import PART_SPOOL, STORAGE
 

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 
-from common.files import FileRecord
-from common.security import Credentials, encode_policy, sign_policy
-from common.upload_start import start_message
+from common.protocol.records import FileRecord
+from common.protocol.security import Credentials, encode_policy, sign_policy
+from common.protocol.upload_start import start_message
 from coordinator.keys import REGISTRY, UPLOADS
 
 

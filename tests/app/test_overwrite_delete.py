@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from botocore.exceptions import ClientError
 from support import APIKEY, APP_SECRET, Network
 
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
 
 Client = TestClient[web.Request, web.Application]
 HOUR = 3600

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, Network, start_network
 
-from common.drain import DRAIN
+from common.web.drain import DRAIN
 from edge.app import make_app as make_edge_app
 from edge.heartbeat import HEARTBEAT
 

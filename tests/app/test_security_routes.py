@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, APP_SECRET, SECURE_APIKEY, SECURE_SECRET, Network, start_network
 
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
 from coordinator.app import STATE_FILE
 
 Client = TestClient[web.Request, web.Application]

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from support import APIKEY, APP_SECRET, Network
 
-import edge.store
-from common.security import encode_policy, sign_policy
+import edge.rest.store
+from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
 from coordinator.app import STATE_FILE
 
@@ -149,7 +149,7 @@ async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) 
 
 async def test_a_client_that_stalls_midway_is_answered_408_and_leaves_no_object(
         network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge.store, "BODY_IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(edge.rest.store, "BODY_IDLE_SECONDS", 0.5)
     declared, sent = straight_sizes(network)
     reader, writer = await open_raw_store(network, declared)
     try:

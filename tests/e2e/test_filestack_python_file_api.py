@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from filestack.exceptions import FilestackHTTPError
 from support import SECURE_APIKEY, SECURE_SECRET, Network, start_network
 
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
 
 pytestmark = pytest.mark.e2e
 

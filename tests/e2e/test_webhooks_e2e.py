@@ -32,7 +32,7 @@ from support import (
     write_config,
 )
 
-from common.security import encode_policy, sign_policy
+from common.protocol.security import encode_policy, sign_policy
 
 pytestmark = pytest.mark.e2e
 

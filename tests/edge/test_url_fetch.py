@@ -26,8 +26,8 @@ from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from common.config import UrlFetchConfig
-from common.errors import CinError, Code
-from edge.url_fetch import (
+from common.protocol.errors import CinError, Code
+from edge.rest.url_fetch import (
     CHUNK_SIZE,
     MAX_URL_LENGTH,
     AddressPolicy,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cin.storage_check import PROBE_PREFIX, CheckResult, check_storage
 from common.config import StorageConfig
 from common.storage._s3 import s3_client
-from common.storage.check import PROBE_PREFIX, CheckResult, check_storage
 
 ConfigFactory = Callable[..., StorageConfig]
 

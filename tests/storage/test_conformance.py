@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from common.protocol.limits import MIN_PART_SIZE
 from common.storage import (
-    MIN_PART_SIZE,
     Access,
     ByteRange,
     CompletedPart,
-    LocalDiskStorage,
     ObjectReader,
     Storage,
     StorageError,
     StorageErrorKind,
 )
+from common.storage._local import LocalDiskStorage
 from common.storage._local_names import object_name
 from common.storage._s3 import PART_SIZE, split_parts
 

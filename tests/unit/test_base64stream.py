@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.base64stream import Base64Decoder, decode_stream
-from common.errors import CinError, Code
+from common.protocol.errors import CinError, Code
+from edge.rest.base64stream import Base64Decoder, decode_stream
 
 
 def decode_in_steps(text: bytes, step: int) -> bytes:

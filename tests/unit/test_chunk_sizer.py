@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.chunk_sizer import MIN_CHUNK, PART_SIZE, ChunkSizer, suggest_chunk_size
+from common.protocol.chunk_sizer import MIN_CHUNK, PART_SIZE, ChunkSizer, suggest_chunk_size
 
 KiB, MiB = 1024, 1024**2
 

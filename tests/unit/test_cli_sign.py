@@ -11,7 +11,7 @@ import pytest
 
 from cin.cli import EXIT_OK, EXIT_USAGE, main
 from common.config import AppConfig
-from common.security import Action, Credentials, Policy, authorize, sign_policy
+from common.protocol.security import Action, Credentials, Policy, authorize, sign_policy
 
 REPO = Path(__file__).resolve().parents[2]
 APIKEY = "SIGNTESTAPIKEY0001"

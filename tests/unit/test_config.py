@@ -4,7 +4,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, UploadExpiryConfig, load_config, parse_config
+from common.config import ConfigError, UploadExpiryConfig
+from common.config.loader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

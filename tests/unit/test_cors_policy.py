@@ -9,8 +9,9 @@ import pytest
 import yaml
 from multidict import CIMultiDict
 
-from common.config import ConfigError, CorsConfig, load_config, normalize_origin, parse_config
-from common.cors import CorsPolicy, add_vary_origin
+from common.config import ConfigError, CorsConfig, normalize_origin
+from common.config.loader import load_config, parse_config
+from common.web.cors import CorsPolicy, add_vary_origin
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,14 +9,14 @@ import msgpack
 import pytest
 from support import config_data, to_config
 
-from common import wire
-from common.download import not_modified
-from common.errors import CinError, Code
-from common.files import FileRecord, PartRecord, UploadRecord
-from common.in_transit import holder_of
-from common.status import FileStatus
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from common.storage import ByteRange
-from edge.transit_download import PartSlice, part_slices, transit_etag
+from common.web.download import not_modified
+from common.web.in_transit import holder_of
+from edge.downloads.transit_download import PartSlice, part_slices, transit_etag
 
 RECORD = FileRecord(handle="a" * 20, apikey="KEY", storage="bucket", provider="s3",
                     container="c", key="k", filename="f.bin", mimetype="t/p", size=25,

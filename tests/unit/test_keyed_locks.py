@@ -1,7 +1,7 @@
 import asyncio
 import gc
 
-from common.keyed_locks import KeyedLocks
+from coordinator.keyed_locks import KeyedLocks
 
 
 async def test_one_lock_per_key_while_in_use_then_dropped() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from common.errors import CinError, Code
-from common.naming import clean_filename, is_handle, new_handle, object_key, validate_path
+from common.protocol.errors import CinError, Code
+from common.protocol.naming import clean_filename, is_handle, new_handle, object_key, validate_path
 
 
 def test_handles_are_20_url_safe_characters_and_distinct() -> None:

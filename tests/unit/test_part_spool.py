@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import CinError, Code
-from edge.part_spool import (
+from common.protocol.errors import CinError, Code
+from edge.multipart.part_spool import (
     FLUSH_BYTES,
     READ_BYTES,
     ChunkReceipt,
@@ -618,5 +618,5 @@ async def test_a_part_sent_whole_knows_its_md5_without_a_read(
     await put(spool, 0, data)
     finished = await spool.finish_part(UPLOAD, 1)
     assert finished.md5_hex == hashlib.md5(data).hexdigest()
-    monkeypatch.setattr("edge.part_spool._hash_range", None)  # any read would now fail
+    monkeypatch.setattr("edge.multipart.part_spool._hash_range", None)  # any read would now fail
     assert await spool.part_md5(finished) == hashlib.md5(data).hexdigest()

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from common import periodic
+from common.web import periodic
 
 
 async def test_a_failed_run_is_logged_and_the_next_one_comes(

@@ -6,10 +6,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from common import wire
 from common.config import HeartbeatConfig, Listen, PopConfig
-from common.errors import CinError, Code
-from common.pop_load import BACKLOG_UNIT, PopLoad
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.pop_load import BACKLOG_UNIT, PopLoad
 from coordinator.pop_choice import Candidate, Health, choose_pop, client_address, health
 from coordinator.pop_registry import PopRegistry
 

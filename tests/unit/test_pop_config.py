@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, HeartbeatConfig, load_config, parse_config
+from common.config import ConfigError, HeartbeatConfig
+from common.config.loader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 import pytest
 
-from common.errors import CinError, Code
-from common.ranges import parse_range
-from common.sniff import choose_mimetype
+from common.protocol.errors import CinError, Code
+from common.protocol.ranges import parse_range
+from common.protocol.sniff import choose_mimetype
 from common.storage import ByteRange
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + b"\x00" * 32

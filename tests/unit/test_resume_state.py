@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.security import Policy, sign_policy
+from common.protocol.security import Policy, sign_policy
 from sdk.credentials import Credentials
 from sdk.resume import (
     SAMPLE_BYTES,

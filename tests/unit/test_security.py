@@ -6,8 +6,8 @@ import pytest
 from filestack import Security
 
 from common.config import AppConfig, SecurityMode
-from common.errors import CinError, Code
-from common.security import (
+from common.protocol.errors import CinError, Code
+from common.protocol.security import (
     CALLS,
     MAX_POLICY_TEXT,
     Action,

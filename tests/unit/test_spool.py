@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import CinError, Code
-from edge.spool import FLUSH_BYTES, Spool
+from common.protocol.errors import CinError, Code
+from edge.rest.staging import FLUSH_BYTES, Spool
 
 
 async def body(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:

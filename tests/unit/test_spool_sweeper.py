@@ -11,14 +11,14 @@ from typing import Any, cast
 
 import pytest
 
-from common import wire
 from common.config import UploadExpiryConfig
-from common.errors import CinError, Code
-from common.files import FileRecord, UploadRecord
-from common.status import FileStatus
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord, UploadRecord
 from edge.coordinator_client import CoordinatorClient
-from edge.part_spool import PartSpool
-from edge.spool_sweeper import SpoolSweeper, may_remove
+from edge.multipart.part_spool import PartSpool
+from edge.multipart.spool_sweeper import SpoolSweeper, may_remove
 
 DAY = 86400.0
 SETTINGS = UploadExpiryConfig(ttl=DAY, sweep_interval=600)

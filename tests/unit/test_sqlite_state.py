@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from common.errors import CinError, Code
-from common.files import FileRecord
-from common.status import FileStatus
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord
 from coordinator.events import WebhookEvent
 from coordinator.sqlite_state import SqliteStateStore
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.errors import CinError, Code
-from common.streams import read_ahead, stalls_after
-from edge.intake import exactly, take_head
+from common.protocol.errors import CinError, Code
+from edge.rest.intake import exactly, take_head
+from edge.rest.streams import read_ahead, stalls_after
 
 
 async def stream(*chunks: bytes) -> AsyncIterator[bytes]:

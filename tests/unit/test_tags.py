@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import CinError, Code
-from common.tags import MAX_JSON_TEXT, tags_from_json_text, validate_tags
+from common.protocol.errors import CinError, Code
+from common.protocol.tags import MAX_JSON_TEXT, tags_from_json_text, validate_tags
 
 
 def refused(value: object) -> str:

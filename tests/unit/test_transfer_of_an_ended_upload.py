@@ -13,13 +13,13 @@ from typing import Any, cast
 
 import pytest
 
-from common.files import FileRecord, UploadRecord
-from common.locations import StorageSet
-from common.status import FileStatus
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
+from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
-from edge.part_spool import PartSpool
-from edge.part_transfer import PartTransfer
+from edge.multipart.part_spool import PartSpool
+from edge.multipart.part_transfer import PartTransfer
 
 UPLOAD_ID = "upload-0123456789"
 TURNS = 200  # event loop turns to give the transfer: ample for a few zero-second retries

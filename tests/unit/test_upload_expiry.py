@@ -14,10 +14,10 @@ from typing import cast
 import pytest
 
 from common.config import UploadExpiryConfig
-from common.files import FileRecord, UploadRecord
-from common.locations import StorageSet
-from common.status import FileStatus, IllegalTransition
+from common.protocol.file_status import FileStatus, IllegalTransition
+from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
+from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry, describe_duration
 from coordinator.sqlite_state import _EXPIRED_UPLOADS, SqliteStateStore
 

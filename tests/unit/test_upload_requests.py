@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from common.errors import CinError, Code
-from common.part_urls import new_target, verify_target
-from common.upload_api import CompleteRequest, PartRequest, StartRequest
+from common.protocol.errors import CinError, Code
+from common.protocol.upload_api import CompleteRequest, PartRequest, StartRequest
+from edge.multipart.part_urls import new_target, verify_target
 
 SECRET = "internal-secret-for-tests"
 MD5 = base64.b64encode(hashlib.md5(b"chunk").digest()).decode()

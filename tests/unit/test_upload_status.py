@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from common.files import FileRecord, PartRecord, UploadRecord
-from common.status import FileStatus
-from common.upload_status import status_reply
-from edge.part_transfer import backoff
+from common.protocol.file_status import FileStatus
+from common.protocol.part_status import status_reply
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from edge.multipart.part_transfer import backoff
 
 RECORD = FileRecord(handle="a" * 20, apikey="KEY", storage="bucket", provider="s3",
                     container="c", key="k", filename="f.bin", mimetype="application/x-demo",

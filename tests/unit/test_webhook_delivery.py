@@ -25,8 +25,8 @@ from filestack.helpers import verify_webhook_signature
 from support import APIKEY, WEBHOOK_SECRET, config_data, free_port, start_network, to_config
 
 from common.config import Config
-from common.files import FileRecord, file_url
-from common.status import FileStatus
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord, file_url
 from coordinator.events import UPLOAD, Delivery, file_events
 from coordinator.sqlite_state import SqliteStateStore
 from coordinator.webhooks import WebhookSender, retry_delay

@@ -1,10 +1,10 @@
 import msgpack
 import pytest
 
-from common import wire
-from common.errors import CinError, Code
-from common.files import FileRecord
-from common.status import FileStatus, check_transition
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus, check_transition
+from common.protocol.records import FileRecord
 
 RECORD = FileRecord(handle="a" * 20, apikey="KEY", storage="bucket", provider="s3",
                     container="c", key="k", filename="f.txt", mimetype="text/plain", size=3,

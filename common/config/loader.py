@@ -1,0 +1,452 @@
+"""Reading a config file: YAML through `yaml.safe_load`, every key and value checked.
+
+`load_config(path)` raises `ConfigError` naming the file and the dotted key that is wrong.
+The loader is strict: an unknown key is an error, because a misspelt option silently
+ignored is how a production bucket ends up public.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from common.config.schema import (
+    ANY_ORIGIN,
+    WEBHOOK_ACTIONS,
+    AppConfig,
+    Config,
+    ConfigError,
+    CoordinatorConfig,
+    CorsConfig,
+    HeartbeatConfig,
+    IpNetwork,
+    Listen,
+    PopConfig,
+    StorageConfig,
+    TlsConfig,
+    UploadExpiryConfig,
+    UrlFetchConfig,
+    WebhookConfig,
+    WebhookDeliveryConfig,
+    normalize_origin,
+)
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class _Reader:
+    """Walks one YAML mapping, remembering where it is for error messages."""
+
+    def __init__(self, source: str, prefix: str, data: Any) -> None:
+        self.source = source
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            raise ConfigError(source, prefix or "(top level)", "must be a mapping")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def raw(self, name: str, default: Any = ...) -> Any:
+        self.used.add(name)
+        if name in self.data and self.data[name] is not None:
+            return self.data[name]
+        if default is ...:
+            raise self.fail(name, "is required")
+        return default
+
+    def text(self, name: str, default: Any = ...) -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, "must be a non-empty string")
+        return value
+
+    def secret(self, name: str, default: Any = ...) -> Any:
+        """A secret, given inline or as `NAME_env: VARIABLE` read from the environment."""
+        env_name = f"{name}_env"
+        if env_name in self.data:
+            self.used.add(env_name)
+            self.used.add(name)
+            variable = self.data[env_name]
+            if not isinstance(variable, str) or not variable:
+                raise self.fail(env_name, "must name an environment variable")
+            value = os.environ.get(variable)
+            if not value:
+                raise self.fail(env_name, f"environment variable {variable} is not set")
+            return value
+        return self.text(name, default)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, "must be true or false")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self.fail(name, f"must be a number of at least {minimum}")
+        return float(value)
+
+    def size(self, name: str, default: int) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if isinstance(value, str):
+            match = _SIZE_RE.match(value)
+            if match and match.group(2).lower() in _SIZE_UNITS:
+                size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+                if size > 0:
+                    return size
+        raise self.fail(name, "must be a positive size such as 5GiB, 100MB or 1048576")
+
+    def choice(self, name: str, options: tuple[str, ...], default: Any = ...) -> Any:
+        value = self.raw(name, default)
+        if value not in options:
+            raise self.fail(name, f"must be one of {', '.join(options)} (got {value!r})")
+        return value
+
+    def listen(self, name: str) -> Listen:
+        value = self.text(name)
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise self.fail(name, f"must be HOST:PORT (got {value!r})")
+        return Listen(host, int(port))
+
+    def url(self, name: str, default: Any = ...) -> Any:
+        value = self.text(name, default)
+        if value is default and default is not ...:
+            return value
+        if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", value):
+            raise self.fail(name, f"must be an http:// or https:// URL (got {value!r})")
+        return str(value).rstrip("/")
+
+    def path(self, name: str, base: Path, default: Any = ...) -> Any:
+        value = self.text(name, default)
+        if value is default and default is not ...:
+            return value
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+
+    def child(self, name: str, default: Any = ...) -> _Reader | None:
+        value = self.raw(name, default)
+        if value is None:
+            return None
+        return _Reader(self.source, self.key(name), value)
+
+    def items(self, name: str) -> list[tuple[str, _Reader]]:
+        value = self.raw(name)
+        if not isinstance(value, dict) or not value:
+            raise self.fail(name, "must be a non-empty mapping")
+        return [(str(k), _Reader(self.source, f"{self.key(name)}.{k}", v))
+                for k, v in value.items()]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known setting")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError (or OSError if unreadable)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "(file)", exc.strerror or str(exc)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError(source, where, f"is not valid YAML: {exc}") from exc
+    # Relative paths in a config file are relative to the directory the command runs in,
+    # so `configs/dev.yaml` keeps its state under ./var whichever way it is started.
+    return parse_config(data, source=source, base=Path.cwd())
+
+
+def parse_config(data: Any, *, source: str, base: Path) -> Config:
+    top = _Reader(source, "", data)
+    event_loop = (top.choice("event_loop", ("uvloop", "asyncio"))
+                  if top.raw("event_loop", None) is not None else None)
+    internal_secret = top.secret("internal_secret")
+    if len(internal_secret) < 16:
+        raise top.fail("internal_secret", "must be at least 16 characters")
+    shutdown_timeout = top.number("shutdown_timeout", 30.0)
+
+    coordinator = _coordinator(top.child("coordinator"), base)  # type: ignore[arg-type]
+    pops = _pops(top, base)
+    storage = _storage(top, base)
+    apps = _apps(top, storage)
+    fetch_reader = top.child("url_fetch", None)
+    url_fetch = _url_fetch(fetch_reader) if fetch_reader else UrlFetchConfig()
+    delivery_reader = top.child("webhook_delivery", None)
+    delivery = _webhook_delivery(delivery_reader) if delivery_reader else WebhookDeliveryConfig()
+    cors_reader = top.child("cors", None)
+    cors = _cors(cors_reader) if cors_reader else CorsConfig()
+    heartbeat_reader = top.child("heartbeat", None)
+    heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
+    expiry_reader = top.child("upload_expiry", None)
+    expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
+    top.done()
+    return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
+                  coordinator=coordinator, pops=pops, storage=storage, apps=apps,
+                  url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
+                  heartbeat=heartbeat, upload_expiry=expiry,
+                  shutdown_timeout=shutdown_timeout)
+
+
+def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
+    listen = r.listen("listen")
+    public_url = r.url("public_url")
+    config = CoordinatorConfig(
+        listen=listen,
+        public_url=public_url,
+        state_dir=r.path("state_dir", base),
+        internal_url=r.url("internal_url", public_url),
+        sqlite_synchronous=r.choice("sqlite_synchronous", ("full", "normal"), "full"),
+    )
+    r.done()
+    return config
+
+
+def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:
+    value = top.raw("pops")
+    if not isinstance(value, list) or not value:
+        raise top.fail("pops", "must be a non-empty list")
+    pops: list[PopConfig] = []
+    for index, item in enumerate(value):
+        r = _Reader(top.source, f"pops[{index}]", item)
+        name = r.text("name")
+        if not _NAME_RE.match(name):
+            raise r.fail("name", "must be lowercase letters, digits, '-', '_' or '.'")
+        if any(p.name == name for p in pops):
+            raise r.fail("name", f"POP {name!r} is defined twice")
+        tls_reader = r.child("tls", None)
+        tls = None
+        if tls_reader is not None:
+            tls = TlsConfig(cert=tls_reader.path("cert", base), key=tls_reader.path("key", base))
+            tls_reader.done()
+        pops.append(PopConfig(
+            name=name,
+            region=r.text("region", name),
+            listen=r.listen("listen"),
+            public_url=r.url("public_url"),
+            spool_dir=r.path("spool_dir", base),
+            tls=tls,
+            networks=_networks(r, pops),
+        ))
+        r.done()
+    return tuple(pops)
+
+
+def _networks(r: _Reader, earlier: list[PopConfig]) -> tuple[IpNetwork, ...]:
+    """A POP's client networks, as CIDR prefixes. One prefix maps to one POP: two would
+    leave the choice between them to the order of the file."""
+    value = r.raw("networks", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise r.fail("networks", "must be a list of CIDR prefixes such as 10.0.0.0/8")
+    networks: list[IpNetwork] = []
+    for index, item in enumerate(value):
+        key = f"networks[{index}]"
+        if not isinstance(item, str):
+            raise r.fail(key, f"must be a CIDR prefix in quotes (got {item!r})")
+        try:
+            network = ipaddress.ip_network(item.strip(), strict=True)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                loose = ipaddress.ip_network(item.strip(), strict=False)
+                raise r.fail(key, f"{item} has host bits set; did you mean {loose}?") from exc
+            raise r.fail(key, f"{item!r} is not a CIDR prefix such as 10.0.0.0/8 or "
+                              "2001:db8::/32") from exc
+        if network in networks:
+            raise r.fail(key, f"{network} is listed twice")
+        for pop in earlier:
+            if network in pop.networks:
+                raise r.fail(key, f"{network} is already mapped to POP {pop.name!r}")
+        networks.append(network)
+    return tuple(networks)
+
+
+def _storage(top: _Reader, base: Path) -> dict[str, StorageConfig]:
+    result: dict[str, StorageConfig] = {}
+    for name, r in top.items("storage"):
+        if not _NAME_RE.match(name):
+            raise top.fail(f"storage.{name}", "must be lowercase letters, digits, '-', '_', '.'")
+        driver = r.choice("driver", ("local", "s3"))
+        provider = r.text("provider", "s3").lower()
+        container = r.text("container")
+        extra = r.raw("containers", [])
+        if not isinstance(extra, list) or not all(isinstance(c, str) and c for c in extra):
+            raise r.fail("containers", "must be a list of container names")
+        if driver == "local":
+            root = r.path("root", base)
+            endpoint_url = region = None
+            style: Literal["auto", "path", "virtual"] = "auto"
+        else:
+            root = None
+            endpoint_url = r.url("endpoint_url", None)
+            region = r.text("region", None)
+            style = r.choice("addressing_style", ("auto", "path", "virtual"), "auto")
+        r.done()
+        result[name] = StorageConfig(
+            name=name, provider=provider, driver=driver, container=container,
+            containers=tuple(extra), root=root, endpoint_url=endpoint_url, region=region,
+            addressing_style=style)
+    return result
+
+
+def _apps(top: _Reader, storage: Mapping[str, StorageConfig]) -> dict[str, AppConfig]:
+    apps: dict[str, AppConfig] = {}
+    for apikey, r in top.items("apps"):
+        if not re.match(r"^[A-Za-z0-9_-]{8,64}$", apikey):
+            raise top.fail(f"apps.{apikey}", "an apikey is 8-64 letters, digits, '-' or '_'")
+        names = r.raw("storage")
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names:
+            raise r.fail("storage", "must name at least one storage location")
+        for name in names:
+            if name not in storage:
+                raise r.fail("storage", f"no storage location named {name!r}")
+        providers = [storage[n].provider for n in names]
+        if len(set(providers)) != len(providers):
+            raise r.fail("storage", "two locations of one app have the same provider")
+        secret = r.secret("secret")
+        if len(secret) < 16:
+            raise r.fail("secret", "must be at least 16 characters")
+        apps[apikey] = AppConfig(
+            apikey=apikey,
+            secret=secret,
+            security=r.choice("security", ("required", "optional"), "required"),
+            storage=tuple(names),
+            max_upload_size=r.size("max_upload_size", 5 * 1024**3),
+            webhooks=_webhooks(r),
+        )
+        r.done()
+    return apps
+
+
+def _webhooks(app: _Reader) -> tuple[WebhookConfig, ...]:
+    value = app.raw("webhooks", [])
+    if not isinstance(value, list):
+        raise app.fail("webhooks", "must be a list of {url, secret, actions}")
+    hooks: list[WebhookConfig] = []
+    for index, item in enumerate(value):
+        r = _Reader(app.source, f"{app.key('webhooks')}[{index}]", item)
+        url = r.url("url")
+        if any(hook.url == url for hook in hooks):
+            raise r.fail("url", f"{url} is listed twice")
+        secret = r.secret("secret")
+        if len(secret) < 16:
+            raise r.fail("secret", "must be at least 16 characters")
+        actions = r.raw("actions", list(WEBHOOK_ACTIONS))
+        if isinstance(actions, str):
+            actions = [actions]
+        if (not isinstance(actions, list) or not actions
+                or any(action not in WEBHOOK_ACTIONS for action in actions)):
+            raise r.fail("actions", f"must be a list of: {', '.join(WEBHOOK_ACTIONS)}")
+        hooks.append(WebhookConfig(url=url, secret=secret, actions=frozenset(actions)))
+        r.done()
+    return tuple(hooks)
+
+
+def _webhook_delivery(r: _Reader) -> WebhookDeliveryConfig:
+    defaults = WebhookDeliveryConfig()
+    config = WebhookDeliveryConfig(
+        timeout=r.number("timeout", defaults.timeout, minimum=0.1),
+        first_retry=r.number("first_retry", defaults.first_retry, minimum=0.01),
+        max_interval=r.number("max_interval", defaults.max_interval, minimum=0.01),
+        give_up_after=r.number("give_up_after", defaults.give_up_after, minimum=1),
+        concurrency=int(r.number("concurrency", defaults.concurrency, minimum=1)),
+    )
+    r.done()
+    return config
+
+
+def _heartbeat(r: _Reader) -> HeartbeatConfig:
+    defaults = HeartbeatConfig()
+    interval = r.number("interval", defaults.interval, minimum=0.01)
+    timeout = r.number("timeout", max(defaults.timeout, 3 * interval), minimum=0.01)
+    # One heartbeat late (a busy POP, a slow network) must not make a POP look down.
+    if timeout < 2 * interval:
+        raise r.fail("timeout", f"must be at least twice heartbeat.interval ({interval:g} s), "
+                                "so that one late heartbeat does not mark a POP down")
+    r.done()
+    return HeartbeatConfig(interval=interval, timeout=timeout)
+
+
+def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
+    # A TTL under a minute would fail uploads between two of their own requests.
+    config = UploadExpiryConfig(
+        ttl=r.number("ttl", UploadExpiryConfig.ttl, minimum=60),
+        sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
+                                minimum=1),
+    )
+    r.done()
+    return config
+
+
+def _url_fetch(r: _Reader) -> UrlFetchConfig:
+    config = UrlFetchConfig(
+        allow_private=r.flag("allow_private", False),
+        max_size=r.size("max_size", UrlFetchConfig.max_size),
+        timeout=r.number("timeout", UrlFetchConfig.timeout, minimum=0.1),
+        max_redirects=int(r.number("max_redirects", UrlFetchConfig.max_redirects)),
+    )
+    r.done()
+    return config
+
+
+
+# Browsers cap a preflight's lifetime (Firefox at a day, Chromium at two hours); a larger
+# value would only pretend to save requests.
+_MAX_PREFLIGHT_AGE = 86400
+
+
+def _cors(r: _Reader) -> CorsConfig:
+    value = r.raw("origins", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise r.fail("origins", 'must be a list of origins such as https://app.example.com, '
+                                'or "*"')
+    origins: list[str] = []
+    for index, item in enumerate(value):
+        key = f"origins[{index}]"
+        if item == ANY_ORIGIN:
+            if len(value) != 1:
+                raise r.fail(key, '"*" allows every origin: list it alone')
+            origins.append(ANY_ORIGIN)
+            continue
+        origin = normalize_origin(item) if isinstance(item, str) else None
+        if origin is None:
+            raise r.fail(key, f"must be an origin, scheme://host[:port] with no path "
+                              f"(got {item!r})")
+        if origin in origins:
+            raise r.fail(key, f"{origin} is listed twice")
+        origins.append(origin)
+    max_age = r.raw("max_age", CorsConfig.max_age)
+    if (isinstance(max_age, bool) or not isinstance(max_age, int)
+            or not 0 <= max_age <= _MAX_PREFLIGHT_AGE):
+        raise r.fail("max_age", f"must be whole seconds from 0 to {_MAX_PREFLIGHT_AGE}")
+    r.done()
+    return CorsConfig(origins=tuple(origins), max_age=max_age)

@@ -1,0 +1,86 @@
+"""Handles, object keys and file names: pure functions, no IO.
+
+A handle is a file's public identity (20 URL-safe characters from `secrets`); a key is
+where its bytes live in the bucket. They are independent so that a file can be
+overwritten, moved or re-stored without its link changing.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import unicodedata
+
+from common.protocol.errors import CinError, Code
+from common.protocol.limits import MAX_KEY_BYTES
+
+HANDLE_ALPHABET = string.ascii_letters + string.digits
+HANDLE_LENGTH = 20
+HANDLE_PATTERN = f"[A-Za-z0-9]{{{HANDLE_LENGTH}}}"
+MAX_FILENAME_CHARS = 255
+DEFAULT_FILENAME = "untitled"
+
+_HANDLE_RE = re.compile(f"^{HANDLE_PATTERN}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def new_handle() -> str:
+    return "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(HANDLE_LENGTH))
+
+
+def is_handle(text: str) -> bool:
+    return bool(_HANDLE_RE.match(text))
+
+
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: aiohttp keeps undecodable header bytes as lone surrogates,
+    which nothing downstream (msgpack, SQLite, HTTP headers) can encode."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def clean_filename(name: str | None) -> str:
+    """A client's file name made safe to show and to put in a key.
+
+    Directories are dropped (a browser may send `C:\\Users\\me\\cat.png`), control
+    characters removed, and the name bounded; what is left is only ever used inside a
+    key or a header, never as a file-system path.
+    """
+    if not name:
+        return DEFAULT_FILENAME
+    name = unicodedata.normalize("NFC", valid_text(name))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL_RE.sub("", name).strip()
+    if name in ("", ".", ".."):
+        return DEFAULT_FILENAME
+    return name[:MAX_FILENAME_CHARS]
+
+
+def validate_path(path: str) -> str:
+    """Check a client's `path` parameter; returns it without a leading '/'."""
+    if _CONTROL_RE.search(path):
+        raise CinError(Code.BAD_PATH, "the path contains control characters")
+    stripped = path.lstrip("/")  # "" (from "/") is the bucket's root folder
+    if any(segment in ("..", ".") for segment in stripped.split("/")):
+        raise CinError(Code.BAD_PATH, "the path may not contain '.' or '..' segments")
+    if len(stripped.encode()) > MAX_KEY_BYTES:
+        raise CinError(Code.BAD_PATH, f"the path is longer than {MAX_KEY_BYTES} bytes")
+    return stripped
+
+
+def object_key(path: str | None, filename: str) -> str:
+    """The bucket key for a new file, following Filestack's `path` rules.
+
+    No path: `<random id>_<filename>`. A path ending in '/' is a folder: the same name
+    inside it. Any other path is the key itself.
+    """
+    unique = f"{new_handle()}_{filename}"
+    if path is None:
+        key = unique
+    else:
+        folder_or_key = validate_path(path)
+        is_folder = not folder_or_key or folder_or_key.endswith("/")
+        key = folder_or_key + unique if is_folder else folder_or_key
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise CinError(Code.BAD_PATH, f"the key would be longer than {MAX_KEY_BYTES} bytes")
+    return key

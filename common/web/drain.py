@@ -1,0 +1,69 @@
+"""Graceful shutdown that lets uploads in flight finish.
+
+aiohttp's own shutdown stops reading from every connection at once, which cuts off a
+request whose body is still arriving. So a cin node first stops listening, then waits
+(up to a timeout) for the requests it is serving to end, answering any new request on a
+kept-alive connection with a 503 that tells the client to go elsewhere; only then does
+aiohttp close the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from common.protocol.errors import CinError, Code
+from common.web.http import Handler
+
+
+class Drain:
+    """`always_open`: path prefixes still served while draining (the coordinator keeps
+    answering POPs, whose own last requests depend on it)."""
+
+    def __init__(self, always_open: tuple[str, ...] = ()) -> None:
+        self.always_open = always_open
+        self.active = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._started = asyncio.Event()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.draining and not request.path.startswith(self.always_open):
+            raise CinError(Code.SHUTTING_DOWN)
+        self.active += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def until_draining(self) -> None:
+        """Return once the drain has started: a POP then tells the coordinator at once,
+        rather than let it go on handing out a POP that no longer listens."""
+        await self._started.wait()
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Refuse new requests and wait for the current ones; False if some outlived it."""
+        self.draining = True
+        self._started.set()
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow a cancel
+        # that arrives just as the event is set.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_seconds):
+                await self._idle.wait()
+        return self.active == 0
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+def install(app: web.Application, always_open: tuple[str, ...] = ()) -> None:
+    """Add the drain middleware; it must come after the error middleware."""
+    app[DRAIN] = Drain(always_open)
+    app.middlewares.append(app[DRAIN].middleware)

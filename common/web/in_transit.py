@@ -1,0 +1,53 @@
+"""Who answers a download of an In Transit file: injected into the File API by each app.
+
+While a file is In Transit its bytes are only in the spool of the POP that took them,
+`record.pop` (ARCHITECTURE.md, "One file's life", step 4). `common.web.file_routes` hands such
+a download, once authorized, to the app's `InTransitServer`. The holding POP streams the
+file from its spool (edge/downloads/transit_download.py); every other node, the coordinator
+included, uses `HolderRedirect`: a 302 to the same path and query at the holder, so a link
+works wherever it points. A node that should fetch from the holder and relay the bytes
+instead would set another `InTransitServer` in its place; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from common.config import Config, PopConfig
+from common.protocol.errors import CinError, Code
+from common.protocol.records import FileRecord
+
+
+class InTransitServer(Protocol):
+    async def __call__(self, request: web.Request,
+                       record: FileRecord) -> web.StreamResponse: ...
+
+
+def holder_of(config: Config, record: FileRecord) -> PopConfig:
+    """The POP holding an In Transit file's bytes, as this node's config knows it."""
+    for pop in config.pops:
+        if pop.name == record.pop:
+            return pop
+    raise CinError(Code.IN_TRANSIT_UNAVAILABLE,
+                   f"{record.handle} is held by POP {record.pop!r}, unknown to this node")
+
+
+class HolderRedirect:
+    """`302 Found` to the holding POP. Not 307: filestack-js's Node client follows only 301
+    and 302, and takes a 307 as the download itself (an empty body). Only downloads come
+    here, and a GET or HEAD keeps its method through a 302 in every client (only a POST
+    may turn into a GET). Not cacheable: once the file is Complete, every node serves it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    async def __call__(self, request: web.Request,
+                       record: FileRecord) -> web.StreamResponse:
+        pop = holder_of(self.config, record)
+        # `rel_url` is the path and query as received, still percent-encoded, and never an
+        # authority: a policy and signature in either pass through unchanged.
+        location = pop.public_url.rstrip("/") + str(request.rel_url)
+        return web.Response(status=302, headers={"Location": location,
+                                                 "Cache-Control": "no-store"})

@@ -1,0 +1,30 @@
+"""The Upload API at a POP: `POST /multipart/start`, forwarded to the coordinator.
+
+A start at a POP is checked here (so a bad one costs no round trip) and the POP names
+itself: the client that called it gets it back as `location_url`.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from common.protocol import wire
+from common.protocol.upload_start import start_message, start_reply
+from common.web.http import read_json
+from common.web.request_auth import request_credentials
+from edge.keys import CONFIG, COORDINATOR, POP
+
+
+async def start(request: web.Request) -> web.Response:
+    config, pop = request.app[CONFIG], request.app[POP]
+    fields = await read_json(request)
+    message = start_message(config, fields, request_credentials(request, fields),
+                            pop=pop.name, origin=f"{pop.name}:{secrets.token_hex(12)}")
+    reply = await request.app[COORDINATOR].call(message, wire.UploadReply)
+    return web.json_response(start_reply(config, reply.record, reply.upload))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/multipart/start", start)

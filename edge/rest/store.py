@@ -1,0 +1,194 @@
+"""`POST /api/store/{provider}`: the Filestack REST store, at a POP.
+
+The reply is sent once the object is stored and the coordinator has recorded it: an
+acknowledged store is complete. A raw body that declares its length goes straight to
+a local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`):
+its size is known up front, so the coordinator can name the file before the rest of the
+bytes come, and nothing is written twice. Any other body (a form, a URL to fetch,
+base64, a chunked raw body) is spooled first (bounded by the app's size limit), since
+the file's size is only known at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from aiohttp import web
+
+from common.config import AppConfig, StorageConfig
+from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.locations import find_app, find_location
+from common.protocol.naming import clean_filename, valid_text
+from common.protocol.records import FileRecord, file_url
+from common.protocol.security import Action, authorize
+from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
+from common.protocol.store_params import StoreParams
+from common.storage import StorageError
+from common.web.request_auth import request_credentials
+from edge.jobs import JOBS
+from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.rest.intake import (
+    IncomingFile,
+    exactly,
+    open_incoming,
+    receive,
+    refuse_size,
+    spool_within,
+    take_head,
+)
+from edge.rest.staging import FLUSH_BYTES as SPOOL_BATCH_BYTES
+from edge.rest.staging import SpoolFile
+from edge.rest.streams import stalls_after
+
+log = logging.getLogger("cin.edge.store")
+
+# A body streaming to the bucket that sends nothing for this long is given up: its file
+# is recorded Failed, and the client (if still there) answered 408.
+BODY_IDLE_SECONDS = 60.0
+
+
+async def store(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    app = find_app(config, request.query.get("key") or request.query.get("apikey"))
+    location = find_location(config, app, request.match_info["provider"])
+    params = StoreParams.from_query(request.query, location)
+    creds = request_credentials(request)
+    action = Action.store(path=params.path, container=params.container)
+    grant = authorize(app, creds, action)
+    limit = app.max_upload_size
+
+    incoming = await receive(request, base64=params.base64decode, limit=limit)
+    if incoming.source_url is not None:
+        # Checked again now that the URL is known, before anything is fetched from it.
+        grant = authorize(app, creds, replace(action, url=incoming.source_url))
+        limit = min(limit, config.url_fetch.max_size)
+    async with open_incoming(incoming, request.app[FETCHER],
+                             base64=params.base64decode) as opened:
+        if opened.size is not None and _goes_straight(location, opened.size):
+            refuse_size(opened.size, grant=grant, limit=limit)
+            head, body = await take_head(opened.chunks, SNIFF_BYTES)
+            start = _start_file(request, app, location, params, opened, head=head,
+                                size=opened.size, origin_id=secrets.token_hex(12))
+            # The file is Started while the client sends: a client that stalls must not
+            # keep it so (aiohttp has no idle timeout on a body).
+            body = stalls_after(BODY_IDLE_SECONDS, exactly(opened.size, body))
+            # Shielded, so that a cancelled handler still records how the store ended.
+            record = await request.app[JOBS].shield(_store(request.app, start, body, params))
+            return web.json_response(store_reply(config.coordinator.public_url, record))
+        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
+    try:
+        start = _start_file(request, app, location, params, opened, head=spool.head,
+                            size=spool.size, origin_id=spool.spool_id)
+    except BaseException:
+        await spool.remove()
+        raise
+    # The bucket write must finish even if the client hangs up meanwhile, or the file
+    # would stay Started forever: it runs as a shielded job that owns the spool file.
+    record = await request.app[JOBS].shield(_store_spooled(request.app, start, spool, params))
+    return web.json_response(store_reply(config.coordinator.public_url, record))
+
+
+def _goes_straight(location: StorageConfig, size: int) -> bool:
+    """Whether a body of a known size can go to the bucket as it arrives at no more
+    memory than spooling it: the local-disk driver writes a stream as it comes, but the
+    S3 driver gathers it into parts of several MiB (and sends more than one at a time),
+    which a slow client would keep in memory for as long as it takes; a body under one
+    spool batch is held in memory either way."""
+    return location.driver == "local" or size < SPOOL_BATCH_BYTES
+
+
+def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
+                params: StoreParams, opened: IncomingFile, *, head: bytes, size: int,
+                origin_id: str) -> wire.StartFile:
+    if size == 0:
+        raise CinError(Code.EMPTY_FILE)
+    source_url = valid_text(opened.source_url) if opened.source_url else None
+    given_name = params.filename or opened.filename or _name_from_url(source_url)
+    filename = clean_filename(given_name) if given_name else None
+    mimetype = choose_mimetype(params.mimetype or opened.content_type, head, filename)
+    return wire.StartFile(
+        origin=f"{request.app[POP].name}:{origin_id}",
+        apikey=app.apikey, storage=location.name, provider=location.provider,
+        container=params.container, path=params.path, filename=filename or "",
+        mimetype=mimetype, size=size, pop=request.app[POP].name,
+        access=params.access.value, region=params.region, source_url=source_url,
+        tags=params.tags)
+
+
+async def _store_spooled(app: web.Application, start: wire.StartFile, spool: SpoolFile,
+                         params: StoreParams) -> FileRecord:
+    try:
+        return await _store(app, start, spool.chunks(), params)
+    finally:
+        await spool.remove()
+
+
+async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],
+                 params: StoreParams) -> FileRecord:
+    """Name the file, put its bytes in the bucket, record it stored; a failure on the
+    way is recorded too, so that no file stays Started."""
+    coordinator = app[COORDINATOR]
+    record = await coordinator.file(start)
+    storage = app[STORAGE][record.storage]
+    try:
+        info = await storage.put(record.container, record.key, body,
+                                 content_type=record.mimetype, access=params.access)
+    except BaseException as exc:
+        reason = str(exc) or type(exc).__name__
+        log.warning("storing %s failed: %s", record.handle, reason)
+        with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
+            await asyncio.shield(coordinator.file(
+                wire.FileFailed(handle=record.handle, reason=reason[:200])))
+        if isinstance(exc, StorageError):
+            raise exc.to_cin_error() from exc
+        raise
+    try:
+        return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
+                                                      etag=info.etag))
+    except CinError:
+        # Not recorded as stored, so the client is told it failed: the object must go
+        # too, or it would sit in the bucket with no file pointing at it.
+        await _forget(app, record, info.etag)
+        raise
+
+
+async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:
+    storage = app[STORAGE][record.storage]
+    try:
+        info = await storage.head(record.container, record.key)
+        if info.etag == etag:  # only our own object, never a newer upload's
+            await storage.delete(record.container, record.key)
+    except StorageError as exc:
+        log.error("could not remove unrecorded object %s/%s: %s", record.container,
+                  record.key, exc)
+    try:
+        await app[COORDINATOR].file(wire.FileFailed(handle=record.handle,
+                                                    reason="not recorded as stored"))
+    except CinError as exc:
+        log.warning("could not mark %s failed: %s", record.handle, exc)
+
+
+def _name_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    tail = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return tail or None
+
+
+def store_reply(public_url: str, record: FileRecord) -> dict[str, object]:
+    return {
+        "url": file_url(public_url, record.handle),
+        "handle": record.handle,
+        "size": record.size,
+        "type": record.mimetype,
+        "filename": record.filename,
+        "key": record.key,
+        "container": record.container,
+        "upload_tags": dict(record.tags),
+    }
