@@ -22,6 +22,7 @@ from common.storage._protocol import (
     Storage,
     StorageError,
     StorageErrorKind,
+    SweepsTemporary,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageErrorKind",
+    "SweepsTemporary",
     "open_storage",
 ]
 

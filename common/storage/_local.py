@@ -8,7 +8,9 @@ Layout of one container (a folder under the root):
                                                meta.json and part-00001, part-00002, ...
 
 An object is written into a temp file beside its final name, fsynced, and renamed into
-place, so a reader sees the old object, the new one or none: never a torn one. The data
+place, so a reader sees the old object, the new one or none: never a torn one. A writer
+holds a `flock` on its temp file until it is sealed, so `sweep_temporary` can tell the
+temp file of a writer that died (its lock went with its process) from a slow one. The data
 file and its sidecar are two renames; they happen under an exclusive `flock` on the
 `objects` directory and readers take a shared one, so no reader (in any process) sees new
 bytes with an old sidecar. An object exists only while its sidecar does.
@@ -26,7 +28,9 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -131,6 +135,11 @@ def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
     if make_dirs:
         directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+    # Held until the file is sealed (closed): however long its writer waits between two
+    # writes, no sweep takes the file from under it, and a writer that dies (kill -9)
+    # drops the lock with its process.
+    with contextlib.suppress(OSError):  # a file system without locks: sweeps go by age
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd, Path(name)
 
 
@@ -398,6 +407,59 @@ def _list_uploads(uploads: Path) -> list[tuple[str, str]]:
     return pending
 
 
+def _sweep_temporary(root: Path, before: float) -> int:
+    """Remove the temp files and folders under `root` last changed before `before` (unix
+    time) whose writer is gone; returns how many went."""
+    removed = 0
+    for objects, uploads in _container_folders(root):
+        places = [objects, uploads]
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            places += [uploads / name for name in os.listdir(uploads) if is_upload_id(name)]
+        for place in places:
+            try:
+                names = [name for name in os.listdir(place) if name.startswith(_TEMP_PREFIX)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            removed += sum(_remove_if_abandoned(place / name, before) for name in names)
+    return removed
+
+
+def _container_folders(root: Path) -> list[tuple[Path, Path]]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return [(root / name / "objects", root / name / "uploads") for name in names]
+
+
+def _remove_if_abandoned(path: Path, before: float) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if st.st_mtime >= before:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        # An upload folder being made or thrown away: both take a moment, not `older_than`.
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive, only slow
+        except OSError:
+            pass  # no locks on this file system: its age is all there is to go by
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+    return True
+
+
 # ------------------------------------------------------------------ the driver
 
 
@@ -620,3 +682,8 @@ class LocalDiskStorage:
 
     async def list_multipart_uploads(self, container: str) -> list[tuple[str, str]]:
         return await _io(_list_uploads, self._uploads(container))
+
+    async def sweep_temporary(self, older_than: float) -> int:
+        """The `SweepsTemporary` capability: the temp files of writers that died mid-write
+        (an object, a part, an upload folder), untouched for `older_than` seconds."""
+        return await _io(_sweep_temporary, self._root, time.time() - older_than)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from common.protocol.errors import CinError, Code
 
@@ -158,4 +158,16 @@ class Storage(Protocol):
 
     async def list_multipart_uploads(self, container: str) -> list[tuple[str, str]]:
         """Pending multipart uploads as (key, upload id): what expiry must leave empty."""
+        ...
+
+
+@runtime_checkable
+class SweepsTemporary(Protocol):
+    """An optional capability: a driver that writes temporary files of its own (the local
+    disk) removes those a writer left behind when it died. S3 has none: an interrupted
+    put leaves a pending multipart upload, which expiry aborts."""
+
+    async def sweep_temporary(self, older_than: float) -> int:
+        """Remove the temporary files untouched for `older_than` seconds that no live
+        writer holds; returns how many went."""
         ...
