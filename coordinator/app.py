@@ -27,12 +27,14 @@ from coordinator.keys import (
     SESSION,
     STATE,
     STORAGE,
+    STORE_EXPIRY,
     UPLOADS,
 )
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.sqlite_state import SqliteStateStore
+from coordinator.store_expiry import StoreExpiry
 from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
 
@@ -79,17 +81,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[POPS] = pops
             app[UPLOADS] = UploadRegistry(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
-            worker = asyncio.create_task(sender.run(), name="webhook-outbox")
-            sweeper = asyncio.create_task(expiry.run(), name="upload-expiry")
+            stores = app[STORE_EXPIRY] = StoreExpiry(state, storage, list(config.storage),
+                                                     config.upload_expiry)
+            tasks = [asyncio.create_task(sender.run(), name="webhook-outbox"),
+                     asyncio.create_task(expiry.run(), name="upload-expiry"),
+                     asyncio.create_task(stores.run(), name="store-expiry")]
             try:
                 yield
             finally:
-                worker.cancel()
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
     finally:
         await state.close()
 

@@ -12,6 +12,7 @@ from coordinator.metadata import HashCache
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
+from coordinator.store_expiry import StoreExpiry
 from coordinator.uploads import UploadRegistry
 
 CONFIG = web.AppKey("config", Config)
@@ -22,4 +23,5 @@ HASHES = web.AppKey("hashes", HashCache)
 UPLOADS = web.AppKey("uploads", UploadRegistry)
 POPS = web.AppKey("pops", PopRegistry)
 EXPIRY = web.AppKey("expiry", UploadExpiry)
+STORE_EXPIRY = web.AppKey("store_expiry", StoreExpiry)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

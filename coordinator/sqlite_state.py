@@ -29,14 +29,14 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus, check_transition
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
-from coordinator.state import EventsFor, PendingAbort
+from coordinator.state import EventsFor, PendingAbort, PendingRemoval
 
 T = TypeVar("T")
 
 # Writes in one group commit, at most: bounds how long the first of them waits.
 MAX_GROUP = 256
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -107,6 +107,19 @@ CREATE INDEX IF NOT EXISTS upload_aborts_pending ON upload_aborts (ended)
 -- files that are done. Schema 4 added it and `upload_aborts`; IF NOT EXISTS upgrades a
 -- schema 3 database when it is opened, as for every earlier version.
 CREATE INDEX IF NOT EXISTS files_started ON files (uploaded) WHERE status = 'Started';
+-- REST stores the coordinator failed because they stayed Started past the store TTL
+-- (their POP stopped mid-store), whose leftovers in the bucket are still to be removed.
+-- Written in the transaction that fails the file; a row goes once its removal is done.
+-- Schema 5 added it and `files_key`.
+CREATE TABLE IF NOT EXISTS store_removals (
+    handle TEXT PRIMARY KEY,
+    storage TEXT NOT NULL,
+    container TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ended REAL NOT NULL
+);
+-- The files at a key: before a failed store's leftovers go, whether they are another's.
+CREATE INDEX IF NOT EXISTS files_key ON files (key);
 -- Webhook events waiting to be delivered, written in the transaction of the change they
 -- report. A delivered row is deleted; one that ran out of retries stays, abandoned.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -139,6 +152,17 @@ _EXPIRED_UPLOADS = (
     "uploads.storage_upload_id FROM files JOIN uploads ON uploads.handle = files.handle "
     "WHERE files.status = 'Started' AND files.uploaded < ? AND uploads.created < ? "
     "ORDER BY files.uploaded LIMIT ?")
+
+# A REST store's file is one that no Upload API upload brings (`uploads.handle` is
+# unique, so the NOT EXISTS is one index probe per Started file).
+_EXPIRED_STORES = (
+    "SELECT handle, storage, container, key FROM files "
+    "WHERE status = 'Started' AND uploaded < ? "
+    "AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.handle = files.handle) "
+    "ORDER BY uploaded LIMIT ?")
+_KEY_IN_USE = (
+    "SELECT 1 FROM files WHERE key = ? AND container = ? AND storage = ? AND handle != ? "
+    "AND status != 'Failed' LIMIT 1")
 
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
                  "mimetype", "size", "status", "pop", "uploaded", "access", "region",
@@ -440,6 +464,45 @@ class SqliteStateStore:
     async def abort_done(self, upload_id: str, now: float) -> None:
         await self._write("UPDATE upload_aborts SET aborted = ? "
                           "WHERE upload_id = ? AND aborted IS NULL", (now, upload_id))
+
+    # ------------------------------------------------------------------ store expiry
+
+    async def expire_stores(self, started_before: float, now: float,
+                            limit: int) -> list[PendingRemoval]:
+        def write(db: sqlite3.Connection) -> list[PendingRemoval]:
+            with _transaction(db):
+                rows = db.execute(_EXPIRED_STORES, (started_before, limit)).fetchall()
+                ended = [PendingRemoval(*row) for row in rows]
+                check_transition(FileStatus.STARTED, FileStatus.FAILED)
+                for removal in ended:
+                    db.execute("UPDATE files SET status = ? WHERE handle = ?",
+                               (FileStatus.FAILED.value, removal.handle))
+                    db.execute("INSERT INTO store_removals VALUES (?, ?, ?, ?, ?) "
+                               "ON CONFLICT(handle) DO NOTHING",
+                               (removal.handle, removal.storage, removal.container,
+                                removal.key, now))
+                return ended
+
+        return await self._run_write(write)
+
+    async def pending_removals(self, limit: int) -> list[PendingRemoval]:
+        def read(db: sqlite3.Connection) -> list[PendingRemoval]:
+            rows = db.execute("SELECT handle, storage, container, key FROM store_removals "
+                              "ORDER BY ended LIMIT ?", (limit,)).fetchall()
+            return [PendingRemoval(*row) for row in rows]
+
+        return await self._run(read)
+
+    async def removal_done(self, handle: str) -> None:
+        await self._write("DELETE FROM store_removals WHERE handle = ?", (handle,))
+
+    async def key_in_use(self, storage: str, container: str, key: str, *,
+                         besides: str) -> bool:
+        def read(db: sqlite3.Connection) -> bool:
+            found = db.execute(_KEY_IN_USE, (key, container, storage, besides)).fetchone()
+            return found is not None
+
+        return await self._run(read)
 
     # ------------------------------------------------------------------ webhook outbox
 

@@ -30,6 +30,18 @@ class PendingAbort:
     reason: str
 
 
+@dataclass(frozen=True)
+class PendingRemoval:
+    """What a REST store the coordinator failed (its POP stopped mid-store) may have left
+    in the bucket, still to be removed: the object at its key, or a pending multipart
+    upload of the driver's own put there."""
+
+    handle: str
+    storage: str
+    container: str
+    key: str
+
+
 class StateStore(Protocol):
     async def open(self) -> None: ...
 
@@ -108,6 +120,27 @@ class StateStore(Protocol):
         ...
 
     async def abort_done(self, upload_id: str, now: float) -> None: ...
+
+    # Expiry of interrupted REST stores.
+
+    async def expire_stores(self, started_before: float, now: float,
+                            limit: int) -> list[PendingRemoval]:
+        """Fail up to `limit` REST stores (files no Upload API upload brings) still
+        Started that began before `started_before`, and note what they may have left in
+        the bucket as to be removed, in one transaction."""
+        ...
+
+    async def pending_removals(self, limit: int) -> list[PendingRemoval]:
+        """Failed stores whose leftovers are not known to be removed, oldest first."""
+        ...
+
+    async def removal_done(self, handle: str) -> None: ...
+
+    async def key_in_use(self, storage: str, container: str, key: str, *,
+                         besides: str) -> bool:
+        """Whether a file other than `besides`, and not Failed, has this key: an object
+        there is that file's (a store may name its key with `path`)."""
+        ...
 
     # The webhook outbox.
 

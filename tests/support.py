@@ -44,14 +44,18 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 webhook_delivery: dict[str, Any] | None = None,
                 cors: dict[str, Any] | None = None,
                 heartbeat: dict[str, Any] | None = None,
-                networks: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                networks: dict[str, list[str]] | None = None,
+                upload_expiry: dict[str, Any] | None = None,
+                url_fetch_timeout: float = 5) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
     required security. `webhooks` are URLs both apps post every event to, signed with
     WEBHOOK_SECRET; `webhook_delivery` overrides the outbox worker's timing; `cors` is the
     config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
-    `networks` maps POP names to the client networks sent to them."""
+    `networks` maps POP names to the client networks sent to them; `upload_expiry` is the
+    config's `upload_expiry:` section (its `store_ttl` must be longer than
+    `url_fetch_timeout`)."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -83,7 +87,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                             "storage": ["bucket"], "max_upload_size": max_upload_size,
                             "webhooks": hooks},
         },
-        "url_fetch": {"allow_private": allow_private, "max_size": "64MiB", "timeout": 5},
+        "url_fetch": {"allow_private": allow_private, "max_size": "64MiB",
+                      "timeout": url_fetch_timeout},
     }
     if webhook_delivery is not None:
         data["webhook_delivery"] = webhook_delivery
@@ -91,6 +96,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["cors"] = cors
     if heartbeat is not None:
         data["heartbeat"] = heartbeat
+    if upload_expiry is not None:
+        data["upload_expiry"] = upload_expiry
     for pop in data["pops"]:
         if networks and pop["name"] in networks:
             pop["networks"] = networks[pop["name"]]

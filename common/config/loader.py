@@ -204,6 +204,12 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
     expiry_reader = top.child("upload_expiry", None)
     expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
+    # A store from a URL may fetch for url_fetch.timeout after its file is named: a
+    # shorter store TTL would cut every slow fetch short, whatever its own timeout says.
+    if expiry.store_ttl <= url_fetch.timeout:
+        raise ConfigError(source, "upload_expiry.store_ttl",
+                          f"must be longer than url_fetch.timeout ({url_fetch.timeout:g} s), "
+                          "which a store from a URL may take")
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
@@ -398,6 +404,7 @@ def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
     # A TTL under a minute would fail uploads between two of their own requests.
     config = UploadExpiryConfig(
         ttl=r.number("ttl", UploadExpiryConfig.ttl, minimum=60),
+        store_ttl=r.number("store_ttl", UploadExpiryConfig.store_ttl, minimum=1),
         sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
                                 minimum=1),
     )

@@ -171,14 +171,18 @@ class HeartbeatConfig:
 
 @dataclass(frozen=True)
 class UploadExpiryConfig:
-    """When abandoned Upload API uploads are cleaned up (seconds).
+    """When what an abandoned or interrupted upload left is cleaned up (seconds).
 
-    One setting for the coordinator and every POP: an upload still `Started` this long
-    after its start is failed and its bucket upload aborted; a POP drops the spool of an
-    upload idle this long unless it is In Transit.
+    One setting for the coordinator and every POP: an Upload API upload still `Started`
+    `ttl` after its start is failed and its bucket upload aborted; a POP drops the spool of
+    an upload idle this long unless it is In Transit. A REST store is one request: a POP
+    gives up on one that takes longer than `store_ttl`, so a store still `Started` after
+    that lost its POP mid-store; the coordinator fails it and removes what it left in the
+    bucket, and the temp files of a local-disk bucket untouched for as long.
     """
 
     ttl: float = 24 * 3600.0  # a day: ample for a slow client, and no part lingers long
+    store_ttl: float = 3600.0  # an hour: far more than a store of 5 GiB takes
     sweep_interval: float = 600.0  # how often the coordinator and each POP look
 
 

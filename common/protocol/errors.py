@@ -28,6 +28,8 @@ class Code(Enum):
     BAD_BASE64 = ErrorSpec(400, "the body is not valid base64")
     INCOMPLETE_BODY = ErrorSpec(400, "the body is not as long as its Content-Length")
     BODY_TIMEOUT = ErrorSpec(408, "the request body stopped arriving")
+    STORE_TIMEOUT = ErrorSpec(408, "the store took longer than a store may "
+                                   "(upload_expiry.store_ttl)")
     BAD_PATH = ErrorSpec(400, "the storage path is not allowed")
     UNKNOWN_PROVIDER = ErrorSpec(400, "this storage provider is not configured for the app")
     MALFORMED_MULTIPART = ErrorSpec(400, "the multipart form body is malformed")

@@ -136,15 +136,25 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
     coordinator = app[COORDINATOR]
     record = await coordinator.file(start)
     storage = app[STORAGE][record.storage]
+    # A store still Started after the store TTL is taken for one whose POP died: the
+    # coordinator fails it and removes what it left. So no store may take longer, however
+    # steadily its client trickles.
+    store_ttl = app[CONFIG].upload_expiry.store_ttl
+    deadline = asyncio.timeout(store_ttl)
     try:
-        info = await storage.put(record.container, record.key, body,
-                                 content_type=record.mimetype, access=params.access)
+        async with deadline:
+            info = await storage.put(record.container, record.key, body,
+                                     content_type=record.mimetype, access=params.access)
     except BaseException as exc:
-        reason = str(exc) or type(exc).__name__
+        failure = (CinError(Code.STORE_TIMEOUT, f"{store_ttl:g} s") if deadline.expired()
+                   else exc)
+        reason = str(failure) or type(failure).__name__
         log.warning("storing %s failed: %s", record.handle, reason)
         with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
             await asyncio.shield(coordinator.file(
                 wire.FileFailed(handle=record.handle, reason=reason[:200])))
+        if failure is not exc:
+            raise failure from exc
         if isinstance(exc, StorageError):
             raise exc.to_cin_error() from exc
         raise

@@ -105,6 +105,12 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
          "upload_expiry.sweep_interval", "at least 1"),
         (lambda d: d.update(upload_expiry={"tll": 3600}), "upload_expiry.tll",
          "not a known setting"),
+        (lambda d: d.update(upload_expiry={"store_ttl": 0}), "upload_expiry.store_ttl",
+         "at least 1"),
+        (lambda d: d.update(upload_expiry={"store_ttl": 60}), "upload_expiry.store_ttl",
+         "longer than url_fetch.timeout (60 s)"),
+        (lambda d: d.update(url_fetch={"timeout": 7200}), "upload_expiry.store_ttl",
+         "longer than url_fetch.timeout (7200 s)"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -118,10 +124,18 @@ def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, word
 
 
 def test_upload_expiry_defaults_to_a_day_and_can_be_set() -> None:
-    assert parse(base()).upload_expiry == UploadExpiryConfig(ttl=86400, sweep_interval=600)
+    assert parse(base()).upload_expiry == UploadExpiryConfig(ttl=86400, store_ttl=3600,
+                                                             sweep_interval=600)
     data = base()
     data["upload_expiry"] = {"ttl": 7200}
     assert parse(data).upload_expiry == UploadExpiryConfig(ttl=7200, sweep_interval=600)
+
+
+def test_a_store_ttl_may_be_short_when_url_fetches_are() -> None:
+    data = base()
+    data["url_fetch"] = {"timeout": 1}
+    data["upload_expiry"] = {"store_ttl": 2, "sweep_interval": 1}
+    assert parse(data).upload_expiry == UploadExpiryConfig(store_ttl=2, sweep_interval=1)
 
 
 def test_webhooks_default_to_every_action() -> None:

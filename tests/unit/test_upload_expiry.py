@@ -19,7 +19,7 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry, describe_duration
-from coordinator.sqlite_state import _EXPIRED_UPLOADS, SqliteStateStore
+from coordinator.sqlite_state import _EXPIRED_UPLOADS, SCHEMA_VERSION, SqliteStateStore
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -159,7 +159,7 @@ async def test_a_schema_3_database_gains_the_expiry_tables(tmp_path: Path) -> No
     db = sqlite3.connect(path)
     try:
         assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'"
-                          ).fetchone() == ("4",)
+                          ).fetchone() == (str(SCHEMA_VERSION),)
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'files_started'"
                           ).fetchone() == ("files_started",)
     finally:

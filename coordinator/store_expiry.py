@@ -1,0 +1,147 @@
+"""Expiry of interrupted REST stores at the coordinator, and of the temp files they leave.
+
+A REST store is one request: its POP names the file (Started), puts the bytes in the
+bucket and reports them stored before it answers, and gives up on a store that takes
+longer than `upload_expiry.store_ttl` (recording it Failed). A store still Started after
+that lost its POP mid-store (a kill -9, a crash, a power cut), and downloads and deletes
+of it would answer 409 for good. The sweep fails it and removes what the store may have
+left in the bucket: an object put but never reported, or the pending multipart upload of
+the S3 driver's put. Not when another file has the key now (a store may name its key with
+`path`): whatever is there is that file's.
+
+The order is expiry's (coordinator/expiry.py): the file becomes Failed and the removal is
+written down as owed in one transaction, so a late report of the store can no longer make
+it Complete; then the leftovers go, and only then is the removal recorded as done. A sweep
+may stop anywhere: the next one finishes it.
+
+Last, every location that keeps temp files of its own (a local-disk bucket) drops those
+untouched for the store TTL whose writer died (`SweepsTemporary`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from common.config import UploadExpiryConfig
+from common.storage import Storage, StorageError, StorageErrorKind, SweepsTemporary
+from common.storage.storage_set import StorageSet
+from common.web import periodic
+from coordinator.expiry import BATCH, describe_duration
+from coordinator.state import PendingRemoval, StateStore
+
+log = logging.getLogger("cin.coordinator.store_expiry")
+
+
+@dataclass(frozen=True)
+class StoreSweepResult:
+    expired: tuple[str, ...]  # handles of the stores failed by this sweep
+    removed: tuple[str, ...]  # handles whose leftovers are now known to be gone
+    owed: int  # removals left for a later sweep (the bucket refused or was unreachable)
+    temporary: int  # temp files of dead writers removed
+
+
+class StoreExpiry:
+    def __init__(self, state: StateStore, storage: StorageSet, locations: Sequence[str],
+                 settings: UploadExpiryConfig, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.storage = storage
+        self.locations = tuple(locations)  # the names of every configured storage location
+        self.settings = settings
+        self.clock = clock
+        self._sweeping = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Sweep every `sweep_interval` seconds until cancelled."""
+        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+                             what="store expiry sweep")
+
+    async def sweep_once(self, now: float | None = None) -> StoreSweepResult:
+        """Fail the stores interrupted as of `now` (default: the clock), remove every
+        leftover still owed, then the temp files of writers that died."""
+        async with self._sweeping:
+            now = self.clock() if now is None else now
+            expired = await self._expire(now)
+            removed, owed = await self._remove_owed()
+            temporary = await self._sweep_temporary()
+        return StoreSweepResult(tuple(expired), tuple(removed), owed, temporary)
+
+    async def _expire(self, now: float) -> list[str]:
+        expired: list[str] = []
+        while True:
+            batch = await self.state.expire_stores(now - self.settings.store_ttl, now, BATCH)
+            for ended in batch:
+                log.warning("store of %s failed: still Started after %s, its POP stopped "
+                            "mid-store", ended.handle,
+                            describe_duration(self.settings.store_ttl))
+            expired.extend(ended.handle for ended in batch)
+            if len(batch) < BATCH:
+                return expired
+
+    async def _remove_owed(self) -> tuple[list[str], int]:
+        removed: list[str] = []
+        while True:
+            owed = await self.state.pending_removals(BATCH)
+            done = [removal for removal in owed if await self._remove(removal)]
+            for removal in done:
+                await self.state.removal_done(removal.handle)
+            removed.extend(removal.handle for removal in done)
+            if len(owed) < BATCH or len(done) < len(owed):
+                return removed, len(owed) - len(done)
+
+    async def _remove(self, removal: PendingRemoval) -> bool:
+        """Remove one failed store's leftovers; True when nothing of it is left."""
+        try:
+            storage = self.storage[removal.storage]
+        except KeyError:
+            log.error("store of %s: storage %r is no longer configured; what it left at %s "
+                      "cannot be removed", removal.handle, removal.storage, removal.key)
+            return False
+        if await self.state.key_in_use(removal.storage, removal.container, removal.key,
+                                       besides=removal.handle):
+            log.info("store of %s: %s/%s is another file's now; left as it is",
+                     removal.handle, removal.container, removal.key)
+            return True
+        try:
+            await storage.delete(removal.container, removal.key)
+            await _abort_uploads_at(storage, removal.container, removal.key)
+        except StorageError as exc:
+            log.warning("store of %s: its leftovers were not removed (%s); retried at the "
+                        "next sweep", removal.handle, exc)
+            return False
+        log.info("store of %s: what it left at %s/%s is removed", removal.handle,
+                 removal.container, removal.key)
+        return True
+
+    async def _sweep_temporary(self) -> int:
+        removed = 0
+        for name in self.locations:
+            storage = self.storage[name]
+            if not isinstance(storage, SweepsTemporary):
+                continue
+            try:
+                count = await storage.sweep_temporary(self.settings.store_ttl)
+            except StorageError as exc:
+                log.warning("temp files of storage %r not swept: %s", name, exc)
+                continue
+            if count:
+                log.info("storage %r: %d temp files of interrupted writes removed", name,
+                         count)
+            removed += count
+        return removed
+
+
+async def _abort_uploads_at(storage: Storage, container: str, key: str) -> None:
+    """Abort the pending multipart uploads at `key`: what the S3 driver's put of a large
+    body leaves when its process dies between two parts."""
+    for pending_key, upload_id in await storage.list_multipart_uploads(container):
+        if pending_key != key:
+            continue
+        try:
+            await storage.abort_multipart(container, key, upload_id)
+        except StorageError as exc:
+            if exc.kind is not StorageErrorKind.NO_SUCH_UPLOAD:  # else gone meanwhile
+                raise
