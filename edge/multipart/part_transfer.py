@@ -9,8 +9,11 @@ as one PutObject after complete.
 Sends are bounded, and retried with capped backoff for as long as the bucket fails and
 the upload exists: the POP acknowledged these bytes, so it does not give up on them.
 Each stored part is reported to the coordinator until the report is acknowledged. When
-the coordinator answers that the file is Complete, the POP frees its spool. Transfers
-still running at shutdown are cancelled; the spool keeps their bytes.
+the coordinator answers that the file is Complete, or Failed (it expired, or was refused),
+the POP frees its spool at once: a full spool turns stores away. So it does when the
+bucket upload turns out to be gone or a report is refused, once the coordinator says the
+upload has ended. Transfers still running at shutdown are cancelled; the spool keeps
+their bytes.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ MAX_RETRY = 60.0
 _FINAL = frozenset({StorageErrorKind.NO_SUCH_UPLOAD, StorageErrorKind.BAD_KEY,
                     StorageErrorKind.INVALID_PART})
 _WHOLE_FILE = 0  # the transfer key of a one-put upload: it has no part numbers
+# An upload whose file is in one of these needs nothing of what its POP holds.
+_ENDED = frozenset({FileStatus.COMPLETE, FileStatus.FAILED})
 
 _Attempt = Callable[[], Awaitable[str]]
 
@@ -110,7 +115,7 @@ class PartTransfer:
                     continue
                 raise
             record, upload = reply.record, reply.upload
-            if record.status in (FileStatus.COMPLETE, FileStatus.FAILED):
+            if record.status in _ENDED:
                 await self.spool.remove_upload(upload.upload_id)
                 continue
             stored = {p.number: p.size for p in reply.parts if p.state == "stored"}
@@ -175,6 +180,7 @@ class PartTransfer:
                                         upload.storage_upload_id, part.part,
                                         self.spool.read_part(part), part.size))
         if etag is None:
+            await self._free_if_ended(upload)  # completed, or aborted as it expired
             return
         self._stored[(upload.upload_id, part.part)] = part.size
         await self._report(record, upload, wire.PartStored(
@@ -191,10 +197,12 @@ class PartTransfer:
             return info.etag
 
         etag = await self._until_stored(record, "the file", put)
-        if etag is not None:
-            size = sum(part.size for part in parts)
-            await self._report(record, upload,
-                               wire.FileStored(handle=record.handle, size=size, etag=etag))
+        if etag is None:
+            await self._free_if_ended(upload)
+            return
+        size = sum(part.size for part in parts)
+        await self._report(record, upload,
+                           wire.FileStored(handle=record.handle, size=size, etag=etag))
 
     async def _concatenated(self, parts: Sequence[FinishedPart]) -> AsyncIterator[bytes]:
         for part in sorted(parts, key=lambda p: p.part):
@@ -222,7 +230,8 @@ class PartTransfer:
 
     async def _report(self, record: FileRecord, upload: UploadRecord,
                       msg: wire.Message) -> None:
-        """Tell the coordinator, until it has heard; free the spool once it is Complete."""
+        """Tell the coordinator, until it has heard; free the spool once the file is
+        Complete or Failed."""
         for delay in backoff():
             try:
                 updated = await self.coordinator.file(msg)
@@ -230,16 +239,32 @@ class PartTransfer:
             except CinError as exc:
                 if exc.code is not Code.COORDINATOR_UNAVAILABLE:
                     log.error("%s of %s refused: %s", msg.TYPE, record.handle, exc)
+                    await self._free_if_ended(upload)
                     return
                 log.warning("coordinator unreachable; %s of %s again in %.0fs", msg.TYPE,
                             record.handle, delay)
                 await asyncio.sleep(delay)
-        if updated.status is FileStatus.COMPLETE:
+        if updated.status in _ENDED:
             await self.complete(updated, upload)
 
     async def complete(self, record: FileRecord, upload: UploadRecord) -> None:
-        """The file is in the bucket: free what this POP holds of it."""
+        """The file is in the bucket (or Failed): free what this POP holds of it."""
         await self.spool.remove_upload(upload.upload_id)
         for key in [key for key in self._stored if key[0] == upload.upload_id]:
             del self._stored[key]
-        log.info("%s complete; spool freed", record.handle)
+        log.info("%s %s; spool freed", record.handle, record.status.value)
+
+    async def _free_if_ended(self, upload: UploadRecord) -> None:
+        """Free the spool of an upload the coordinator says has ended, or does not know.
+        Without its word the spool stays: the POP's spool sweep asks again later."""
+        try:
+            reply = await self.coordinator.call(wire.LookupUpload(upload_id=upload.upload_id),
+                                                wire.UploadReply)
+        except CinError as exc:
+            if exc.code is Code.FILE_NOT_FOUND:
+                await self.spool.remove_upload(upload.upload_id)
+                log.info("upload %s is unknown to the coordinator; spool freed",
+                         upload.upload_id)
+            return
+        if reply.record.status in _ENDED:
+            await self.complete(reply.record, upload)

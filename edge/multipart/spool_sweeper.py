@@ -1,18 +1,19 @@
-"""A POP's sweep of its part spool: the bytes of abandoned uploads are deleted.
+"""A POP's sweep of its part spool: the bytes nothing needs any more are deleted.
 
-An upload idle in the spool for longer than the expiry TTL is asked about at the
-coordinator, which alone knows what became of it. Its bytes go when nothing can need them
-any more: the file is Complete (it is in the bucket), Failed (it expired, or was refused),
-unknown to the coordinator, or still Started after a whole TTL of silence (the
-coordinator fails it: its start is older still). An In Transit upload is kept however long
-it idles: every byte of it was acknowledged to the client, and this POP is what will
-bring them to the bucket.
+Every upload in the spool is asked about at the coordinator, which alone knows what became
+of it. Its bytes go at once when the file is Complete (it is in the bucket, perhaps sent
+there by another POP) or Failed (it expired, or was refused): a spool kept for them would
+only fill the disk. They go too when the upload is unknown to the coordinator, or still
+Started, once it has been idle for the expiry TTL (the coordinator fails it: its start is
+older still). An In Transit upload is kept however long it idles: every byte of it was
+acknowledged to the client, and this POP is what will bring them to the bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -27,10 +28,12 @@ from edge.multipart.part_spool import PartSpool
 log = logging.getLogger("cin.edge.spool_sweeper")
 
 
-def may_remove(status: FileStatus | None) -> bool:
-    """Whether the spool of an upload idle past the TTL may go, given its status at the
-    coordinator (None: the coordinator does not know it)."""
-    return status is not FileStatus.IN_TRANSIT
+def may_remove(status: FileStatus | None, *, idle: bool) -> bool:
+    """Whether the spool of an upload may go, given its status at the coordinator (None:
+    the coordinator does not know it) and whether it has been idle past the TTL."""
+    if status in (FileStatus.COMPLETE, FileStatus.FAILED):
+        return True
+    return idle and status is not FileStatus.IN_TRANSIT
 
 
 class SpoolSweeper:
@@ -48,28 +51,32 @@ class SpoolSweeper:
                              what="spool sweep")
 
     async def sweep_once(self, now: float | None = None) -> list[str]:
-        """Remove the spool of every upload idle past the TTL at `now` (default: the clock)
-        that nothing needs; returns their upload ids. Disk work runs in threads."""
+        """Remove the spool of every upload nothing needs, as of `now` (default: the
+        clock); returns their upload ids. Disk work runs in threads."""
         async with self._sweeping:
             now = self.clock() if now is None else now
+            idle = set(await self.spool.uploads_older_than(self.settings.ttl, now=now))
+            # Idle for no time at all before the end of time: every spooled upload.
+            spooled = await self.spool.uploads_older_than(0.0, now=math.inf)
             removed: list[str] = []
-            for upload_id in await self.spool.uploads_older_than(self.settings.ttl, now=now):
+            for upload_id in spooled:
                 try:
                     status = await self._status(upload_id)
                 except CinError as exc:
                     # Without the coordinator's word nothing is removed; the next sweep asks.
                     log.warning("spool sweep stopped: %s", exc)
                     break
-                if not may_remove(status):
+                if not may_remove(status, idle=upload_id in idle):
                     continue
                 try:
                     await self.spool.remove_upload(upload_id)
                 except OSError as exc:  # a chunk written while it was being removed
                     log.warning("spool of upload %s not removed yet: %s", upload_id, exc)
                     continue
-                log.info("spool of upload %s removed: %s, idle for over %.0fs", upload_id,
+                log.info("spool of upload %s removed: %s%s", upload_id,
                          status.value if status else "unknown to the coordinator",
-                         self.settings.ttl)
+                         f", idle for over {self.settings.ttl:.0f}s"
+                         if upload_id in idle else "")
                 removed.append(upload_id)
             return removed
 

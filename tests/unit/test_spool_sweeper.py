@@ -1,4 +1,4 @@
-"""A POP's spool sweep: which idle uploads lose their bytes, asked of a fake coordinator."""
+"""A POP's spool sweep: which uploads lose their bytes, asked of a fake coordinator."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ DAY = 86400.0
 SETTINGS = UploadExpiryConfig(ttl=DAY, sweep_interval=600)
 STATUSES = {"complete-upload": FileStatus.COMPLETE, "failed-upload": FileStatus.FAILED,
             "started-upload": FileStatus.STARTED, "transit-upload": FileStatus.IN_TRANSIT,
-            "fresh-upload": FileStatus.STARTED}  # "unknown-upload": the coordinator has none
+            "fresh-upload": FileStatus.STARTED, "fresh-complete": FileStatus.COMPLETE,
+            "fresh-failed": FileStatus.FAILED}  # "unknown-upload": the coordinator has none
+FRESH = {"fresh-upload", "fresh-complete", "fresh-failed"}
 
 
 class FakeCoordinator:
@@ -55,14 +57,14 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def spool(tmp_path: Path) -> PartSpool:
-    """One spooled upload per status, each with a part; all but `fresh-upload` idle for
+    """One spooled upload per status, each with a part; all but the fresh ones idle for
     two days."""
     made = PartSpool(tmp_path / "spool")
     await made.prepare()
     for upload_id in [*STATUSES, "unknown-upload"]:
         await made.open_upload(upload_id, {})
         await made.write_chunk(upload_id, 1, 0, chunks(b"data"), 4)
-        if upload_id != "fresh-upload":
+        if upload_id not in FRESH:
             directory = made.uploads / upload_id
             for path in [*directory.iterdir(), directory]:
                 old = path.stat().st_mtime - 2 * DAY
@@ -78,23 +80,27 @@ def spooled(spool: PartSpool) -> set[str]:
     return {path.name for path in spool.uploads.iterdir()}
 
 
-@pytest.mark.parametrize(("status", "removed"), [
-    (FileStatus.COMPLETE, True), (FileStatus.FAILED, True), (None, True),
-    (FileStatus.STARTED, True),  # idle past the TTL: the coordinator fails it
-    (FileStatus.IN_TRANSIT, False),  # acknowledged bytes, on their way to the bucket
+@pytest.mark.parametrize(("status", "idle", "removed"), [
+    # Ended: at once, idle or not.
+    (FileStatus.COMPLETE, False, True), (FileStatus.FAILED, False, True),
+    (FileStatus.COMPLETE, True, True), (FileStatus.FAILED, True, True),
+    # Unknown, or Started for a whole TTL of silence (the coordinator fails it).
+    (None, True, True), (FileStatus.STARTED, True, True),
+    (None, False, False), (FileStatus.STARTED, False, False),
+    # Acknowledged bytes, on their way to the bucket.
+    (FileStatus.IN_TRANSIT, True, False), (FileStatus.IN_TRANSIT, False, False),
 ])
-def test_only_in_transit_uploads_keep_their_spool(status: FileStatus | None,
-                                                   removed: bool) -> None:
-    assert may_remove(status) is removed
+def test_ended_uploads_go_at_once_and_in_transit_ones_never(
+        status: FileStatus | None, idle: bool, removed: bool) -> None:
+    assert may_remove(status, idle=idle) is removed
 
 
-async def test_a_sweep_removes_idle_uploads_nothing_needs(spool: PartSpool) -> None:
+async def test_a_sweep_removes_the_uploads_nothing_needs(spool: PartSpool) -> None:
     coordinator = FakeCoordinator()
     removed = await sweeper(spool, coordinator).sweep_once()
     assert set(removed) == {"complete-upload", "failed-upload", "started-upload",
-                            "unknown-upload"}
+                            "unknown-upload", "fresh-complete", "fresh-failed"}
     assert spooled(spool) == {"transit-upload", "fresh-upload"}
-    assert "fresh-upload" not in coordinator.asked  # not idle: not even asked about
     # The In Transit upload's bytes are whole, ready for its transfer.
     finished = await spool.finish_part("transit-upload", 1)
     assert finished.size == 4
@@ -116,7 +122,7 @@ async def test_nothing_is_removed_without_the_coordinator(spool: PartSpool) -> N
     coordinator = FakeCoordinator()
     coordinator.down = True
     assert await sweeper(spool, coordinator).sweep_once() == []
-    assert len(spooled(spool)) == 6
+    assert len(spooled(spool)) == 8
     assert len(coordinator.asked) == 1  # it stops at the first failure, for the next sweep
 
 
@@ -137,6 +143,6 @@ async def test_a_sweep_does_its_disk_work_off_the_event_loop(
         monkeypatch.setattr(os, name, watched)
     removed = await sweeper(spool, FakeCoordinator()).sweep_once()
     monkeypatch.undo()
-    assert len(removed) == 4
+    assert len(removed) == 6
     assert seen >= {"stat", "unlink", "rmdir"}
     assert on_loop == []

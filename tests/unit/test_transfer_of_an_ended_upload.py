@@ -1,4 +1,5 @@
-"""A part on its way to a bucket upload that is gone (expired and aborted) stops at once.
+"""A part on its way to a bucket upload that is gone (expired and aborted) stops at once,
+and the upload's spool goes as soon as the coordinator says the upload has ended.
 
 Driven through PartTransfer's public calls only, with every backoff sleep cut to nothing,
 so a transfer that kept retrying shows as more attempts instead of minutes of waiting.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from common.protocol import wire
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
@@ -22,7 +25,7 @@ from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 
 UPLOAD_ID = "upload-0123456789"
-TURNS = 200  # event loop turns to give the transfer: ample for a few zero-second retries
+TURNS = 200  # moments to give the transfer: ample for a few zero-second retries
 
 
 class Bucket:
@@ -35,13 +38,29 @@ class Bucket:
         raise StorageError(self.kind, "refused")
 
 
+RECORD = FileRecord(handle="h" * 20, apikey="KEY", storage="bucket", provider="s3",
+                    container="c", key="k", filename="f", mimetype="t/p", size=4,
+                    status=FileStatus.STARTED, pop="us-east-1", uploaded=1.0)
+UPLOAD = UploadRecord(upload_id=UPLOAD_ID, handle="h" * 20, storage_upload_id="s3-id",
+                      pop="us-east-1", fii=False, created=1.0)
+
+
 class Coordinator:
+    """The upload expired while its part was on its way."""
+
     def __init__(self) -> None:
         self.told: list[Any] = []
+        self.asked: list[Any] = []
 
     async def file(self, msg: Any) -> FileRecord:
         self.told.append(msg)
         raise AssertionError("a part that was not stored is never reported")
+
+    async def call(self, msg: Any, expect: type[Any]) -> wire.UploadReply:
+        assert isinstance(msg, wire.LookupUpload) and expect is wire.UploadReply
+        self.asked.append(msg.upload_id)
+        return wire.UploadReply(record=replace(RECORD, status=FileStatus.FAILED),
+                                upload=UPLOAD)
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -64,11 +83,7 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
     await spool.open_upload(UPLOAD_ID, {})
     await spool.write_chunk(UPLOAD_ID, 1, 0, chunks(b"data"), 4)
     finished = await spool.finish_part(UPLOAD_ID, 1)
-    record = FileRecord(handle="h" * 20, apikey="KEY", storage="bucket", provider="s3",
-                        container="c", key="k", filename="f", mimetype="t/p", size=4,
-                        status=FileStatus.STARTED, pop="us-east-1", uploaded=1.0)
-    upload = UploadRecord(upload_id=UPLOAD_ID, handle="h" * 20, storage_upload_id="s3-id",
-                          pop="us-east-1", fii=False, created=1.0)
+    record, upload = RECORD, UPLOAD
     bucket, coordinator = Bucket(kind), Coordinator()
     transfer = PartTransfer(spool, cast(StorageSet, {"bucket": bucket}),
                             cast(CoordinatorClient, coordinator), "us-east-1")
@@ -85,13 +100,16 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
     for _ in range(TURNS):
         if not others():
             break
-        await real_sleep(0)
+        await real_sleep(0.001)  # a moment, for the spool's work in threads
     still_running = bool(others())
     await transfer.close()
     monkeypatch.undo()
 
     if gives_up:
         assert (bucket.attempts, slept, still_running) == (1, [], False)
+        assert coordinator.asked == [UPLOAD_ID]
+        assert await spool.upload_meta(UPLOAD_ID) is None  # its spool is freed
     else:
         assert bucket.attempts > 2 and slept
+        assert await spool.upload_meta(UPLOAD_ID) is not None
     assert coordinator.told == []
