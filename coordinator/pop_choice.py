@@ -9,7 +9,8 @@ Pure: the POP registry gathers each POP's health and load, and these functions d
 3. Else the one of those with the least load; ties go to the POP configured first.
 4. None may be handed out: no POP (the caller answers 503 `pop_unavailable`).
 
-Which POPs may be handed out: those heard from within the heartbeat timeout. A POP the
+Which POPs may be handed out: those heard from within the heartbeat timeout, and not
+draining or full (short of disk space: it would refuse the bytes). A POP the
 coordinator has not heard from since it started is not known to be bad, only not yet
 known: such POPs are handed out only while no POP has been heard from at all, that is in
 the first heartbeat interval after the coordinator starts, so a restarted coordinator keeps
@@ -34,17 +35,20 @@ class Health(Enum):
     PENDING = "pending"  # not heard from since the coordinator started, a timeout ago at most
     DOWN = "down"  # heard from no more for the timeout, or never while a whole timeout passed
     DRAINING = "draining"  # said it is shutting down
+    FULL = "full"  # said its disk is too full to take bytes
 
 
 def health(*, last_heard: float | None, draining: bool, started: float, now: float,
-           timeout: float) -> Health:
+           timeout: float, full: bool = False) -> Health:
     """A POP's health at `now`, from when it was last heard (None: never since the
-    coordinator `started`) and whether it said it is draining."""
+    coordinator `started`) and whether it said it is draining, or full."""
     if last_heard is None:
         return Health.PENDING if now - started < timeout else Health.DOWN
     if now - last_heard >= timeout:
         return Health.DOWN
-    return Health.DRAINING if draining else Health.UP
+    if draining:
+        return Health.DRAINING
+    return Health.FULL if full else Health.UP
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """What the coordinator knows of its POPs: their heartbeats, and so their health and load.
 
 A POP registers with its first heartbeat and repeats it every `heartbeat.interval`; one it
-has not heard from for `heartbeat.timeout` is down, and one that said it is draining is not
-handed out either (see `coordinator.pop_choice`).
+has not heard from for `heartbeat.timeout` is down, and one that said it is draining, or
+that its disk is full, is not handed out either (see `coordinator.pop_choice`).
 
 The registry is in memory only. Heartbeats are frequent and each one carries the POP's
 whole state, so a restarted coordinator relearns every live POP within one interval;
@@ -34,6 +34,7 @@ class _Heard:
     load: PopLoad
     draining: bool
     at: float  # the coordinator's monotonic clock: POP clocks play no part
+    disk_full: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class PopRegistry:
         now = self._clock()
         before = self._heard.get(beat.pop)
         load = PopLoad(beat.requests, beat.transfers, beat.backlog_bytes)
-        self._heard[beat.pop] = _Heard(beat.instance, load, beat.draining, now)
+        self._heard[beat.pop] = _Heard(beat.instance, load, beat.draining, now,
+                                       beat.disk_full)
         self._assigned[beat.pop] = 0  # the POP's own counts take over from here
         if before is None or before.instance != beat.instance:
             log.info("POP %s registered (instance %s)", beat.pop, beat.instance)
@@ -95,6 +97,10 @@ class PopRegistry:
                      now - before.at)
         if beat.draining and (before is None or not before.draining):
             log.info("POP %s is draining: no new uploads go to it", beat.pop)
+        if beat.disk_full and (before is None or not before.disk_full):
+            log.warning("POP %s says its disk is full: no new uploads go to it", beat.pop)
+        elif before is not None and before.disk_full and not beat.disk_full:
+            log.info("POP %s has disk space again", beat.pop)
 
     def status(self) -> list[PopStatus]:
         """Every configured POP, in configuration order."""
@@ -106,6 +112,7 @@ class PopRegistry:
                 pop=pop,
                 health=health(last_heard=heard.at if heard else None,
                               draining=heard.draining if heard else False,
+                              full=heard.disk_full if heard else False,
                               started=self._started, now=now, timeout=self.heartbeat.timeout),
                 load=heard.load if heard else None,
                 assigned=self._assigned.get(pop.name, 0),
@@ -146,3 +153,5 @@ def _check(beat: PopHeartbeat, names: set[str]) -> None:
         raise CinError(Code.BAD_MESSAGE, "a heartbeat's load is counts of zero or more")
     if not isinstance(beat.draining, bool):
         raise CinError(Code.BAD_MESSAGE, "draining is true or false")
+    if not isinstance(beat.disk_full, bool):
+        raise CinError(Code.BAD_MESSAGE, "disk_full is true or false")

@@ -14,6 +14,7 @@ from common.web import cors, drain, file_routes
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
+from edge.disk_space import DISK_SPACE, DiskSpace, disk_full_middleware
 from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
 from edge.jobs import jobs_ctx
@@ -28,8 +29,7 @@ from edge.keys import (
     SWEEPER,
     TRANSFER,
 )
-from edge.multipart import part_routes
-from edge.multipart import start_routes
+from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
@@ -86,12 +86,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=[error_middleware, disk_full_middleware],
+                          client_max_size=CLIENT_MAX_SIZE)
     drain.install(app)
     cors.install(app, config.cors)
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[POP] = pop
+    app[DISK_SPACE] = DiskSpace.of(config, pop)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
     # Last: the POP registers once everything it serves with is open, and its leave goes

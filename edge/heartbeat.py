@@ -1,7 +1,8 @@
 """A POP's heartbeat: registers it with the coordinator and keeps telling it how busy it is.
 
 The first heartbeat goes out as soon as the POP's resources are open, then one every
-`heartbeat.interval`. When the POP starts draining for shutdown it says so at once, and
+`heartbeat.interval`, each saying whether the POP has room to take bytes
+(edge/disk_space.py). When the POP starts draining for shutdown it says so at once, and
 goes on saying so (a coordinator restarted meanwhile learns it too); the last one, as the
 POP stops, says it is leaving. A coordinator that cannot be reached misses heartbeats and
 nothing else: the POP serves on, and the next heartbeat tries again.
@@ -23,6 +24,7 @@ from common.protocol.errors import CinError
 from common.protocol.pop_load import PopLoad
 from common.web.drain import DRAIN, Drain
 from edge.coordinator_client import CoordinatorClient
+from edge.disk_space import DISK_SPACE, DiskSpace
 from edge.keys import CONFIG, COORDINATOR, POP, TRANSFER
 
 log = logging.getLogger("cin.edge.heartbeat")
@@ -33,11 +35,13 @@ LEAVE_TIMEOUT = 2.0
 
 class Heartbeat:
     def __init__(self, pop: str, coordinator: CoordinatorClient, drain: Drain,
-                 measure: Callable[[], PopLoad], *, interval: float, timeout: float) -> None:
+                 measure: Callable[[], PopLoad], space: DiskSpace, *, interval: float,
+                 timeout: float) -> None:
         self.pop = pop
         self.coordinator = coordinator
         self.drain = drain
         self.measure = measure
+        self.space = space
         self.interval = interval
         self.timeout = timeout  # a reply later than this is no use: the POP counts as down
         self.instance = secrets.token_hex(8)
@@ -60,9 +64,12 @@ class Heartbeat:
     async def beat(self, *, draining: bool, wait_seconds: float | None = None) -> bool:
         """Send one heartbeat now; True if the coordinator took it."""
         load = self.measure()
+        # Looked at before every beat: a full POP learns it has space again by itself.
+        disk_full = await self.space.check()
         message = wire.PopHeartbeat(pop=self.pop, instance=self.instance,
                                     requests=load.requests, transfers=load.transfers,
-                                    backlog_bytes=load.backlog_bytes, draining=draining)
+                                    backlog_bytes=load.backlog_bytes, draining=draining,
+                                    disk_full=disk_full)
         try:
             await self.coordinator.call(
                 message, wire.Ack, retry=False,
@@ -109,7 +116,8 @@ async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
     goes out first at shutdown, while the POP's connection to the coordinator is open."""
     config = app[CONFIG]
     heartbeat = Heartbeat(app[POP].name, app[COORDINATOR], app[DRAIN],
-                          lambda: measure_load(app), interval=config.heartbeat.interval,
+                          lambda: measure_load(app), app[DISK_SPACE],
+                          interval=config.heartbeat.interval,
                           timeout=config.heartbeat.timeout)
     app[HEARTBEAT] = heartbeat
     heartbeat.start()

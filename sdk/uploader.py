@@ -130,6 +130,11 @@ class UploadResult:
                 "pops": list(self.pops), "chunk_failures": self.chunk_failures}
 
 
+# A POP that answers these will not take this upload's bytes however often it is asked:
+# it is shutting down, or its disk is full.
+_POP_CANNOT_TAKE_BYTES = frozenset({"shutting_down", "insufficient_storage"})
+
+
 class _PopFailed(Exception):
     """The POP in use failed: the upload moves to the next."""
 
@@ -479,14 +484,14 @@ class _Run:
         self.sizer.failed(timeout=timeout)
 
     def _check_pop(self, error: CinClientError) -> None:
-        """Raise what `error` means when a retry would not help: the POP is gone (move
-        on), or cin refused the request (give up)."""
+        """Raise what `error` means when a retry would not help: the POP is gone or
+        cannot take the bytes (move on), or cin refused the request (give up)."""
         if isinstance(error, ConnectionFailed):
             if error.connect:
                 raise _PopFailed(error)
             return
         if isinstance(error, ApiError):
-            if error.code == "shutting_down":
+            if error.code in _POP_CANNOT_TAKE_BYTES:
                 raise _PopFailed(error)
             if not error.retryable:
                 raise error

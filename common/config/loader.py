@@ -18,6 +18,7 @@ import yaml
 
 from common.config.schema import (
     ANY_ORIGIN,
+    MIN_FREE_SPACE,
     WEBHOOK_ACTIONS,
     AppConfig,
     Config,
@@ -257,9 +258,16 @@ def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:
             spool_dir=r.path("spool_dir", base),
             tls=tls,
             networks=_networks(r, pops),
+            min_free_space=_floor(r, "min_free_space", MIN_FREE_SPACE),
         ))
         r.done()
     return tuple(pops)
+
+
+def _floor(r: _Reader, name: str, default: int) -> int:
+    """A size that may also be 0 (no floor)."""
+    value = r.raw(name, default)
+    return 0 if type(value) is int and value == 0 else r.size(name, default)
 
 
 def _networks(r: _Reader, earlier: list[PopConfig]) -> tuple[IpNetwork, ...]:

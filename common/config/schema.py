@@ -195,6 +195,10 @@ class CoordinatorConfig:
     sqlite_synchronous: Literal["full", "normal"] = "full"
 
 
+# Below this much free space on its spool (or a local-disk bucket) a POP says it is full.
+MIN_FREE_SPACE = 256 * 1024**2
+
+
 @dataclass(frozen=True)
 class PopConfig:
     name: str
@@ -206,6 +210,8 @@ class PopConfig:
     # Clients in these networks are sent to this POP when they do not pick one themselves
     # (the most specific network wins, and only while the POP is healthy).
     networks: tuple[IpNetwork, ...] = ()
+    # Bytes that must stay free on each file system the POP writes to; 0: no floor.
+    min_free_space: int = MIN_FREE_SPACE
 
 
 @dataclass(frozen=True)

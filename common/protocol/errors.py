@@ -9,6 +9,7 @@ decided.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import Enum
 
@@ -69,6 +70,8 @@ class Code(Enum):
     IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
                                             "cannot serve it now; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
+    INSUFFICIENT_STORAGE = ErrorSpec(507, "this node's disk is full; retry later, or use "
+                                          "another POP")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")
 
@@ -90,6 +93,11 @@ class Code(Enum):
             return cls[text.upper()]
         except KeyError:
             return cls.INTERNAL
+
+
+# What the OS answers a write to a full disk (ENOSPC) or to a user past its quota
+# (EDQUOT): both are INSUFFICIENT_STORAGE, never a 500.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class CinError(Exception):

@@ -161,7 +161,9 @@ class DeleteFile(Message):
 class PopHeartbeat(Message):
     """A POP is alive and this busy (the counts of `common.protocol.pop_load.PopLoad`); the first
     one a coordinator hears registers the POP. `draining`: the POP is shutting down and
-    must not be handed out; sent as soon as its drain starts."""
+    must not be handed out; sent as soon as its drain starts. `disk_full`: the POP cannot
+    take bytes (its spool is short of space) and must not be handed out until it says
+    otherwise."""
 
     TYPE: ClassVar[str] = "pop_heartbeat"
     pop: str
@@ -170,6 +172,7 @@ class PopHeartbeat(Message):
     transfers: int
     backlog_bytes: int
     draining: bool = False
+    disk_full: bool = False
 
 
 @message

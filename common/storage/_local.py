@@ -35,6 +35,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, I
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from common.protocol.errors import DISK_FULL_ERRNOS
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from common.storage._local_names import (
     META_SUFFIX,
@@ -77,6 +78,8 @@ def os_failure(exc: OSError) -> StorageError:
     reason = (exc.strerror or str(exc)).lower()
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StorageError(StorageErrorKind.ACCESS_DENIED, f"{reason}{where}")
+    if exc.errno in DISK_FULL_ERRNOS:
+        return StorageError(StorageErrorKind.INSUFFICIENT_STORAGE, f"{reason}{where}")
     return StorageError(StorageErrorKind.UNAVAILABLE, f"{reason}{where}")
 
 

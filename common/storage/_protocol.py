@@ -71,6 +71,7 @@ class StorageErrorKind(Enum):
     ACCESS_DENIED = "access_denied"
     NO_SUCH_CONTAINER = "no_such_container"
     BAD_KEY = "bad_key"
+    INSUFFICIENT_STORAGE = "insufficient_storage"  # the disk (or a quota on it) is full
     UNAVAILABLE = "unavailable"
 
 
@@ -90,6 +91,8 @@ class StorageError(Exception):
             return CinError(Code.RANGE_NOT_SATISFIABLE)
         if self.kind is StorageErrorKind.BAD_KEY:
             return CinError(Code.BAD_PATH, self.detail)
+        if self.kind is StorageErrorKind.INSUFFICIENT_STORAGE:
+            return CinError(Code.INSUFFICIENT_STORAGE)  # the detail names server paths
         return CinError(Code.STORAGE_UNAVAILABLE, self.kind.value)
 
 

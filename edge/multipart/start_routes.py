@@ -14,10 +14,14 @@ from common.protocol import wire
 from common.protocol.upload_start import start_message, start_reply
 from common.web.http import read_json
 from common.web.request_auth import request_credentials
+from edge.disk_space import DISK_SPACE
 from edge.keys import CONFIG, COORDINATOR, POP
 
 
 async def start(request: web.Request) -> web.Response:
+    # A full POP is not handed out by the coordinator: a client that calls it itself is
+    # told at once, before it sends its parts here.
+    request.app[DISK_SPACE].refuse_if_full()
     config, pop = request.app[CONFIG], request.app[POP]
     fields = await read_json(request)
     message = start_message(config, fields, request_credentials(request, fields),

@@ -31,6 +31,7 @@ from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
 from common.protocol.store_params import StoreParams
 from common.storage import StorageError
 from common.web.request_auth import request_credentials
+from edge.disk_space import DISK_SPACE
 from edge.jobs import JOBS
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
 from edge.rest.intake import (
@@ -54,6 +55,7 @@ BODY_IDLE_SECONDS = 60.0
 
 
 async def store(request: web.Request) -> web.Response:
+    request.app[DISK_SPACE].refuse_if_full()
     config = request.app[CONFIG]
     app = find_app(config, request.query.get("key") or request.query.get("apikey"))
     location = find_location(config, app, request.match_info["provider"])

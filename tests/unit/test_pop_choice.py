@@ -14,6 +14,7 @@ from coordinator.pop_choice import Candidate, Health, choose_pop, client_address
 from coordinator.pop_registry import PopRegistry
 
 UP, PENDING, DOWN, DRAINING = Health.UP, Health.PENDING, Health.DOWN, Health.DRAINING
+FULL = Health.FULL
 
 
 def pop(name: str, state: Health = UP, load: float = 0.0, *networks: str) -> Candidate:
@@ -38,6 +39,17 @@ def test_health_from_the_last_heartbeat(last_heard: float | None, draining: bool
                   timeout=15.0) is expected
 
 
+@pytest.mark.parametrize(("draining", "now", "expected"), [
+    (False, 111.0, FULL),
+    (True, 111.0, DRAINING),  # leaving says more than full
+    (False, 125.0, DOWN),  # a full POP that went away is simply down
+])
+def test_a_pop_that_says_its_disk_is_full_is_full(draining: bool, now: float,
+                                                  expected: Health) -> None:
+    assert health(last_heard=110.0, draining=draining, full=True, started=100.0, now=now,
+                  timeout=15.0) is expected
+
+
 # ------------------------------------------------------------------------- the choice
 
 
@@ -50,7 +62,7 @@ def test_the_pop_the_client_called_is_kept_whatever_its_health() -> None:
 
 
 def test_no_pop_that_may_be_handed_out_is_none() -> None:
-    assert choose_pop([pop("a", DOWN), pop("b", DRAINING)]) is None
+    assert choose_pop([pop("a", DOWN), pop("b", DRAINING), pop("c", FULL)]) is None
     assert choose_pop([]) is None
 
 
@@ -58,6 +70,7 @@ def test_least_load_wins_and_ties_go_to_the_first_configured() -> None:
     assert choose_pop([pop("a", load=2), pop("b", load=1), pop("c", load=1)]) == "b"
     assert choose_pop([pop("a", load=0), pop("b", load=0)]) == "a"
     assert choose_pop([pop("a", DOWN, 0), pop("b", DRAINING, 0), pop("c", load=7)]) == "c"
+    assert choose_pop([pop("a", FULL, 0), pop("b", load=7)]) == "b"
 
 
 def test_pending_pops_are_used_only_while_none_has_been_heard() -> None:
@@ -125,9 +138,9 @@ def config_pops() -> list[PopConfig]:
 
 
 def beat(name: str, *, requests: int = 0, backlog: int = 0, draining: bool = False,
-         instance: str = "one") -> wire.PopHeartbeat:
+         instance: str = "one", disk_full: bool = False) -> wire.PopHeartbeat:
     return wire.PopHeartbeat(pop=name, instance=instance, requests=requests, transfers=0,
-                             backlog_bytes=backlog, draining=draining)
+                             backlog_bytes=backlog, draining=draining, disk_full=disk_full)
 
 
 def registry(clock: Clock) -> PopRegistry:
@@ -171,6 +184,22 @@ def test_a_draining_pop_is_not_handed_out_and_a_restart_brings_it_back() -> None
     assert pops.choose(asked=None, client=None) == "west"
 
 
+def test_a_full_pop_is_not_handed_out_until_it_says_it_has_space_again() -> None:
+    pops = registry(Clock())
+    pops.heard(beat("east", requests=50))
+    pops.heard(beat("west", disk_full=True))
+    assert pops.choose(asked=None, client="127.0.0.1") == "east"  # west's network, but full
+    shown = pops.status()[1].to_json()
+    assert (shown["healthy"], shown["state"]) == (False, "full")
+    assert [p.name for p in pops.by_preference()] == ["east", "west"]
+    pops.heard(beat("east", disk_full=True))
+    with pytest.raises(CinError) as caught:
+        pops.choose(asked=None, client=None)
+    assert caught.value.detail == "no POP is healthy (east full, west full)"
+    pops.heard(beat("west"))
+    assert pops.choose(asked=None, client=None) == "west"
+
+
 def test_starts_handed_out_count_as_load_until_the_next_heartbeat() -> None:
     clock = Clock()
     pops = registry(clock)
@@ -204,6 +233,7 @@ def test_load_is_requests_transfers_and_backlog() -> None:
     {"transfers": "many"},
     {"backlog_bytes": True},
     {"draining": "yes"},
+    {"disk_full": 1},
 ])
 def test_a_malformed_heartbeat_is_a_bad_message(fields: dict[str, object]) -> None:
     body = {"t": "pop_heartbeat", "v": wire.PROTOCOL_VERSION, "pop": "east", "instance": "i",

@@ -92,3 +92,21 @@ def test_the_s3_example_maps_networks_to_its_pops(monkeypatch: pytest.MonkeyPatc
         (ip_network("10.10.0.0/16"), ip_network("2001:db8:10::/48")),
         (ip_network("10.20.0.0/16"), ip_network("2001:db8:20::/48"))]
     assert config.heartbeat == HeartbeatConfig()
+
+
+def test_a_pops_free_space_floor_defaults_to_256_mib_and_may_be_off() -> None:
+    config = base()
+    config["pops"][0]["min_free_space"] = "1GiB"
+    config["pops"][1]["min_free_space"] = 0
+    pops = parse(config).pops
+    assert [pop.min_free_space for pop in pops] == [1024**3, 0]
+    assert parse(base()).pops[0].min_free_space == 256 * 1024**2
+
+
+@pytest.mark.parametrize("value", [-1, "lots", False])
+def test_a_free_space_floor_is_a_size(value: Any) -> None:
+    config = base()
+    config["pops"][0]["min_free_space"] = value
+    with pytest.raises(ConfigError) as caught:
+        parse(config)
+    assert caught.value.key == "pops[0].min_free_space"
