@@ -26,7 +26,7 @@ from common.storage import Storage
 from coordinator.keys import EXPIRY, REGISTRY, STATE, UPLOADS
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE
 from edge.keys import STORAGE as POP_STORAGE
-from edge.keys import SWEEPER
+from edge.keys import SWEEPER, TRANSFER
 
 EXPIRED = "expired: not completed within 24 h"
 
@@ -92,6 +92,12 @@ async def abandon(network: Network) -> Abandoned:
         async with session.put(targets[0]["url"], data=targets[0]["data"],
                                headers=targets[0]["headers"]) as put:
             assert put.status == 200
+    # Part 1 is on its way to the bucket: let it get there (and be reported), or it would
+    # meet the expiry and free the spool itself, before the sweeps the tests run.
+    deadline = time.monotonic() + 30
+    while network.pop.app[TRANSFER].in_flight:
+        assert time.monotonic() < deadline, "part 1 never reached the bucket"
+        await asyncio.sleep(0.02)
     upload = await network.coordinator.app[UPLOADS].get(ids["upload_id"])
     record = await network.coordinator.app[REGISTRY].get(upload.handle)
     abandoned = Abandoned(network, ids, targets[1], upload, record)

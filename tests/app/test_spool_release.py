@@ -22,7 +22,7 @@ from upload_client import PART, complete, send_parts, start_upload, wait_for_sto
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
 from edge.keys import STORAGE as POP_STORAGE
-from edge.keys import SWEEPER
+from edge.keys import SWEEPER, TRANSFER
 
 
 @pytest.fixture
@@ -85,6 +85,11 @@ async def test_a_spool_whose_upload_expired_goes_at_the_next_sweep(network: Netw
     async with aiohttp.ClientSession() as session:
         upload_id = (await start_upload(session, east, 2 * PART))["upload_id"]
         await send_parts(session, east, upload_id, os.urandom(2 * PART), numbers={1})
+    # Part 1 in the bucket first: a transfer still going would learn of the expiry itself.
+    deadline = time.monotonic() + 20
+    while network.pop.app[TRANSFER].in_flight:
+        assert time.monotonic() < deadline, "part 1 never reached the bucket"
+        await asyncio.sleep(0.02)
     await network.coordinator.app[EXPIRY].sweep_once(
         now=time.time() + network.config.upload_expiry.ttl + 60)
     assert spool_of(network, upload_id).is_dir()
