@@ -32,7 +32,7 @@ from coordinator.keys import (
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
-from coordinator.sqlite_state import SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
 

@@ -8,7 +8,7 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord
 from coordinator.events import WebhookEvent
-from coordinator.sqlite_state import SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 
 
 def record(handle: str = "h" * 20) -> FileRecord:

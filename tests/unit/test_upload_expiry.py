@@ -19,7 +19,7 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry, describe_duration
-from coordinator.sqlite_state import _EXPIRED_UPLOADS, SqliteStateStore
+from coordinator.state.sqlite import _EXPIRED_UPLOADS, SqliteStateStore
 
 DAY = 86400.0
 NOW = 1_700_000_000.0

@@ -28,7 +28,7 @@ from common.config import Config
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, file_url
 from coordinator.events import UPLOAD, Delivery, file_events
-from coordinator.sqlite_state import SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 from coordinator.webhooks import WebhookSender, retry_delay
 
 # Fast enough that a few retries fit in well under a second.
