@@ -32,11 +32,9 @@ from coordinator.keys import (
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.pop_registry import PopRegistry
 from coordinator.registry import FileRegistry
-from coordinator.state.sqlite import SqliteStateStore
+from coordinator.state import open_state_store
 from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
-
-STATE_FILE = "state.sqlite3"
 
 
 class LocalFiles:
@@ -59,10 +57,7 @@ class LocalFiles:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    state = SqliteStateStore(config.coordinator.state_dir / STATE_FILE,
-                             synchronous=config.coordinator.sqlite_synchronous)
-    await state.open()
-    try:
+    async with open_state_store(config.coordinator.state) as state:
         await state.sync_apps(list(config.apps.values()))
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
             sender = WebhookSender(state, config, session)
@@ -90,8 +85,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await worker
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-    finally:
-        await state.close()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ import yaml
 
 from common.config.schema import (
     ANY_ORIGIN,
+    STATE_FILE,
     WEBHOOK_ACTIONS,
     AppConfig,
     Config,
@@ -28,6 +29,8 @@ from common.config.schema import (
     IpNetwork,
     Listen,
     PopConfig,
+    SqliteStateConfig,
+    StateConfig,
     StorageConfig,
     TlsConfig,
     UploadExpiryConfig,
@@ -215,15 +218,39 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
 def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
     listen = r.listen("listen")
     public_url = r.url("public_url")
+    state_dir = r.path("state_dir", base)
     config = CoordinatorConfig(
         listen=listen,
         public_url=public_url,
-        state_dir=r.path("state_dir", base),
+        state_dir=state_dir,
         internal_url=r.url("internal_url", public_url),
-        sqlite_synchronous=r.choice("sqlite_synchronous", ("full", "normal"), "full"),
+        state=_state(r, state_dir),
     )
     r.done()
     return config
+
+
+_STATE_FORMS = "sqlite (the default) or sqlite:///ABSOLUTE/PATH"
+
+
+def _state(r: _Reader, state_dir: Path) -> StateConfig:
+    """`coordinator.state`: the engine that keeps the coordinator's state, and where."""
+    value = r.text("state", "sqlite")
+    synchronous = r.choice("sqlite_synchronous", ("full", "normal"), "full")
+    if value == "sqlite":
+        return SqliteStateConfig(state_dir / STATE_FILE, synchronous)
+    scheme, url, rest = value.partition("://")
+    if not url:
+        raise r.fail("state", f"must be {_STATE_FORMS} (got {value!r})")
+    # Only the scheme is repeated back: a database URL may carry a password.
+    if scheme == "sqlite":
+        if not rest.startswith("/") or not rest.strip("/"):
+            raise r.fail("state", f"must be {_STATE_FORMS}: a sqlite:// URL names an "
+                                  "absolute path, with three slashes")
+        return SqliteStateConfig(Path(rest), synchronous)
+    if scheme in ("postgresql", "postgres"):
+        raise r.fail("state", f"the PostgreSQL engine is not available yet: use {_STATE_FORMS}")
+    raise r.fail("state", f"must be {_STATE_FORMS} (got a {scheme}:// URL)")
 
 
 def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:

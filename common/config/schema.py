@@ -182,13 +182,33 @@ class UploadExpiryConfig:
     sweep_interval: float = 600.0  # how often the coordinator and each POP look
 
 
+# The embedded state engine's database, in `coordinator.state_dir` unless
+# `coordinator.state` names another file.
+STATE_FILE = "state.sqlite3"
+
+
+@dataclass(frozen=True)
+class SqliteStateConfig:
+    """The embedded state engine: one SQLite database file, for one coordinator."""
+
+    path: Path
+    # FULL: a commit is on disk before the coordinator acknowledges it, even through a
+    # power cut. NORMAL: it may be lost in a power cut, not in a crash of the process.
+    synchronous: Literal["full", "normal"] = "full"
+
+
+# Which engine keeps the coordinator's state (`coordinator.state`), with its settings;
+# a union once there is more than one.
+StateConfig = SqliteStateConfig
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
     state_dir: Path
     internal_url: str  # where POPs reach the coordinator's internal API
-    sqlite_synchronous: Literal["full", "normal"] = "full"
+    state: StateConfig
 
 
 @dataclass(frozen=True)

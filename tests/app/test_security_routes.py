@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, APP_SECRET, SECURE_APIKEY, SECURE_SECRET, Network, start_network
 
 from common.protocol.security import encode_policy, sign_policy
-from coordinator.app import STATE_FILE
 
 Client = TestClient[web.Request, web.Application]
 HOUR = 3600
@@ -64,7 +63,7 @@ async def store(network: Network, data: Any = b"secret bytes", *, apikey: str = 
 
 
 def count_files(network: Network) -> int:
-    with sqlite3.connect(network.config.coordinator.state_dir / STATE_FILE) as db:
+    with sqlite3.connect(network.config.coordinator.state.path) as db:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()
     return int(count)
 

@@ -20,7 +20,6 @@ from support import APIKEY, APP_SECRET, Network
 import edge.rest.store
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
-from coordinator.app import STATE_FILE
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -37,7 +36,7 @@ def spooled_files(network: Network) -> list[Path]:
 
 def files_by_status(network: Network) -> list[tuple[str, str, str]]:
     """(status, key, container) of every file the coordinator has, from its database."""
-    path = network.config.coordinator.state_dir / STATE_FILE
+    path = network.config.coordinator.state.path
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return list(db.execute("SELECT status, key, container FROM files"))
 

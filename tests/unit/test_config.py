@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, UploadExpiryConfig
+from common.config import ConfigError, SqliteStateConfig, UploadExpiryConfig
 from common.config.loader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +122,37 @@ def test_upload_expiry_defaults_to_a_day_and_can_be_set() -> None:
     data = base()
     data["upload_expiry"] = {"ttl": 7200}
     assert parse(data).upload_expiry == UploadExpiryConfig(ttl=7200, sweep_interval=600)
+
+
+def test_the_state_is_sqlite_under_the_state_dir_unless_named() -> None:
+    assert parse(base()).coordinator.state == SqliteStateConfig(
+        Path("/srv/var/coordinator/state.sqlite3"), synchronous="full")
+    data = base()
+    data["coordinator"].update(state="sqlite", sqlite_synchronous="normal")
+    assert parse(data).coordinator.state == SqliteStateConfig(
+        Path("/srv/var/coordinator/state.sqlite3"), synchronous="normal")
+    data["coordinator"].update(state="sqlite:///data/cin/state.db")
+    assert parse(data).coordinator.state == SqliteStateConfig(
+        Path("/data/cin/state.db"), synchronous="normal")
+
+
+@pytest.mark.parametrize(("state", "words"), [
+    ("postgresql://cin:hunter22@db.internal/cin", "PostgreSQL engine is not available yet"),
+    ("postgres://db.internal/cin", "PostgreSQL engine is not available yet"),
+    ("mysql://cin:hunter22@db.internal/cin", "got a mysql:// URL"),
+    ("sqlite://relative/state.db", "absolute path, with three slashes"),
+    ("sqlite:///", "absolute path, with three slashes"),
+    ("sqlite3", "sqlite (the default) or sqlite:///ABSOLUTE/PATH (got 'sqlite3')"),
+    ("/var/lib/cin/state.db", "sqlite (the default) or sqlite:///ABSOLUTE/PATH"),
+])
+def test_a_state_engine_cin_does_not_have_is_a_config_error(state: str, words: str) -> None:
+    data = base()
+    data["coordinator"]["state"] = state
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    assert caught.value.key == "coordinator.state"
+    assert words in caught.value.problem
+    assert "hunter22" not in str(caught.value)  # a database URL's password is not echoed
 
 
 def test_webhooks_default_to_every_action() -> None:
