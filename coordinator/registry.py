@@ -21,7 +21,7 @@ from common.storage.storage_set import StorageSet
 from coordinator import events
 from coordinator.events import WebhookEvent
 from coordinator.keyed_locks import KeyedLocks
-from coordinator.state import StateStore
+from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator")
 
@@ -112,9 +112,7 @@ class FileRegistry:
         """Remove a file: its object (unless `skip_storage`), then its record."""
         async with self._lock(handle):
             record = await self.get(handle)
-            if record.status in (FileStatus.STARTED, FileStatus.IN_TRANSIT):
-                raise CinError(Code.CONFLICT,
-                               f"{handle} is still uploading ({record.status.value})")
+            rules.check_delete(record)  # before the object goes; the store checks again
             if not skip_storage and record.etag is not None:
                 await self._delete_object(record)
             deleted = await self.state.delete_file(handle, events=self._events(events.DELETE))

@@ -16,9 +16,10 @@ from typing import Any
 
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
-from common.protocol.file_status import FileStatus, check_transition
+from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
+from coordinator.state import rules
 from coordinator.state.protocol import EventsFor, PendingAbort
 from coordinator.state.sqlite_writer import SqliteWriter
 
@@ -121,8 +122,8 @@ _UPLOAD_BY = {key: _UPLOAD_SELECT + f"{column} = ?"
 # The literal 'Started' (not a bound value) is what lets SQLite use `files_started`.
 # `files.uploaded` is the start of an upload's file, the indexed twin of `created`.
 _EXPIRED_UPLOADS = (
-    "SELECT files.handle, uploads.upload_id, files.storage, files.container, files.key, "
-    "uploads.storage_upload_id FROM files JOIN uploads ON uploads.handle = files.handle "
+    "SELECT uploads.upload_id, uploads.storage_upload_id, files.* "
+    "FROM files JOIN uploads ON uploads.handle = files.handle "
     "WHERE files.status = 'Started' AND files.uploaded < ? AND uploads.created < ? "
     "ORDER BY files.uploaded LIMIT ?")
 
@@ -217,49 +218,35 @@ class SqliteStateStore:
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
-        """Record the parts a POP holds and the tags, and move the file to In Transit,
-        in one transaction. A part this POP already stored stays stored; the POP's copy
-        replaces one stored from elsewhere, and the POP sends it."""
         def write(db: sqlite3.Connection) -> FileRecord:
             record = _file_for_update(db, handle)
-            if record.status is FileStatus.IN_TRANSIT:
-                return record  # a repeated complete
-            check_transition(record.status, FileStatus.IN_TRANSIT)
-            db.executemany(
-                "INSERT INTO parts VALUES (?, ?, ?, 'spooled', ?, NULL) "
-                "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
-                "state = 'spooled', size = excluded.size, etag = NULL "
-                "WHERE parts.pop != excluded.pop OR parts.size != excluded.size",
-                [(handle, part.number, part.pop, part.size) for part in parts])
-            updated = record.with_changes(status=FileStatus.IN_TRANSIT, tags=dict(tags))
+            updated = rules.in_transit(record, tags)
+            if updated is None:
+                return record
+            recorded = {part.number: part for part in _parts(db, handle)}
+            _put_parts(db, handle, rules.held_parts(recorded, parts))
             db.execute("UPDATE files SET status = ?, tags = ? WHERE handle = ?",
-                       (updated.status.value, json.dumps(tags), handle))
+                       (updated.status.value, json.dumps(updated.tags), handle))
             return updated
 
         return await self._writer.write(write)
 
     async def part_stored(self, handle: str, part: PartRecord) -> None:
-        await self._write(
-            "INSERT INTO parts VALUES (?, ?, ?, 'stored', ?, ?) "
-            "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
-            "state = 'stored', size = excluded.size, etag = excluded.etag",
-            (handle, part.number, part.pop, part.size, part.etag))
+        stored = rules.stored_part(part)
+
+        def write(db: sqlite3.Connection) -> None:
+            # Only whether the file is there: this is the busiest write of all.
+            if db.execute("SELECT 1 FROM files WHERE handle = ?", (handle,)).fetchone() is None:
+                raise CinError(Code.FILE_NOT_FOUND, handle)
+            _put_parts(db, handle, [stored])
+
+        await self._writer.write(write)
 
     async def parts_of(self, handle: str) -> list[PartRecord]:
-        def read(db: sqlite3.Connection) -> list[PartRecord]:
-            rows = db.execute("SELECT part_number, pop, state, size, etag FROM parts "
-                              "WHERE handle = ? ORDER BY part_number", (handle,)).fetchall()
-            return [PartRecord(*row) for row in rows]
-
-        return await self._writer.read(read)
+        return await self._writer.read(lambda db: _parts(db, handle))
 
     async def get_file(self, handle: str) -> FileRecord | None:
-        def read(db: sqlite3.Connection) -> FileRecord | None:
-            cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
-            found = cursor.fetchone()
-            return _from_row(found, cursor.description) if found is not None else None
-
-        return await self._writer.read(read)
+        return await self._writer.read(lambda db: _file(db, handle))
 
     async def set_status(
         self,
@@ -271,14 +258,8 @@ class SqliteStateStore:
         events: EventsFor | None = None,
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
-            record = _file_for_update(db, handle)
-            check_transition(record.status, status)
-            changes: dict[str, Any] = {"status": status}
-            if size is not None:
-                changes["size"] = size
-            if etag is not None:
-                changes["etag"] = etag
-            updated = record.with_changes(**changes)
+            updated = rules.with_status(_file_for_update(db, handle), status, size=size,
+                                        etag=etag)
             db.execute("UPDATE files SET status = ?, size = ?, etag = ? WHERE handle = ?",
                        (updated.status.value, updated.size, updated.etag, handle))
             if events is not None:
@@ -297,12 +278,8 @@ class SqliteStateStore:
         events: EventsFor,
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
-            record = _file_for_update(db, handle)
-            if record.status is not FileStatus.COMPLETE:
-                raise CinError(Code.CONFLICT, f"{handle} is {record.status.value}")
-            updated = record.with_changes(size=size, etag=etag, mimetype=mimetype,
-                                          version=record.version + 1, hashes=None,
-                                          uploaded=time.time())
+            updated = rules.overwritten(_file_for_update(db, handle), size=size, etag=etag,
+                                        mimetype=mimetype, now=time.time())
             db.execute("UPDATE files SET size = ?, etag = ?, mimetype = ?, version = ?, "
                        "hashes = NULL, uploaded = ? WHERE handle = ?",
                        (size, etag, mimetype, updated.version, updated.uploaded, handle))
@@ -316,6 +293,7 @@ class SqliteStateStore:
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
             record = _file_for_update(db, handle)
+            rules.check_delete(record)
             db.execute("DELETE FROM files WHERE handle = ?", (handle,))
             _enqueue(db, events(record))
             return record
@@ -327,16 +305,18 @@ class SqliteStateStore:
     async def expire_uploads(self, started_before: float, reason: str, now: float,
                              limit: int) -> list[PendingAbort]:
         def write(db: sqlite3.Connection) -> list[PendingAbort]:
-            rows = db.execute(_EXPIRED_UPLOADS,
-                              (started_before, started_before, limit)).fetchall()
-            ended = [PendingAbort(upload_id=row[1], handle=row[0], storage=row[2],
-                                  container=row[3], key=row[4],
-                                  storage_upload_id=row[5], reason=reason)
-                     for row in rows]
-            check_transition(FileStatus.STARTED, FileStatus.FAILED)
-            for abort in ended:
+            cursor = db.execute(_EXPIRED_UPLOADS, (started_before, started_before, limit))
+            file_columns = cursor.description[2:]
+            ended: list[PendingAbort] = []
+            for upload_id, storage_upload_id, *file_row in cursor.fetchall():
+                failed = rules.expired(_from_row(tuple(file_row), file_columns))
+                abort = PendingAbort(upload_id=upload_id, handle=failed.handle,
+                                     storage=failed.storage, container=failed.container,
+                                     key=failed.key, storage_upload_id=storage_upload_id,
+                                     reason=reason)
+                ended.append(abort)
                 db.execute("UPDATE files SET status = ? WHERE handle = ?",
-                           (FileStatus.FAILED.value, abort.handle))
+                           (failed.status.value, failed.handle))
                 db.execute(
                     "INSERT INTO upload_aborts VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
                     "ON CONFLICT(upload_id) DO NOTHING",
@@ -416,18 +396,41 @@ class SqliteStateStore:
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE files SET hashes = ? WHERE handle = ? AND version = ?",
-                       (json.dumps(hashes), handle, version))
+            record = _file(db, handle)
+            if record is not None and rules.hashes_apply(record, version):
+                db.execute("UPDATE files SET hashes = ? WHERE handle = ?",
+                           (json.dumps(hashes), handle))
 
         await self._writer.write(write)
 
 
-def _file_for_update(db: sqlite3.Connection, handle: str) -> FileRecord:
+def _file(db: sqlite3.Connection, handle: str) -> FileRecord | None:
     cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
     found = cursor.fetchone()
-    if found is None:
+    return _from_row(found, cursor.description) if found is not None else None
+
+
+def _file_for_update(db: sqlite3.Connection, handle: str) -> FileRecord:
+    """The file a change is about; FILE_NOT_FOUND if there is none."""
+    record = _file(db, handle)
+    if record is None:
         raise CinError(Code.FILE_NOT_FOUND, handle)
-    return _from_row(found, cursor.description)
+    return record
+
+
+def _parts(db: sqlite3.Connection, handle: str) -> list[PartRecord]:
+    rows = db.execute("SELECT part_number, pop, state, size, etag FROM parts "
+                      "WHERE handle = ? ORDER BY part_number", (handle,)).fetchall()
+    return [PartRecord(*row) for row in rows]
+
+
+def _put_parts(db: sqlite3.Connection, handle: str, parts: Sequence[PartRecord]) -> None:
+    """Record `parts`, each replacing what was recorded of it."""
+    db.executemany(
+        "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(handle, part_number) "
+        "DO UPDATE SET pop = excluded.pop, state = excluded.state, size = excluded.size, "
+        "etag = excluded.etag",
+        [(handle, part.number, part.pop, part.state, part.size, part.etag) for part in parts])
 
 
 def _enqueue(db: sqlite3.Connection, events: Sequence[WebhookEvent]) -> None:

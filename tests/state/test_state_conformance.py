@@ -154,12 +154,16 @@ async def test_changing_a_file_that_is_not_there_is_file_not_found(store: StateS
         store.overwrite_file(HANDLE, size=1, etag="e", mimetype="t/p",
                              events=one_event("fp.overwrite")),
         store.delete_file(HANDLE, events=one_event("fp.delete")),
+        store.part_stored(HANDLE, PartRecord(1, "us-east-1", "stored", 3, "e1")),
     ]
     for change in changes:
         with pytest.raises(CinError) as caught:
             await change
         assert caught.value.code is Code.FILE_NOT_FOUND
     assert await store.due_deliveries(now=1e12, limit=10) == []
+    assert await store.parts_of(HANDLE) == []
+    await store.save_hashes(HANDLE, 1, {"md5": "abc"})  # computed for a file since deleted
+    assert await store.get_file(HANDLE) is None
 
 
 async def test_events_are_written_with_their_change_or_not_at_all(store: StateStore) -> None:
@@ -210,6 +214,18 @@ async def test_overwrite_bumps_the_version_and_forgets_the_hashes(store: StateSt
     assert (delivery.action, delivery.text) == ("fp.overwrite", {"size": 9})
     await store.save_hashes(HANDLE, 1, {"md5": "old"})  # the first version's, too late
     assert await store.get_file(HANDLE) == updated
+
+
+async def test_a_file_still_uploading_cannot_be_deleted(store: StateStore) -> None:
+    await store.create_file(record(), origin="o")
+    for status in (STARTED, IN_TRANSIT):
+        if status is not STARTED:
+            await store.set_status(HANDLE, status)
+        with pytest.raises(CinError) as caught:
+            await store.delete_file(HANDLE, events=one_event("fp.delete"))
+        assert caught.value.code is Code.CONFLICT
+        assert await store.get_file(HANDLE) == record(status=status)
+    assert await store.due_deliveries(now=1e12, limit=10) == []
 
 
 async def test_delete_removes_the_file_its_upload_and_parts(store: StateStore) -> None:
