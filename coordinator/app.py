@@ -18,41 +18,41 @@ from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
+from coordinator.files import FileAuthority
 from coordinator.keys import (
     CONFIG,
     EXPIRY,
+    FILES,
     HASHES,
+    MULTIPART,
     POPS,
-    REGISTRY,
     SESSION,
     STATE,
     STORAGE,
-    UPLOADS,
 )
 from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
-from coordinator.registry import FileRegistry
 from coordinator.state import open_state_store
-from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
 
 
 class LocalFiles:
-    """The File API's view of files at the coordinator: straight from the registry."""
+    """The File API's view of files at the coordinator: straight from its FileAuthority."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
 
     async def lookup(self, handle: str) -> FileRecord:
-        return await self.app[REGISTRY].get(handle)
+        return await self.app[FILES].get(handle)
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
         fields = requested_fields(query)
-        record = await self.app[REGISTRY].get(handle)
+        record = await self.app[FILES].get(handle)
         return await build_metadata(record, fields, self.app[HASHES])
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
-        return await self.app[REGISTRY].delete(handle, skip_storage=skip_storage)
+        return await self.app[FILES].delete(handle, skip_storage=skip_storage)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -65,14 +65,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[SESSION] = session
             app[STORAGE] = storage
             app[file_routes.FILE_STORAGE] = storage
-            files = FileRegistry(state, config, storage, on_events=sender.wake)
-            app[REGISTRY] = files
+            files = FileAuthority(state, config, storage, on_events=sender.wake)
+            app[FILES] = files
             app[HASHES] = HashCache(state, storage)
             # Made at startup: a POP unheard of since then is pending, not down, for the
             # first heartbeat timeout (see coordinator.pop_choice).
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
-            app[UPLOADS] = UploadRegistry(state, config, storage, files, pops)
+            app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             worker = asyncio.create_task(sender.run(), name="webhook-outbox")
             sweeper = asyncio.create_task(expiry.run(), name="upload-expiry")

@@ -134,7 +134,7 @@ async def sending(state: SqliteStateStore, config: Config,
 
 async def stored(state: SqliteStateStore, config: Config, handle: str, *, size: int = 5,
                  created: float | None = None) -> FileRecord:
-    """Store a file of APIKEY's, writing its fp.upload events as the registry does."""
+    """Store a file of APIKEY's, writing its fp.upload events as FileAuthority does."""
     record = FileRecord(handle=handle, apikey=APIKEY, storage="bucket", provider="s3",
                         container="cin-test", key=f"k/{handle}", filename="naïve.txt",
                         mimetype="text/plain", size=0, status=FileStatus.STARTED,

@@ -20,9 +20,9 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.storage.storage_set import StorageSet
+from coordinator.files import FileAuthority
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
-from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator.uploads")
@@ -33,9 +33,9 @@ def new_upload_id() -> str:
     return secrets.token_urlsafe(24)
 
 
-class UploadRegistry:
+class MultipartUploads:
     def __init__(self, state: StateStore, config: Config, storage: StorageSet,
-                 files: FileRegistry, pops: PopRegistry) -> None:
+                 files: FileAuthority, pops: PopRegistry) -> None:
         self.state = state
         self.config = config
         self.storage = storage

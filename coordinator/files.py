@@ -26,7 +26,7 @@ from coordinator.state import StateStore, rules
 log = logging.getLogger("cin.coordinator")
 
 
-class FileRegistry:
+class FileAuthority:
     def __init__(self, state: StateStore, config: Config, storage: StorageSet,
                  on_events: Callable[[], None] = lambda: None) -> None:
         self.state = state
