@@ -10,7 +10,6 @@ from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.limits import MIN_PART_SIZE
-from common.protocol.naming import new_handle, object_key
 from common.protocol.records import FileRecord, PartRecord, UploadRecord, upload_closed
 from common.protocol.wire import StartUpload
 from common.storage import (
@@ -20,7 +19,7 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.storage.storage_set import StorageSet
-from coordinator.files import FileAuthority
+from coordinator.files import FileAuthority, new_file_record
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import StateStore
@@ -58,12 +57,7 @@ class MultipartUploads:
         # Before anything is created: with no POP to take the bytes, the start is refused.
         pop = self.pops.choose(asked=request.pop, client=client)
         now = time.time()
-        record = FileRecord(
-            handle=new_handle(), apikey=request.apikey, storage=request.storage,
-            provider=request.provider, container=request.container,
-            key=object_key(request.path, request.filename), filename=request.filename,
-            mimetype=request.mimetype, size=request.size, status=FileStatus.STARTED,
-            pop=pop, uploaded=now, access=request.access, region=request.region)
+        record = new_file_record(request, pop=pop, now=now)
         storage_upload_id = ""
         if record.size >= MIN_PART_SIZE:
             # Smaller files go in one PutObject (UploadRecord.in_one_put): two round
