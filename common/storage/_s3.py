@@ -36,6 +36,7 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list
+from common.storage.drivers import S3Settings, settings_of
 
 if TYPE_CHECKING:
     from aiobotocore.response import StreamingBody
@@ -524,18 +525,42 @@ class S3Storage:
 
 # ------------------------------------------------------------------ client and region
 
+# Signing needs some region before the bucket's own is known; this is S3's default one.
+FALLBACK_REGION = "us-east-1"
+
+
+@contextlib.asynccontextmanager
+async def open_s3(config: StorageConfig) -> AsyncIterator[S3Storage]:
+    """The S3 location `config` names, over one client for the life of the block."""
+    settings = settings_of(config, S3Settings)
+    region = settings.region or await _bucket_region(settings, config.container)
+    async with s3_client(settings, region) as client:
+        yield S3Storage(client, config.container)
+
+
+async def _bucket_region(settings: S3Settings, bucket: str) -> str:
+    """The region to sign for when the config names none.
+
+    Only AWS is asked: an S3-compatible service at `endpoint_url` is reached at that URL
+    whatever region is signed, and most accept the default one.
+    """
+    if settings.endpoint_url is not None:
+        return FALLBACK_REGION
+    async with s3_client(settings, FALLBACK_REGION) as client:
+        return await detect_bucket_region(client, bucket)
+
 
 def s3_client(
-    config: StorageConfig, region: str, *, max_attempts: int = 3
+    settings: S3Settings, region: str, *, max_attempts: int = 3
 ) -> AbstractAsyncContextManager[S3Client]:
     """A client for one storage location; credentials come from the environment, as boto
     finds them (variables, profile, instance role)."""
     return get_session().create_client(
         "s3",
-        endpoint_url=config.endpoint_url,
+        endpoint_url=settings.endpoint_url,
         region_name=region,
         config=AioConfig(
-            s3={"addressing_style": config.addressing_style},
+            s3={"addressing_style": settings.addressing_style},
             retries={"max_attempts": max_attempts, "mode": "standard"},
         ),
     )

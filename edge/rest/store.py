@@ -30,6 +30,7 @@ from common.protocol.security import Action, authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
 from common.protocol.store_params import StoreParams
 from common.storage import StorageError
+from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.jobs import JOBS
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
@@ -96,11 +97,10 @@ async def store(request: web.Request) -> web.Response:
 
 def _goes_straight(location: StorageConfig, size: int) -> bool:
     """Whether a body of a known size can go to the bucket as it arrives at no more
-    memory than spooling it: the local-disk driver writes a stream as it comes, but the
-    S3 driver gathers it into parts of several MiB (and sends more than one at a time),
-    which a slow client would keep in memory for as long as it takes; a body under one
-    spool batch is held in memory either way."""
-    return location.driver == "local" or size < SPOOL_BATCH_BYTES
+    memory than spooling it: a driver that streams a body (local disk) holds nothing, one
+    that gathers it into parts of several MiB (S3) would hold them for as long as a slow
+    client takes; a body under one spool batch is held in memory either way."""
+    return driver_of(location).capabilities.streams_body or size < SPOOL_BATCH_BYTES
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
