@@ -145,8 +145,6 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
         with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
             await asyncio.shield(coordinator.file(
                 wire.FileFailed(handle=record.handle, reason=reason[:200])))
-        if isinstance(exc, StorageError):
-            raise exc.to_cin_error() from exc
         raise
     try:
         return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
