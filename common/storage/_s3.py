@@ -53,11 +53,12 @@ PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1024 * 1024
 
-_ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 # Private objects are sent with no ACL at all, which S3 stores as private: buckets with
 # ACLs disabled (the AWS default since 2023) refuse any other ACL header.
 PUBLIC_ACL: Final = "public-read"
-# Access is also written as metadata, so `get` can tell it without a GetObjectAcl call.
+# Access is also written as metadata, and read back from it: serving a file then takes no
+# GetObjectAcl, which services without ACLs (R2) or credentials without s3:GetObjectAcl
+# refuse, and some emulators fail for an object from a multipart upload.
 _ACCESS_META = "cin-access"
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -175,7 +176,8 @@ async def split_parts(
     yield bytes(buffer), True
 
 
-def access_hint(metadata: dict[str, str] | None) -> Access:
+def access_of(metadata: dict[str, str] | None) -> Access:
+    """The access `put` recorded; an object without it (not written by cin) is private."""
     value = (metadata or {}).get(_ACCESS_META)
     return Access.PUBLIC if value == Access.PUBLIC.value else Access.PRIVATE
 
@@ -377,25 +379,8 @@ class S3Storage:
             size=response["ContentLength"],
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response["ETag"]),
-            access=await self._read_access(container, key, access_hint(response.get("Metadata"))),
+            access=access_of(response.get("Metadata")),
         )
-
-    async def _read_access(self, container: str, key: str, hint: Access) -> Access:
-        try:
-            with self._boundary("GetObjectAcl", container, key):
-                acl = await self._client.get_object_acl(Bucket=container, Key=key)
-        except StorageError as exc:
-            # Buckets with ACLs disabled, or credentials without s3:GetObjectAcl: the
-            # metadata `put` wrote is then the best account of the object's access.
-            if exc.kind is StorageErrorKind.ACCESS_DENIED:
-                return hint
-            raise
-        for grant in acl.get("Grants", []):
-            grantee = grant.get("Grantee", {})
-            if grantee.get("URI") == _ALL_USERS and grant.get("Permission") in (
-                    "READ", "FULL_CONTROL"):
-                return Access.PUBLIC
-        return Access.PRIVATE
 
     async def get(
         self, container: str, key: str, byte_range: ByteRange | None = None
@@ -424,7 +409,7 @@ class S3Storage:
             size=size,
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response.get("ETag", "")),
-            access=access_hint(response.get("Metadata")),
+            access=access_of(response.get("Metadata")),
         )
         return S3ObjectReader(info, served, response["Body"], self._endpoint)
 
@@ -501,7 +486,7 @@ class S3Storage:
             size=response["ContentLength"],
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response["ETag"]),
-            access=access_hint(response.get("Metadata")),
+            access=access_of(response.get("Metadata")),
         )
 
     async def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
