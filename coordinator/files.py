@@ -138,7 +138,7 @@ class FileAuthority:
             await self.storage[record.storage].delete(record.container, record.key)
         except StorageError as exc:
             if exc.kind is not StorageErrorKind.NOT_FOUND:
-                raise exc.to_cin_error() from exc
+                raise
 
     async def _head(self, record: FileRecord) -> str | None:
         """The ETag of the object at the file's key now, or None if there is none."""
@@ -147,7 +147,7 @@ class FileAuthority:
         except StorageError as exc:
             if exc.kind is StorageErrorKind.NOT_FOUND:
                 return None
-            raise exc.to_cin_error() from exc
+            raise
         return info.etag
 
     def _events(self, action: str) -> Callable[[FileRecord], Sequence[WebhookEvent]]:

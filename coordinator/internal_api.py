@@ -6,6 +6,7 @@ from aiohttp import web
 
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
+from common.storage import StorageError
 from common.web.http import read_bounded
 from coordinator.keys import CONFIG, FILES, HASHES, MULTIPART, POPS
 from coordinator.metadata import build_metadata, requested_fields
@@ -22,6 +23,9 @@ async def handle_rpc(request: web.Request) -> web.Response:
         status = 200
     except CinError as error:
         reply, status = wire.ErrorReply.of(error), error.status
+    except StorageError as exc:  # as the HTTP error middleware maps it
+        mapped = exc.to_cin_error()
+        reply, status = wire.ErrorReply.of(mapped), mapped.status
     return web.Response(body=wire.encode(reply), status=status,
                         content_type=wire.CONTENT_TYPE)
 

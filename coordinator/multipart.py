@@ -62,12 +62,9 @@ class MultipartUploads:
         if record.size >= MIN_PART_SIZE:
             # Smaller files go in one PutObject (UploadRecord.in_one_put): two round
             # trips to the bucket fewer, and nothing left pending if the client gives up.
-            try:
-                storage_upload_id = await self.storage[record.storage].create_multipart(
-                    record.container, record.key, content_type=record.mimetype,
-                    access=Access(record.access))
-            except StorageError as exc:
-                raise exc.to_cin_error() from exc
+            storage_upload_id = await self.storage[record.storage].create_multipart(
+                record.container, record.key, content_type=record.mimetype,
+                access=Access(record.access))
         upload = UploadRecord(upload_id=new_upload_id(), handle=record.handle,
                               storage_upload_id=storage_upload_id, pop=pop,
                               fii=request.fii, created=now)
@@ -142,10 +139,7 @@ class MultipartUploads:
                                                         upload.storage_upload_id, completed)
             except StorageError as exc:
                 if exc.kind is not StorageErrorKind.NO_SUCH_UPLOAD:
-                    raise exc.to_cin_error() from exc
+                    raise
                 # Completed before, and the coordinator died before recording it.
-                try:
-                    info = await storage.head(record.container, record.key)
-                except StorageError as missing:
-                    raise missing.to_cin_error() from missing
+                info = await storage.head(record.container, record.key)
             return await self.files.stored(record.handle, info.size, info.etag)

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -39,6 +39,7 @@ from common.config.schema import (
     WebhookDeliveryConfig,
     normalize_origin,
 )
+from common.storage.drivers import DRIVERS
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -318,26 +319,17 @@ def _storage(top: _Reader, base: Path) -> dict[str, StorageConfig]:
     for name, r in top.items("storage"):
         if not _NAME_RE.match(name):
             raise top.fail(f"storage.{name}", "must be lowercase letters, digits, '-', '_', '.'")
-        driver = r.choice("driver", ("local", "s3"))
+        driver = DRIVERS[r.choice("driver", tuple(DRIVERS))]
         provider = r.text("provider", "s3").lower()
         container = r.text("container")
         extra = r.raw("containers", [])
         if not isinstance(extra, list) or not all(isinstance(c, str) and c for c in extra):
             raise r.fail("containers", "must be a list of container names")
-        if driver == "local":
-            root = r.path("root", base)
-            endpoint_url = region = None
-            style: Literal["auto", "path", "virtual"] = "auto"
-        else:
-            root = None
-            endpoint_url = r.url("endpoint_url", None)
-            region = r.text("region", None)
-            style = r.choice("addressing_style", ("auto", "path", "virtual"), "auto")
-        r.done()
+        settings = driver.read_settings(r, base)
+        r.done()  # a key of another driver is unknown here, and said so
         result[name] = StorageConfig(
-            name=name, provider=provider, driver=driver, container=container,
-            containers=tuple(extra), root=root, endpoint_url=endpoint_url, region=region,
-            addressing_style=style)
+            name=name, provider=provider, driver=driver.name, container=container,
+            containers=tuple(extra), settings=settings)
     return result
 
 

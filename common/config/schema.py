@@ -21,7 +21,6 @@ EventLoop = Literal["uvloop", "asyncio"]
 POP_EVENT_LOOP: EventLoop = "asyncio"
 COORDINATOR_EVENT_LOOP: EventLoop = "uvloop"
 SecurityMode = Literal["required", "optional"]
-DriverName = Literal["local", "s3"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # An origin as browsers send it in `Origin`: scheme://host[:port], nothing after. Any
@@ -63,13 +62,12 @@ class StorageConfig:
 
     name: str
     provider: str
-    driver: DriverName
-    container: str  # default bucket (S3) or folder under `root` (local)
+    driver: str  # a row of `common.storage.drivers.DRIVERS`
+    container: str  # default bucket (S3) or folder under the root (local)
     containers: tuple[str, ...] = ()  # further containers a request may name
-    root: Path | None = None  # local driver only
-    endpoint_url: str | None = None  # s3 driver only; None means AWS
-    region: str | None = None  # s3 driver only; None means detect it from the bucket
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # The driver's own keys (a local root; an S3 endpoint, region, addressing style), as
+    # its row of the driver table reads them: `settings_of(config, S3Settings)`.
+    settings: object = None
 
     def allows_container(self, container: str) -> bool:
         return container == self.container or container in self.containers

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from common.storage._local_names import (
@@ -50,7 +50,11 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list, clip_range
+from common.storage.drivers import LocalSettings, settings_of
 from edge.rest.streams import read_ahead
+
+if TYPE_CHECKING:
+    from common.config import StorageConfig
 
 READ_CHUNK = 1024 * 1024
 # Incoming chunks are gathered up to this size before a write, so a stream of small
@@ -620,3 +624,13 @@ class LocalDiskStorage:
 
     async def list_multipart_uploads(self, container: str) -> list[tuple[str, str]]:
         return await _io(_list_uploads, self._uploads(container))
+
+
+# ------------------------------------------------------------------ opening a location
+
+
+@contextlib.asynccontextmanager
+async def open_local(config: StorageConfig) -> AsyncIterator[LocalDiskStorage]:
+    """The local-disk location `config` names. Nothing to open or close: each call opens
+    the files it needs."""
+    yield LocalDiskStorage(settings_of(config, LocalSettings).root, config.container)

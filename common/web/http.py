@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.protocol.errors import CinError, Code
+from common.storage import StorageError
 
 log = logging.getLogger("cin.http")
 
@@ -37,6 +38,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except CinError as error:
         return error_response(error)
+    except StorageError as exc:
+        # The one place a storage failure becomes an answer: a handler lets it escape
+        # unless it decides something on it (a NOT_FOUND meaning "already gone").
+        return error_response(exc.to_cin_error())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and the like pass through

@@ -81,7 +81,7 @@ async def _put(app: web.Application, record: FileRecord, spool: SpoolFile,
                                      content_type=mimetype, access=Access(record.access))
         except StorageError as exc:
             log.warning("overwriting %s failed: %s", record.handle, exc)
-            raise exc.to_cin_error() from exc
+            raise
         try:
             return await app[COORDINATOR].file(wire.FileOverwritten(
                 handle=record.handle, size=info.size, etag=info.etag, mimetype=mimetype))

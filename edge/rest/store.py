@@ -23,13 +23,14 @@ from aiohttp import web
 from common.config import AppConfig, StorageConfig
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
-from common.protocol.locations import find_app, find_location
 from common.protocol.naming import clean_filename, valid_text
 from common.protocol.records import FileRecord, file_url
-from common.protocol.security import Action, authorize
+from common.protocol.security import authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
+from common.protocol.store_admission import admit_store
 from common.protocol.store_params import StoreParams
 from common.storage import StorageError
+from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.jobs import JOBS
 from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
@@ -55,18 +56,18 @@ BODY_IDLE_SECONDS = 60.0
 
 async def store(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    app = find_app(config, request.query.get("key") or request.query.get("apikey"))
-    location = find_location(config, app, request.match_info["provider"])
-    params = StoreParams.from_query(request.query, location)
     creds = request_credentials(request)
-    action = Action.store(path=params.path, container=params.container)
-    grant = authorize(app, creds, action)
+    apikey = request.query.get("key") or request.query.get("apikey")
+    admitted = admit_store(config, apikey=apikey, provider=request.match_info["provider"],
+                           options=request.query, creds=creds)
+    app, location, params, grant = (admitted.app, admitted.location, admitted.params,
+                                    admitted.grant)
     limit = app.max_upload_size
 
     incoming = await receive(request, base64=params.base64decode, limit=limit)
     if incoming.source_url is not None:
         # Checked again now that the URL is known, before anything is fetched from it.
-        grant = authorize(app, creds, replace(action, url=incoming.source_url))
+        grant = authorize(app, creds, replace(admitted.action, url=incoming.source_url))
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER],
                              base64=params.base64decode) as opened:
@@ -96,11 +97,10 @@ async def store(request: web.Request) -> web.Response:
 
 def _goes_straight(location: StorageConfig, size: int) -> bool:
     """Whether a body of a known size can go to the bucket as it arrives at no more
-    memory than spooling it: the local-disk driver writes a stream as it comes, but the
-    S3 driver gathers it into parts of several MiB (and sends more than one at a time),
-    which a slow client would keep in memory for as long as it takes; a body under one
-    spool batch is held in memory either way."""
-    return location.driver == "local" or size < SPOOL_BATCH_BYTES
+    memory than spooling it: a driver that streams a body (local disk) holds nothing, one
+    that gathers it into parts of several MiB (S3) would hold them for as long as a slow
+    client takes; a body under one spool batch is held in memory either way."""
+    return driver_of(location).capabilities.streams_body or size < SPOOL_BATCH_BYTES
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
@@ -145,8 +145,6 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
         with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
             await asyncio.shield(coordinator.file(
                 wire.FileFailed(handle=record.handle, reason=reason[:200])))
-        if isinstance(exc, StorageError):
-            raise exc.to_cin_error() from exc
         raise
     try:
         return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, APP_SECRET, SECURE_APIKEY, SECURE_SECRET, Network, start_network
 
 from common.protocol.security import encode_policy, sign_policy
+from common.storage.drivers import LocalSettings, settings_of
 
 Client = TestClient[web.Request, web.Application]
 HOUR = 3600
@@ -69,8 +70,7 @@ def count_files(network: Network) -> int:
 
 
 def bucket_objects(network: Network) -> list[Path]:
-    root = network.config.storage["bucket"].root
-    assert root is not None
+    root = settings_of(network.config.storage["bucket"], LocalSettings).root
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 

@@ -20,6 +20,7 @@ from support import APIKEY, APP_SECRET, Network
 import edge.rest.store
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
+from common.storage.drivers import LocalSettings
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -169,10 +170,9 @@ async def _nothing_stored(network: Network) -> None:
             await storage.head(container, key)
         assert missing.value.kind is StorageErrorKind.NOT_FOUND
         assert await storage.list_multipart_uploads(container) == []
-    if network.config.storage["bucket"].driver == "local":
-        root = network.config.storage["bucket"].root
-        assert root is not None
-        assert [path for path in root.rglob("*") if path.is_file()] == []
+    settings = network.config.storage["bucket"].settings
+    if isinstance(settings, LocalSettings):
+        assert [path for path in settings.root.rglob("*") if path.is_file()] == []
     assert spooled_files(network) == []
 
 

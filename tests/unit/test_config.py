@@ -6,6 +6,7 @@ import yaml
 
 from common.config import ConfigError, SqliteStateConfig, UploadExpiryConfig
 from common.config.loader import load_config, parse_config
+from common.storage.drivers import LocalSettings, S3Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,16 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
         (lambda d: d["pops"][0].pop("spool_dir"), "pops[0].spool_dir", "required"),
         (lambda d: d["storage"]["dev-bucket"].update(driver="ftp"),
          "storage.dev-bucket.driver", "one of local, s3"),
+        (lambda d: d["storage"]["dev-bucket"].pop("root"), "storage.dev-bucket.root",
+         "required"),
+        # A key of another driver is not one of this driver's settings.
+        (lambda d: d["storage"]["dev-bucket"].update(region="us-east-1"),
+         "storage.dev-bucket.region", "not a known setting"),
+        (lambda d: d["storage"]["dev-bucket"].update(driver="s3"),
+         "storage.dev-bucket.root", "not a known setting"),
+        (lambda d: d["storage"]["dev-bucket"].update(
+            driver="s3", root=None, addressing_style="sideways"),
+         "storage.dev-bucket.addressing_style", "one of auto, path, virtual"),
         (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(storage=["nope"]),
          "apps.DEMOAPIKEY0123456789.storage", "no storage location"),
         (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(max_upload_size="lots"),
@@ -176,7 +187,20 @@ def test_sizes_accept_units() -> None:
 
 
 def test_relative_paths_resolve_against_the_base() -> None:
-    assert parse(base()).pops[0].spool_dir == Path("/srv/var/spool/us-east-1")
+    config = parse(base())
+    assert config.pops[0].spool_dir == Path("/srv/var/spool/us-east-1")
+    assert config.storage["dev-bucket"].settings == LocalSettings(root=Path("/srv/var/bucket"))
+
+
+def test_each_driver_reads_its_own_settings() -> None:
+    data = base()
+    data["storage"]["dev-bucket"] = {
+        "provider": "s3", "driver": "s3", "container": "uploads",
+        "endpoint_url": "http://127.0.0.1:9000/", "addressing_style": "path"}
+    location = parse(data).storage["dev-bucket"]
+    assert (location.driver, location.container) == ("s3", "uploads")
+    assert location.settings == S3Settings(endpoint_url="http://127.0.0.1:9000",
+                                           region=None, addressing_style="path")
 
 
 def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ PURE = [
     "common.config",
     "common.config.schema",
     "common.storage",  # the protocol and the driver table; drivers load when opened
+    "common.storage.drivers",
+    "common.storage.location_check",
 ]
 
 
