@@ -1,4 +1,7 @@
-"""A POP's spool: where request bodies land before they go to the bucket.
+"""A POP's staging area: where REST request bodies land before they go to the bucket.
+
+Not durable (nothing is fsync'd): a body is acknowledged only once it is in the bucket.
+The durable spool of the Upload API's parts is edge/multipart/part_spool.py.
 
 Writes are batched into ~1 MiB `writev` calls in a worker thread, so the event loop never
 waits on the disk and a thread hop is paid per megabyte, not per network read. A body
@@ -23,13 +26,13 @@ FLUSH_BYTES = 1024 * 1024
 READ_BYTES = 1024 * 1024
 
 
-class SpoolFile:
-    """One spooled body: its size and first bytes (for type sniffing), and where its
+class StagedBody:
+    """One staged body: its size and first bytes (for type sniffing), and where its
     bytes are: in a file at `path`, or, for a small body, held in memory."""
 
-    def __init__(self, spool_id: str, size: int, head: bytes, *, path: Path | None = None,
+    def __init__(self, body_id: str, size: int, head: bytes, *, path: Path | None = None,
                  held: Sequence[bytes] = ()) -> None:
-        self.spool_id = spool_id
+        self.body_id = body_id
         self.size = size
         self.head = head
         self.path = path
@@ -54,12 +57,12 @@ class SpoolFile:
         await asyncio.to_thread(self.path.unlink, missing_ok=True)
 
 
-class Spool:
+class Staging:
     def __init__(self, root: Path) -> None:
         self.incoming = root / "incoming"
 
     async def prepare(self) -> None:
-        """Create the spool and drop bodies left by a crash: none was acknowledged."""
+        """Create the staging area and drop bodies left by a crash: none was acknowledged."""
         def sweep() -> None:
             self.incoming.mkdir(parents=True, exist_ok=True)
             for leftover in self.incoming.glob("*.data"):
@@ -67,16 +70,16 @@ class Spool:
 
         await asyncio.to_thread(sweep)
 
-    async def take(self, body: AsyncIterable[bytes], *, limit: int) -> SpoolFile:
-        """Write `body` into a new spool file, refusing it once it passes `limit` bytes;
+    async def take(self, body: AsyncIterable[bytes], *, limit: int) -> StagedBody:
+        """Write `body` into a new staged file, refusing it once it passes `limit` bytes;
         a body smaller than one write batch is held in memory and no file is made. A body
         that fails is removed.
 
         Not fsync'd: every caller answers only once the bytes are in the bucket, so the
-        spool is a buffer, not a promise.
+        staging area is a buffer, not a promise.
         """
-        spool_id = secrets.token_hex(12)
-        path = self.incoming / f"{spool_id}.data"
+        body_id = secrets.token_hex(12)
+        path = self.incoming / f"{body_id}.data"
         fd = -1  # opened with the first batch to write
         size = 0
         head = bytearray()
@@ -97,7 +100,7 @@ class Spool:
                     await asyncio.to_thread(_write_all, fd, pending)
                     pending, pending_bytes = [], 0
             if fd < 0:
-                return SpoolFile(spool_id, size, bytes(head), held=pending)
+                return StagedBody(body_id, size, bytes(head), held=pending)
             if pending:
                 await asyncio.to_thread(_write_all, fd, pending)
         except BaseException:
@@ -105,7 +108,7 @@ class Spool:
                 await asyncio.to_thread(_close_and_remove, fd, path)
             raise
         await asyncio.to_thread(os.close, fd)
-        return SpoolFile(spool_id, size, bytes(head), path=path)
+        return StagedBody(body_id, size, bytes(head), path=path)
 
 
 def _create(path: Path) -> int:
