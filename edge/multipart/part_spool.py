@@ -35,10 +35,11 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from common.protocol.errors import CinError, Code
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS
+from common.threads import in_thread
 from edge.multipart.part_journal import (
     ChunkReceipt,
     Extent,
@@ -61,9 +62,6 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _PART_JOURNAL = re.compile(r"part-([1-9][0-9]{0,4})\.journal")
 _META_FILE = "upload.json"
 _META_VERSION = 1
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -172,18 +170,18 @@ class PartSpool:
         self._loading = asyncio.Lock()
 
     async def prepare(self) -> None:
-        await _settled(self.uploads.mkdir, parents=True, exist_ok=True)
+        await in_thread(self.uploads.mkdir, parents=True, exist_ok=True)
 
     async def open_upload(self, upload_id: str, meta: dict[str, Any]) -> None:
         """Create the upload's directory and record `meta`; a second call keeps the first."""
         directory = self._directory(upload_id)
         text = json.dumps({"version": _META_VERSION, "upload_id": upload_id, "meta": meta})
-        await _settled(_create_once, directory, _META_FILE, text.encode())
+        await in_thread(_create_once, directory, _META_FILE, text.encode())
         self._known.add(upload_id)
 
     async def upload_meta(self, upload_id: str) -> dict[str, Any] | None:
         """The `meta` open_upload recorded, or None if the upload is not here."""
-        return await _settled(_read_meta, self._directory(upload_id))
+        return await in_thread(_read_meta, self._directory(upload_id))
 
     async def write_chunk(self, upload_id: str, part: int, offset: int,
                           body: AsyncIterable[bytes], size: int,
@@ -216,7 +214,7 @@ class PartSpool:
                                               held)
             async with book.journal_lock:
                 for segment, segment_md5 in written:
-                    await _settled(book.append, ChunkReceipt(part, segment.offset,
+                    await in_thread(book.append, ChunkReceipt(part, segment.offset,
                                                              segment.size, segment_md5))
             return ChunkReceipt(part, offset, size, md5_hex)
         except FileNotFoundError as error:
@@ -266,13 +264,13 @@ class PartSpool:
         if finished.md5_hex is not None:
             return finished.md5_hex
         md5 = hashlib.md5(usedforsecurity=False)
-        fd = await _settled(_open_for_reading, finished.path)
+        fd = await in_thread(_open_for_reading, finished.path)
         try:
             for start in range(0, finished.size, HASH_STEP_BYTES):
-                await _settled(_hash_range, fd, md5.update, start,
-                               min(HASH_STEP_BYTES, finished.size - start))
+                await in_thread(_hash_range, fd, md5.update, start,
+                                min(HASH_STEP_BYTES, finished.size - start))
         finally:
-            await _settled(os.close, fd)
+            await in_thread(os.close, fd)
         return md5.hexdigest()
 
     def read_part(self, finished: FinishedPart) -> AsyncIterator[bytes]:
@@ -296,7 +294,7 @@ class PartSpool:
 
     async def recover(self) -> list[SpooledUpload]:
         """Every upload on disk with its metadata and acknowledged bytes (after a restart)."""
-        found = await _settled(_scan, self.uploads)
+        found = await in_thread(_scan, self.uploads)
         self._known.update(upload.upload_id for upload in found)
         return found
 
@@ -312,7 +310,7 @@ class PartSpool:
                     numbers.append(int(number))
             return sorted(numbers)
 
-        return await _settled(scan)
+        return await in_thread(scan)
 
     async def remove_part(self, upload_id: str, part: int) -> None:
         _check_part(part)
@@ -323,7 +321,7 @@ class PartSpool:
             for name in (f"part-{part}.data", f"part-{part}.journal"):
                 (directory / name).unlink(missing_ok=True)
 
-        await _settled(remove)
+        await in_thread(remove)
         if book is not None:
             book.receipts.clear()
 
@@ -337,7 +335,7 @@ class PartSpool:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(directory)
 
-        await _settled(remove)
+        await in_thread(remove)
 
     async def uploads_older_than(self, seconds: float, *,
                                  now: float | None = None) -> list[str]:
@@ -348,7 +346,7 @@ class PartSpool:
         writing into an existing part file does not touch the directory itself.
         """
         before = (time.time() if now is None else now) - seconds
-        return await _settled(_idle_uploads, self.uploads, before)
+        return await in_thread(_idle_uploads, self.uploads, before)
 
     def _directory(self, upload_id: str) -> Path:
         if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
@@ -361,36 +359,18 @@ class PartSpool:
         if book is not None:
             return book
         if upload_id not in self._known:
-            if not await _settled((directory / _META_FILE).is_file):
+            if not await in_thread((directory / _META_FILE).is_file):
                 raise CinError(Code.FILE_NOT_FOUND,
                                f"upload {upload_id} is not spooled at this POP")
             self._known.add(upload_id)
         async with self._loading:
             book = self._books.get((upload_id, part))
             if book is None:
-                receipts, journal_end = await _settled(
+                receipts, journal_end = await in_thread(
                     read_journal, directory / f"part-{part}.journal", part)
                 book = self._books[(upload_id, part)] = _PartBook(
                     directory, part, receipts, journal_end)
         return book
-
-
-async def _settled(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run `fn` in a worker thread; if cancelled, still wait for it before giving up.
-
-    A thread cannot be stopped. Returning early would let the caller close a descriptor the
-    thread still writes through, or free a byte range the thread still writes into.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what the caller sees
-        raise
 
 
 class _ChunkSink:
@@ -482,7 +462,7 @@ async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes]
     """Take exactly `extent.size` bytes from `body`, write them at `extent.offset` in `path`
     (when given; bytes in `held` are compared instead) and fsync them. Returns their MD5
     in hex, and the runs written with theirs. Never writes past the extent."""
-    fd = None if path is None else await _settled(_open_for_writing, path)
+    fd = None if path is None else await in_thread(_open_for_writing, path)
     sink = _ChunkSink(fd, extent, held)
     try:
         received = 0
@@ -496,35 +476,35 @@ async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes]
             pending.append(piece)
             pending_bytes += len(piece)
             if pending_bytes >= FLUSH_BYTES:
-                await _settled(sink.write, pending)
+                await in_thread(sink.write, pending)
                 pending, pending_bytes = [], 0
         if pending:
-            await _settled(sink.write, pending)
+            await in_thread(sink.write, pending)
         if received != extent.size:
             raise CinError(Code.BAD_PARAMETER,
                            f"the chunk is {received} bytes, the request said {extent.size}")
         if expected_md5 is not None and sink.md5.digest() != expected_md5:
             raise CinError(Code.BAD_PARAMETER, "Content-MD5 does not match")
         if fd is not None:
-            await _settled(os.fsync, fd)
+            await in_thread(os.fsync, fd)
         return sink.md5.hexdigest(), sink.written_runs()
     finally:
         if fd is not None:
-            await _settled(os.close, fd)
+            await in_thread(os.close, fd)
 
 
 async def _stream(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    fd = await _settled(_open_for_reading, path)
+    fd = await in_thread(_open_for_reading, path)
     try:
         position, end = start, start + length
         while position < end:
-            block = await _settled(os.pread, fd, min(READ_BYTES, end - position), position)
+            block = await in_thread(os.pread, fd, min(READ_BYTES, end - position), position)
             if not block:
                 raise CinError(Code.INTERNAL, f"{path} is shorter than its acknowledged bytes")
             position += len(block)
             yield block
     finally:
-        await _settled(os.close, fd)
+        await in_thread(os.close, fd)
 
 
 def _check_part(part: int) -> None:
