@@ -1,3 +1,6 @@
+"""The part spool on a real disk: chunks written, fsync'd and journaled, read back,
+recovered after a restart. Its decisions alone are tested in test_part_ledger.py."""
+
 import asyncio
 import base64
 import hashlib
@@ -13,16 +16,8 @@ from typing import Any
 import pytest
 
 from common.protocol.errors import CinError, Code
-from edge.multipart.part_spool import (
-    FLUSH_BYTES,
-    READ_BYTES,
-    ChunkReceipt,
-    Extent,
-    PartSpool,
-    PartState,
-    SpooledUpload,
-    merge_extents,
-)
+from edge.multipart.part_ledger import ChunkReceipt, Extent, PartState
+from edge.multipart.part_spool import FLUSH_BYTES, READ_BYTES, PartSpool, SpooledUpload
 
 UPLOAD = "upload-0123456789"
 KiB = 1024
@@ -77,36 +72,6 @@ async def collect(chunks: AsyncIterator[bytes]) -> bytes:
 async def put(spool: PartSpool, offset: int, data: bytes, part: int = 1,
               md5: str | None = None) -> ChunkReceipt:
     return await spool.write_chunk(UPLOAD, part, offset, stream(data), len(data), md5)
-
-
-# The bookkeeping, without files.
-
-@pytest.mark.parametrize(
-    ("extents", "contiguous", "gap", "complete"),
-    [
-        ([], 0, 0, None),
-        ([Extent(0, 10)], 10, None, 10),
-        ([Extent(5, 5)], 0, 0, None),
-        ([Extent(0, 4), Extent(4, 6)], 10, None, 10),  # touching: joined
-        ([Extent(0, 6), Extent(3, 7)], 10, None, 10),  # overlapping: joined
-        ([Extent(6, 4), Extent(0, 5)], 5, 5, None),  # out of order, a one-byte gap
-    ],
-)
-def test_part_state(extents: list[Extent], contiguous: int, gap: int | None,
-                    complete: int | None) -> None:
-    state = PartState(1, merge_extents(extents))
-    assert state.contiguous == contiguous
-    assert state.first_gap() == gap
-    assert state.size_if_complete() == complete
-
-
-def test_part_state_against_an_expected_size() -> None:
-    state = PartState(1, merge_extents([Extent(0, 10)]))
-    assert state.size_if_complete(10) == 10
-    assert state.size_if_complete(11) is None  # the tail is missing
-    assert state.first_gap(11) == 10
-    assert state.size_if_complete(9) is None  # more bytes than the part has
-    assert state.acknowledged == 10
 
 
 # Writing chunks.

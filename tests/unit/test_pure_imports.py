@@ -29,6 +29,9 @@ PURE = [
     "common.config",
     "common.config.schema",
     "common.storage",  # the protocol and the driver table; drivers load when opened
+    # The part spool's decisions, apart from its IO.
+    "edge.multipart.part_ledger",
+    "edge.multipart.part_journal",
 ]
 
 
