@@ -3,10 +3,17 @@
 A part is written in chunks, each a byte range (`Extent`) at an offset. A chunk is
 acknowledged (a `ChunkReceipt`) once its bytes are durable; which bytes are acknowledged
 is a `PartState`. A `PartLedger` keeps one part's receipts and the chunks being written
-now, and decides what a new chunk must do: wait for a chunk in flight over the same
-bytes, be compared with an acknowledged chunk it repeats, or be written, with the
-acknowledged bytes inside its range compared rather than written again (`ChunkRuns`).
-It also says when a part is whole and which of its bytes may be read.
+now, and decides what a new chunk must do: be compared with an acknowledged chunk it
+repeats, or be written, with the acknowledged bytes inside its range compared rather
+than written again (`ChunkRuns`). It also says when a part is whole and which of its
+bytes may be read.
+
+A chunk in flight over the same bytes never makes a new one wait on its client: while
+its body is still arriving, the newer chunk takes the range over (`Write.superseded`),
+and the older one is refused before it writes again or acknowledges anything. A client
+whose chunk stalled retries it on a new connection, and the retry must not wait for the
+stalled body (or its timeout). Only a chunk whose body has all arrived, and is being
+made durable (disk work, not the client's), is waited for (`WaitFor`).
 
 edge/multipart/part_spool.py does the IO these decisions call for; the journal's line
 format is edge/multipart/part_journal.py.
@@ -155,13 +162,28 @@ class Claim:
     """A chunk being written now: its range, and the acknowledged bytes inside it when it
     was admitted (compared with the chunk's, never written again)."""
 
+    part: int
     extent: Extent
     held: tuple[Extent, ...]
+    committing: bool = False  # its body is all here: it is being made durable
+    superseded: bool = False  # a newer chunk took its range over: it must stop
+
+    def commit(self) -> None:
+        """The chunk's body is all here and checked: unless it was superseded, it is made
+        durable now, and newer chunks over its range wait for it."""
+        self.check_current()
+        self.committing = True
+
+    def check_current(self) -> None:
+        """Refuse a chunk whose range a newer one took over: it may write no more."""
+        if self.superseded:
+            raise CinError(Code.CONFLICT, f"bytes {self.extent.offset}-{self.extent.end - 1}"
+                           f" of part {self.part} were taken over by a newer request for them")
 
 
 @dataclass(frozen=True)
 class WaitFor:
-    """A chunk in flight overlaps this one: once it settles, ask again."""
+    """A chunk being made durable overlaps this one: once it settles, ask again."""
 
     claim: Claim
 
@@ -175,9 +197,12 @@ class Repeat:
 
 @dataclass(frozen=True)
 class Write:
-    """The chunk may be written; its range is claimed until it is released."""
+    """The chunk may be written; its range is claimed until it is released. The chunks
+    in flight over it whose bodies were still arriving are `superseded`: none writes
+    again, but one may be inside a write now, which must end before this one writes."""
 
     claim: Claim
+    superseded: tuple[Claim, ...] = ()
 
 
 Admission = WaitFor | Repeat | Write
@@ -196,19 +221,22 @@ class PartLedger:
 
     def admit(self, extent: Extent) -> Admission:
         """What a chunk at `extent` does now (see the module's docstring)."""
-        for claim in self.claims:
-            if claim.extent.overlaps(extent):
+        overlapping = [claim for claim in self.claims if claim.extent.overlaps(extent)]
+        for claim in overlapping:
+            if claim.committing:
                 return WaitFor(claim)
         for receipt in self.receipts:
             if receipt.extent == extent:
-                return Repeat(receipt)
+                return Repeat(receipt)  # compared, not written: no claim needed
         # A client that lost a chunk's answer sends it again, smaller (FII halves a chunk
         # on a failure), and the chunk after it may straddle the end of what arrived.
         held = tuple(extent.clip(acknowledged) for acknowledged in self.state().extents
                      if acknowledged.overlaps(extent))
-        claim = Claim(extent, held)
+        for claim in overlapping:
+            claim.superseded = True
+        claim = Claim(self.part, extent, held)
         self.claims.append(claim)
-        return Write(claim)
+        return Write(claim, tuple(overlapping))
 
     def acknowledge(self, receipt: ChunkReceipt) -> None:
         """`receipt` is durable (its journal line fsync'd)."""

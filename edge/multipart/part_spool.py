@@ -14,8 +14,13 @@ not written: a difference is a conflict.
 
 Which bytes are acknowledged, what a new chunk must do and when a part is whole are
 decided in edge/multipart/part_ledger.py, without a disk; this module does what it
-decides. All disk work (and the MD5 of the bytes, hashed as they are written) runs in
-worker threads, batched into ~1 MiB calls; a part is never held in memory.
+decides. A chunk never waits on another request's client: a retry of a chunk whose
+body stalled takes its range over at once (the stalled request writes no more), and
+waits only for disk work under way (a write batch of the stalled request, or the fsync
+and journal line of a chunk whose body is all here).
+
+All disk work (and the MD5 of the bytes, hashed as they are written) runs in worker
+threads, batched into ~1 MiB calls; a part is never held in memory.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ class _PartOnDisk:
         self.journal_path = directory / f"part-{ledger.part}.journal"
         self.journal_end = journal_end  # where the next line goes: after the last whole line
         self.journal_lock = asyncio.Lock()
-        self.settled: dict[Claim, asyncio.Event] = {}  # set when a claimed chunk ends
+        self.in_flight: dict[Claim, _ClaimedRange] = {}
         self._directory_synced = False
 
     def append(self, receipt: ChunkReceipt) -> None:
@@ -164,16 +169,20 @@ class PartSpool:
         on_disk = await self._part(upload_id, part)
         ledger = on_disk.ledger
         while isinstance(admission := ledger.admit(extent), WaitFor):
-            # Once it settles, this chunk either repeats it, conflicts with it, or is free.
-            await on_disk.settled[admission.claim].wait()
+            # Being made durable: once it settles, this chunk either repeats it, conflicts
+            # with it, or is free.
+            await on_disk.in_flight[admission.claim].settled.wait()
         if isinstance(admission, Repeat):
             return await self._repeat(admission.receipt, body, expected_md5)
 
         claim = admission.claim
-        on_disk.settled[claim] = asyncio.Event()
+        claimed = on_disk.in_flight[claim] = _ClaimedRange(claim)
         try:
-            runs = await _receive(on_disk.data_path, ChunkRuns(extent, claim.held), body,
-                                  expected_md5)
+            for older in admission.superseded:
+                # It writes no more, but a batch of it may be on its way to the disk.
+                await on_disk.in_flight[older].idle.wait()
+            runs = await _receive(ChunkRuns(extent, claim.held), body, expected_md5,
+                                  on_disk.data_path, claimed)
             async with on_disk.journal_lock:
                 for run, run_md5 in runs.written_runs():
                     await in_thread(on_disk.append,
@@ -184,7 +193,7 @@ class PartSpool:
                            f"upload {upload_id} was removed from this POP") from error
         finally:
             ledger.release(claim)
-            on_disk.settled.pop(claim).set()
+            on_disk.in_flight.pop(claim).settled.set()
 
     async def _repeat(self, acknowledged: ChunkReceipt, body: AsyncIterable[bytes],
                       expected_md5: bytes | None) -> ChunkReceipt:
@@ -194,7 +203,7 @@ class PartSpool:
                             "acknowledged with different content")
         if expected_md5 is not None and expected_md5.hex() != acknowledged.md5_hex:
             raise conflict
-        runs = await _receive(None, ChunkRuns(acknowledged.extent), body, expected_md5)
+        runs = await _receive(ChunkRuns(acknowledged.extent), body, expected_md5)
         if runs.md5.hexdigest() != acknowledged.md5_hex:
             raise conflict
         return acknowledged
@@ -321,25 +330,60 @@ class PartSpool:
         return on_disk
 
 
-async def _receive(path: Path | None, runs: ChunkRuns, body: AsyncIterable[bytes],
-                   expected_md5: bytes | None) -> ChunkRuns:
+class _ClaimedRange:
+    """What the IO knows of a claimed chunk: when it has settled (acknowledged or failed),
+    and whether a write batch of it is in a worker thread now."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.settled = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def write(self, fd: int, runs: ChunkRuns, buffers: list[bytes]) -> None:
+        # Checked and marked busy in one step of the event loop: a newer chunk that takes
+        # the range over after this either sees the write under way and waits for it, or
+        # this chunk sees it was superseded and writes nothing.
+        self.claim.check_current()
+        self.idle.clear()
+        try:
+            await in_thread(_write_runs, fd, runs, buffers)
+        finally:
+            self.idle.set()
+
+
+async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: bytes | None,
+                   path: Path | None = None,
+                   claimed: _ClaimedRange | None = None) -> ChunkRuns:
     """Take exactly the chunk's size in bytes from `body`, write them at its offset in
-    `path` (when given; held bytes are compared instead) and fsync them. Returns `runs`,
-    which has their MD5 and the runs written with theirs. Never writes past the chunk."""
+    `path` (when given, for the `claimed` range; held bytes are compared instead) and
+    fsync them. Returns `runs`, which has their MD5 and the runs written with theirs.
+    Never writes past the chunk, nor once a newer chunk took its range over."""
     fd = None if path is None else await in_thread(_open_for_writing, path)
+
+    async def write(buffers: list[bytes]) -> None:
+        if fd is None or claimed is None:
+            await in_thread(_write_runs, None, runs, buffers)  # only hashed
+        else:
+            await claimed.write(fd, runs, buffers)
+
     try:
         pending: list[bytes] = []
         pending_bytes = 0
         async for piece in body:
+            if claimed is not None:
+                claimed.claim.check_current()  # superseded: refused as soon as it sends
             runs.count(len(piece))
             pending.append(piece)
             pending_bytes += len(piece)
             if pending_bytes >= FLUSH_BYTES:
-                await in_thread(_write_runs, fd, runs, pending)
+                await write(pending)
                 pending, pending_bytes = [], 0
         if pending:
-            await in_thread(_write_runs, fd, runs, pending)
+            await write(pending)
         runs.check_whole(expected_md5)
+        if claimed is not None:
+            claimed.claim.commit()
         if fd is not None:
             await in_thread(os.fsync, fd)
         return runs

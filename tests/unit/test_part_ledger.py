@@ -139,13 +139,50 @@ def test_a_free_range_is_claimed_and_released() -> None:
     assert ledger.claims == []
 
 
-def test_a_chunk_over_one_in_flight_waits_for_it() -> None:
+def test_a_chunk_over_one_still_arriving_takes_its_range_over() -> None:
+    """The older chunk's client may have stalled: the newer one (its retry) never waits
+    for it, and the older one may write no more."""
     ledger = PartLedger(1)
     first = ledger.admit(Extent(100, 100))
     assert isinstance(first, Write)
+    first.claim.check_current()
+    for overlapping in (Extent(0, 101), Extent(199, 10)):
+        newer = ledger.admit(overlapping)
+        assert isinstance(newer, Write)
+        assert first.claim in newer.superseded  # a write of it may still be under way
+        assert first.claim.superseded and not newer.claim.superseded
+        ledger.release(newer.claim)
+    with pytest.raises(CinError) as caught:
+        first.claim.check_current()
+    assert (caught.value.code, caught.value.detail) == (
+        Code.CONFLICT, "bytes 100-199 of part 1 were taken over by a newer request for them")
+    with pytest.raises(CinError):
+        first.claim.commit()  # its body ended after all: still nothing is acknowledged
+    # A chunk beside it is not in its way.
+    beside = ledger.admit(Extent(200, 10))
+    assert isinstance(beside, Write) and beside.superseded == ()
+
+
+def test_a_chunk_over_one_being_made_durable_waits_for_it() -> None:
+    ledger = PartLedger(1)
+    first = ledger.admit(Extent(100, 100))
+    assert isinstance(first, Write)
+    first.claim.commit()
     for overlapping in (Extent(100, 100), Extent(0, 101), Extent(199, 10), Extent(150, 1)):
         assert ledger.admit(overlapping) == WaitFor(first.claim)
-    assert len(ledger.claims) == 1  # waiting claims nothing
+    assert ledger.claims == [first.claim]  # waiting claims nothing, supersedes nothing
+    assert not first.claim.superseded
+    ledger.acknowledge(receipt(100, 100))
+    ledger.release(first.claim)
+    assert ledger.admit(Extent(100, 100)) == Repeat(receipt(100, 100))
+
+
+def test_a_repeat_of_acknowledged_bytes_leaves_a_chunk_in_flight_alone() -> None:
+    ledger = PartLedger(1, [receipt(0, 100)])
+    writing = ledger.admit(Extent(50, 100))
+    assert isinstance(writing, Write)
+    assert ledger.admit(Extent(0, 100)) == Repeat(receipt(0, 100))  # compared, not written
+    writing.claim.check_current()
 
 
 def test_a_chunk_at_an_acknowledged_range_is_a_repeat() -> None:
