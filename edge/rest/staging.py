@@ -9,11 +9,14 @@ that ends before its first batch is full never touches the disk: it stays in mem
 which is no more than a larger body holds there while its batch fills, and it saves a
 small file (most of what a POP takes) the eight thread hops of a file written, read back
 and removed.
+
+A take that is cancelled waits for a write still in its thread before it closes and
+removes the file (`in_thread`): a descriptor closed under the write could be reused by
+the next file opened, which would get the body's bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from common.protocol.errors import CinError, Code
 from common.protocol.sniff import SNIFF_BYTES
+from common.threads import in_thread, in_thread_releasing
 
 FLUSH_BYTES = 1024 * 1024
 READ_BYTES = 1024 * 1024
@@ -43,18 +47,18 @@ class StagedBody:
             for chunk in self._held:
                 yield chunk
             return
-        handle = await asyncio.to_thread(open, self.path, "rb")
+        handle = await in_thread(open, self.path, "rb")
         try:
-            while chunk := await asyncio.to_thread(handle.read, READ_BYTES):
+            while chunk := await in_thread(handle.read, READ_BYTES):
                 yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            await in_thread(handle.close)
 
     async def remove(self) -> None:
         if self.path is None:
             self._held = ()
             return
-        await asyncio.to_thread(self.path.unlink, missing_ok=True)
+        await in_thread(self.path.unlink, missing_ok=True)
 
 
 class Staging:
@@ -68,7 +72,7 @@ class Staging:
             for leftover in self.incoming.glob("*.data"):
                 leftover.unlink(missing_ok=True)
 
-        await asyncio.to_thread(sweep)
+        await in_thread(sweep)
 
     async def take(self, body: AsyncIterable[bytes], *, limit: int) -> StagedBody:
         """Write `body` into a new staged file, refusing it once it passes `limit` bytes;
@@ -96,18 +100,19 @@ class Staging:
                 pending_bytes += len(chunk)
                 if pending_bytes >= FLUSH_BYTES:
                     if fd < 0:
-                        fd = await asyncio.to_thread(_create, path)
-                    await asyncio.to_thread(_write_all, fd, pending)
+                        fd = await in_thread_releasing(
+                            lambda opened: _close_and_remove(opened, path), _create, path)
+                    await in_thread(_write_all, fd, pending)
                     pending, pending_bytes = [], 0
             if fd < 0:
                 return StagedBody(body_id, size, bytes(head), held=pending)
             if pending:
-                await asyncio.to_thread(_write_all, fd, pending)
+                await in_thread(_write_all, fd, pending)
         except BaseException:
             if fd >= 0:
-                await asyncio.to_thread(_close_and_remove, fd, path)
+                await in_thread(_close_and_remove, fd, path)
             raise
-        await asyncio.to_thread(os.close, fd)
+        await in_thread(os.close, fd)
         return StagedBody(body_id, size, bytes(head), path=path)
 
 

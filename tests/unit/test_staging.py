@@ -3,12 +3,15 @@ and a refused body leaves nothing behind either way."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import edge.rest.staging as staging_module
 from common.protocol.errors import CinError, Code
 from edge.rest.staging import FLUSH_BYTES, Staging
 
@@ -75,4 +78,39 @@ async def test_a_body_that_fails_midway_leaves_no_file(staging: Staging) -> None
 
     with pytest.raises(ConnectionResetError):
         await staging.take(broken(), limit=10 * FLUSH_BYTES)
+    assert files_in(staging) == []
+
+
+async def test_a_cancelled_take_closes_its_file_only_after_the_write_under_way(
+        staging: Staging, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing the descriptor while a write of it still runs in its thread could send the
+    bytes into the next file opened with the same number."""
+    in_write, go = threading.Event(), threading.Event()
+    writing_now = False
+    closed_during_write: list[bool] = []
+    real_write_all, real_close_and_remove = staging_module._write_all, \
+        staging_module._close_and_remove
+
+    def blocked_write_all(fd: int, buffers: list[bytes]) -> None:
+        nonlocal writing_now
+        writing_now = True
+        in_write.set()
+        assert go.wait(5)
+        real_write_all(fd, buffers)
+        writing_now = False
+
+    def watched_close_and_remove(fd: int, path: Path) -> None:
+        closed_during_write.append(writing_now)
+        real_close_and_remove(fd, path)
+
+    monkeypatch.setattr(staging_module, "_write_all", blocked_write_all)
+    monkeypatch.setattr(staging_module, "_close_and_remove", watched_close_and_remove)
+    taking = asyncio.create_task(staging.take(body(os.urandom(2 * FLUSH_BYTES)),
+                                              limit=4 * FLUSH_BYTES))
+    assert await asyncio.to_thread(in_write.wait, 5)
+    taking.cancel()
+    asyncio.get_running_loop().call_later(0.1, go.set)  # the disk comes back a little later
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(taking, timeout=5)
+    assert closed_during_write == [False]
     assert files_in(staging) == []
