@@ -23,30 +23,29 @@ from edge.keys import (
     FETCHER,
     PART_SPOOL,
     POP,
-    SPOOL,
+    STAGING,
     STORAGE,
     SWEEPER,
     TRANSFER,
 )
-from edge.multipart import part_routes
-from edge.multipart import start_routes
+from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
 from edge.rest import overwrite, store
-from edge.rest.staging import Spool
+from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 
 # aiohttp's own body limit does not guard streaming handlers (they read as they go, and
-# the spool enforces each app's limit); it only bounds what a handler reads whole.
+# staging enforces each app's limit); it only bounds what a handler reads whole.
 CLIENT_MAX_SIZE = 1024 * 1024
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config, pop = app[CONFIG], app[POP]
-    spool = Spool(pop.spool_dir)
-    await spool.prepare()
-    app[SPOOL] = spool
+    staging = Staging(pop.spool_dir)
+    await staging.prepare()
+    app[STAGING] = staging
     parts = PartSpool(pop.spool_dir)
     await parts.prepare()
     app[PART_SPOOL] = parts

@@ -18,7 +18,6 @@ Every file system call runs in a thread: a slow disk must never stall the event 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -27,7 +26,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -51,6 +50,7 @@ from common.storage._protocol import (
 )
 from common.storage._rules import check_key, check_part_list, clip_range
 from common.storage.drivers import LocalSettings, settings_of
+from common.threads import in_thread, in_thread_releasing
 from edge.rest.streams import read_ahead
 
 if TYPE_CHECKING:
@@ -81,8 +81,12 @@ def os_failure(exc: OSError) -> StorageError:
 
 
 async def _io(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run blocking file work in a thread, translating `OSError` into `StorageError`."""
-    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=None)
+    """Run blocking file work in a thread (`in_thread`: a cancellation waits for it, so
+    cleanup never races a write still running), translating `OSError` into `StorageError`."""
+    try:
+        return await in_thread(fn, *args, **kwargs)
+    except OSError as exc:
+        raise os_failure(exc) from exc
 
 
 async def _io_acquire(
@@ -90,21 +94,8 @@ async def _io_acquire(
 ) -> _T:
     """`_io` for a call that opens something: if the caller is cancelled while the call
     runs, what it opened is released instead of leaking."""
-    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=release)
-
-
-async def _in_thread(work: Coroutine[Any, Any, _T], release: Callable[[_T], object] | None) -> _T:
-    # A thread cannot be interrupted, so on cancellation wait for it before letting the
-    # cancellation through: otherwise cleanup (closing or unlinking a temp file) would
-    # race the write still running.
-    task = asyncio.ensure_future(work)
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is None and release is not None:
-            await asyncio.to_thread(release, task.result())
-        raise
+        return await in_thread_releasing(release, fn, *args, **kwargs)
     except OSError as exc:
         raise os_failure(exc) from exc
 

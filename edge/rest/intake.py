@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from common.protocol.errors import CinError, Code
 from common.protocol.security import Grant
 from edge.rest.base64stream import decode_stream
-from edge.rest.staging import Spool, SpoolFile
+from edge.rest.staging import StagedBody, Staging
 from edge.rest.streams import read_ahead
 from edge.rest.url_fetch import UrlFetcher
 
@@ -61,28 +61,28 @@ async def open_incoming(
     yield _decoded(incoming) if base64 else incoming
 
 
-async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int,
-                       grant: Grant) -> SpoolFile:
-    """Spool the file, refusing it once it passes the app's limit or the policy's maxSize
+async def stage_within(staging: Staging, incoming: IncomingFile, *, limit: int,
+                       grant: Grant) -> StagedBody:
+    """Stage the file, refusing it once it passes the app's limit or the policy's maxSize
     (whichever is smaller, enforced as the bytes arrive), or if it is under minSize."""
     allowed = grant.max_size(limit)
     try:
-        spooled = await spool.take(incoming.chunks, limit=allowed)
+        staged = await staging.take(incoming.chunks, limit=allowed)
     except CinError as exc:
         if exc.code is Code.TOO_LARGE and allowed < limit:
             raise CinError(Code.POLICY_DENIES,
                            f"maxSize: the file is over the policy's {allowed} bytes") from exc
         raise
     try:
-        grant.check_size(spooled.size)
+        grant.check_size(staged.size)
     except CinError:
-        await spooled.remove()
+        await staged.remove()
         raise
-    return spooled
+    return staged
 
 
 def refuse_size(size: int, *, grant: Grant, limit: int) -> None:
-    """Refuse a file of a size known up front, as `spool_within` refuses one whose size
+    """Refuse a file of a size known up front, as `stage_within` refuses one whose size
     it finds out as the bytes arrive."""
     allowed = grant.max_size(limit)
     if size > allowed and allowed == limit:
@@ -128,7 +128,7 @@ def _refuse_oversized(request: web.Request, *, base64: bool, limit: int) -> None
     """Refuse early a body whose declared length already exceeds the limit."""
     declared = request.content_length
     if declared is None:
-        return  # chunked: the spool counts as it writes
+        return  # chunked: staging counts as it writes
     allowed = limit * 4 // 3 + 4096 if base64 else limit
     if request.content_type.startswith("multipart/"):
         allowed += 64 * 1024  # boundaries and part headers

@@ -23,9 +23,9 @@ from common.storage import Access, StorageError
 from common.web.file_routes import find_file
 from common.web.request_auth import app_of, request_credentials
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, SPOOL, STORAGE
-from edge.rest.intake import open_incoming, receive, spool_within
-from edge.rest.staging import SpoolFile
+from edge.keys import CONFIG, COORDINATOR, FETCHER, STAGING, STORAGE
+from edge.rest.intake import open_incoming, receive, stage_within
+from edge.rest.staging import StagedBody
 
 log = logging.getLogger("cin.edge.overwrite")
 
@@ -51,17 +51,17 @@ async def overwrite(request: web.Request) -> web.Response:
     if incoming.source_url is not None:
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER], base64=base64) as opened:
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
+        staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
-        if spool.size == 0:
+        if staged.size == 0:
             raise CinError(Code.EMPTY_FILE)
         # The file keeps its name; its type is what the new bytes are.
-        new_type = choose_mimetype(mimetype or opened.content_type, spool.head,
+        new_type = choose_mimetype(mimetype or opened.content_type, staged.head,
                                    record.filename)
     except BaseException:
-        await spool.remove()
+        await staged.remove()
         raise
-    updated = await request.app[JOBS].shield(_put(request.app, record, spool, new_type))
+    updated = await request.app[JOBS].shield(_put(request.app, record, staged, new_type))
     return web.json_response({
         "url": file_url(config.coordinator.public_url, updated.handle),
         "handle": updated.handle,
@@ -72,12 +72,12 @@ async def overwrite(request: web.Request) -> web.Response:
     })
 
 
-async def _put(app: web.Application, record: FileRecord, spool: SpoolFile,
+async def _put(app: web.Application, record: FileRecord, staged: StagedBody,
                mimetype: str) -> FileRecord:
     try:
         storage = app[STORAGE][record.storage]
         try:
-            info = await storage.put(record.container, record.key, spool.chunks(),
+            info = await storage.put(record.container, record.key, staged.chunks(),
                                      content_type=mimetype, access=Access(record.access))
         except StorageError as exc:
             log.warning("overwriting %s failed: %s", record.handle, exc)
@@ -91,4 +91,4 @@ async def _put(app: web.Application, record: FileRecord, spool: SpoolFile,
             log.error("overwrite of %s stored but not recorded: %s", record.handle, exc)
             raise
     finally:
-        await spool.remove()
+        await staged.remove()

@@ -5,7 +5,7 @@ acknowledged store is complete. A raw body that declares its length goes straigh
 a local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`):
 its size is known up front, so the coordinator can name the file before the rest of the
 bytes come, and nothing is written twice. Any other body (a form, a URL to fetch,
-base64, a chunked raw body) is spooled first (bounded by the app's size limit), since
+base64, a chunked raw body) is staged first (bounded by the app's size limit), since
 the file's size is only known at its end.
 """
 
@@ -33,18 +33,18 @@ from common.storage import StorageError
 from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, STAGING, STORAGE
 from edge.rest.intake import (
     IncomingFile,
     exactly,
     open_incoming,
     receive,
     refuse_size,
-    spool_within,
+    stage_within,
     take_head,
 )
-from edge.rest.staging import FLUSH_BYTES as SPOOL_BATCH_BYTES
-from edge.rest.staging import SpoolFile
+from edge.rest.staging import FLUSH_BYTES as STAGING_BATCH_BYTES
+from edge.rest.staging import StagedBody
 from edge.rest.streams import stalls_after
 
 log = logging.getLogger("cin.edge.store")
@@ -82,25 +82,25 @@ async def store(request: web.Request) -> web.Response:
             # Shielded, so that a cancelled handler still records how the store ended.
             record = await request.app[JOBS].shield(_store(request.app, start, body, params))
             return web.json_response(store_reply(config.coordinator.public_url, record))
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
+        staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
-        start = _start_file(request, app, location, params, opened, head=spool.head,
-                            size=spool.size, origin_id=spool.spool_id)
+        start = _start_file(request, app, location, params, opened, head=staged.head,
+                            size=staged.size, origin_id=staged.body_id)
     except BaseException:
-        await spool.remove()
+        await staged.remove()
         raise
     # The bucket write must finish even if the client hangs up meanwhile, or the file
-    # would stay Started forever: it runs as a shielded job that owns the spool file.
-    record = await request.app[JOBS].shield(_store_spooled(request.app, start, spool, params))
+    # would stay Started forever: it runs as a shielded job that owns the staged file.
+    record = await request.app[JOBS].shield(_store_staged(request.app, start, staged, params))
     return web.json_response(store_reply(config.coordinator.public_url, record))
 
 
 def _goes_straight(location: StorageConfig, size: int) -> bool:
     """Whether a body of a known size can go to the bucket as it arrives at no more
-    memory than spooling it: a driver that streams a body (local disk) holds nothing, one
+    memory than staging it: a driver that streams a body (local disk) holds nothing, one
     that gathers it into parts of several MiB (S3) would hold them for as long as a slow
-    client takes; a body under one spool batch is held in memory either way."""
-    return driver_of(location).capabilities.streams_body or size < SPOOL_BATCH_BYTES
+    client takes; a body under one staging batch is held in memory either way."""
+    return driver_of(location).capabilities.streams_body or size < STAGING_BATCH_BYTES
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
@@ -121,12 +121,12 @@ def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
         tags=params.tags)
 
 
-async def _store_spooled(app: web.Application, start: wire.StartFile, spool: SpoolFile,
-                         params: StoreParams) -> FileRecord:
+async def _store_staged(app: web.Application, start: wire.StartFile, staged: StagedBody,
+                        params: StoreParams) -> FileRecord:
     try:
-        return await _store(app, start, spool.chunks(), params)
+        return await _store(app, start, staged.chunks(), params)
     finally:
-        await spool.remove()
+        await staged.remove()
 
 
 async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],

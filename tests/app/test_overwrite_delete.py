@@ -419,8 +419,8 @@ async def test_overwrite_limits(network: Network, via: str) -> None:
     response = await client.post(f"/api/file/{handle}", data=b"", params=signed(call=["write"]))
     await refused(response, 400, "empty_file")
     assert await content(network.pop, handle) == b"y" * 10
-    spool = network.config.pops[0].spool_dir / "incoming"
-    assert list(spool.iterdir()) == []
+    staging = network.config.pops[0].spool_dir / "incoming"
+    assert list(staging.iterdir()) == []
 
 
 @pytest.mark.parametrize("via", ["pop", "coordinator"])

@@ -209,8 +209,8 @@ async def test_policy_max_size_is_enforced_while_streaming(network: Network) -> 
     response.close()
     assert count_files(network) == files_before
     assert bucket_objects(network) == objects_before
-    spool = network.config.pops[0].spool_dir / "incoming"
-    assert list(spool.iterdir()) == []
+    staging = network.config.pops[0].spool_dir / "incoming"
+    assert list(staging.iterdir()) == []
 
     # A multipart form over maxSize, and the exact maxSize, which is allowed.
     form = aiohttp.FormData()

@@ -1,5 +1,5 @@
 """A raw REST store that declares its length goes to the bucket as it arrives (to S3 only
-while it is under one spool batch), over real loopback HTTP: nothing is spooled, a client
+while it is under one staging batch), over real loopback HTTP: nothing is staged, a client
 that hangs up or stalls midway leaves no object and no file Started, and what the policy
 or the app refuses is refused before a byte is kept."""
 
@@ -31,7 +31,7 @@ def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
 
 
-def spooled_files(network: Network) -> list[Path]:
+def staged_files(network: Network) -> list[Path]:
     return list((network.config.pops[0].spool_dir / "incoming").iterdir())
 
 
@@ -87,14 +87,14 @@ def straight_sizes(network: Network) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("network_on_each_driver", ["s3"], indirect=True)
-async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
+async def test_a_large_body_for_s3_is_staged_before_the_file_is_named(
         network: Network) -> None:
     assert driver(network) == "s3"
     data = os.urandom(3 * MiB)
     reader, writer = await open_raw_store(network, len(data))
     try:
         await send(writer, data[:2 * MiB])
-        await eventually(lambda: spooled_files(network) != [], "the body to be spooled")
+        await eventually(lambda: staged_files(network) != [], "the body to be staged")
         assert files_by_status(network) == []
         await send(writer, data[2 * MiB:])
         status_line = await reader.readline()
@@ -102,7 +102,7 @@ async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
     finally:
         writer.close()
     assert [row[0] for row in files_by_status(network)] == ["Complete"]
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 @pytest.mark.parametrize("network_on_each_driver", ["local"], indirect=True)
@@ -114,7 +114,7 @@ async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network)
         # The coordinator has named the file while the body is still arriving.
         await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Started"],
                          "the file to be Started")
-        assert spooled_files(network) == []
+        assert staged_files(network) == []
         await send(writer, data[4 * MiB:])
         status_line = await reader.readline()
         assert status_line.startswith(b"HTTP/1.1 200"), status_line
@@ -131,7 +131,7 @@ async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network)
         finally:
             await reading.close()
     assert stored.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) -> None:
@@ -173,7 +173,7 @@ async def _nothing_stored(network: Network) -> None:
     settings = network.config.storage["bucket"].settings
     if isinstance(settings, LocalSettings):
         assert [path for path in settings.root.rglob("*") if path.is_file()] == []
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 async def test_a_policy_refuses_a_declared_size_before_any_byte_is_kept(
@@ -189,7 +189,7 @@ async def test_a_policy_refuses_a_declared_size_before_any_byte_is_kept(
         assert (response.status, body["code"]) == (403, "policy_denies"), body
         assert limit in body["error"]
     assert files_by_status(network) == []
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 async def test_an_empty_raw_body_is_refused(network: Network) -> None:
