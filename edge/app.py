@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
-from common.web import cors, drain, file_routes
+from common.web import body_idle, cors, drain, file_routes
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
@@ -28,8 +28,7 @@ from edge.keys import (
     SWEEPER,
     TRANSFER,
 )
-from edge.multipart import part_routes
-from edge.multipart import start_routes
+from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
@@ -87,6 +86,7 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    body_idle.install(app, config.timeouts.body_idle)
     drain.install(app)
     cors.install(app, config.cors)
     app[CONFIG] = config
