@@ -19,6 +19,7 @@ from aiohttp import web
 
 from common.config import Config, EventLoop, Listen, PopConfig
 from common.web.drain import DRAIN
+from common.web.request_log import AccessLog, access_logger
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 
@@ -49,18 +50,20 @@ def pop_service(config: Config, pop: PopConfig) -> Service:
                    context)
 
 
-async def serve(services: list[Service], *, shutdown_timeout: float,
+async def serve(services: list[Service], config: Config,
                 on_ready: Callable[[list[Service]], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    shutdown_timeout = config.shutdown_timeout
     runners: list[web.AppRunner] = []
     sites: list[web.TCPSite] = []
     try:
         for service in services:
             runner = web.AppRunner(service.app, shutdown_timeout=shutdown_timeout,
-                                   access_log=None)
+                                   access_log_class=AccessLog,
+                                   access_log=access_logger if config.access_log else None)
             await runner.setup()
             runners.append(runner)
             site = web.TCPSite(runner, service.listen.host, service.listen.port,

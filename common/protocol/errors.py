@@ -67,6 +67,9 @@ class Code(Enum):
     IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
                                             "cannot serve it now; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
+    # Never heard by anyone: the client hung up before its answer. nginx's status for it,
+    # so that the access log tells such requests apart.
+    CLIENT_CLOSED = ErrorSpec(499, "the client closed the connection before the answer")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")
 
