@@ -22,7 +22,7 @@ from yarl import URL
 
 import edge.coordinator_client
 from common.config import PopConfig
-from common.web.request_log import AccessLog, access_logger
+from common.web.connections import ConnectionCap, GuardedSite
 from edge.app import make_app as make_edge_app
 
 
@@ -32,11 +32,10 @@ async def served_pop(network: Network, *, access_log: bool = True) -> AsyncItera
     test servers cancel a handler whose client hangs up; cin lets it finish)."""
     config = replace(network.config, access_log=access_log)
     pop = config.pops[1]
-    runner = web.AppRunner(make_edge_app(config, pop), access_log_class=AccessLog,
-                           access_log=access_logger if access_log else None)
+    runner = web.AppRunner(make_edge_app(config, pop))
     await runner.setup()
     try:
-        await web.TCPSite(runner, pop.listen.host, pop.listen.port).start()
+        await GuardedSite(runner, pop.listen, config, ConnectionCap(10)).start()
         yield pop
     finally:
         await runner.cleanup()
