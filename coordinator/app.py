@@ -13,7 +13,7 @@ from aiohttp import web
 from common.config import Config
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
-from common.web import cors, drain, file_routes
+from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
@@ -96,6 +96,8 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
+    body_idle.install(app, config.timeouts.body_idle)
+    request_log.install(app)
     drain.install(app, always_open=("/internal/",))
     cors.install(app, config.cors)
     app[CONFIG] = config

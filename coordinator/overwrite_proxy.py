@@ -42,6 +42,10 @@ async def overwrite(request: web.Request) -> web.StreamResponse:
             log.warning("POP %s unreachable for an overwrite: %s", pop.name, exc)
             continue
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if (failed := request.content.exception()) is not None:
+                # The client's body failed (it stalled, or was malformed) while it was
+                # relayed: that is the answer, not the POP, which only lost its sender.
+                raise failed from exc
             log.warning("POP %s failed during an overwrite: %s", pop.name, exc)
             raise CinError(Code.POP_UNAVAILABLE, f"{pop.name} failed mid-request") from exc
     raise CinError(Code.POP_UNAVAILABLE, "none of the POPs answered")

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
-from common.web import cors, drain, file_routes
+from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
@@ -86,6 +86,8 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    body_idle.install(app, config.timeouts.body_idle)
+    request_log.install(app)
     drain.install(app)
     cors.install(app, config.cors)
     app[CONFIG] = config

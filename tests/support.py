@@ -44,14 +44,16 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 webhook_delivery: dict[str, Any] | None = None,
                 cors: dict[str, Any] | None = None,
                 heartbeat: dict[str, Any] | None = None,
-                networks: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                networks: dict[str, list[str]] | None = None,
+                timeouts: dict[str, Any] | None = None) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
     required security. `webhooks` are URLs both apps post every event to, signed with
     WEBHOOK_SECRET; `webhook_delivery` overrides the outbox worker's timing; `cors` is the
     config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
-    `networks` maps POP names to the client networks sent to them."""
+    `networks` maps POP names to the client networks sent to them; `timeouts` is the
+    config's `timeouts:` section."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -91,6 +93,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["cors"] = cors
     if heartbeat is not None:
         data["heartbeat"] = heartbeat
+    if timeouts is not None:
+        data["timeouts"] = timeouts
     for pop in data["pops"]:
         if networks and pop["name"] in networks:
             pop["networks"] = networks[pop["name"]]

@@ -32,6 +32,7 @@ from common.config.schema import (
     SqliteStateConfig,
     StateConfig,
     StorageConfig,
+    TimeoutsConfig,
     TlsConfig,
     UploadExpiryConfig,
     UrlFetchConfig,
@@ -106,6 +107,12 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             raise self.fail(name, f"must be a number of at least {minimum}")
         return float(value)
+
+    def count(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(name, f"must be a whole number of at least {minimum}")
+        return value
 
     def size(self, name: str, default: int) -> int:
         value = self.raw(name, default)
@@ -208,11 +215,16 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
     expiry_reader = top.child("upload_expiry", None)
     expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
+    timeouts_reader = top.child("timeouts", None)
+    timeouts = _timeouts(timeouts_reader) if timeouts_reader else TimeoutsConfig()
+    max_connections = top.count("max_connections", Config.max_connections)
+    access_log = top.flag("access_log", Config.access_log)
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
-                  heartbeat=heartbeat, upload_expiry=expiry,
+                  heartbeat=heartbeat, upload_expiry=expiry, timeouts=timeouts,
+                  max_connections=max_connections, access_log=access_log,
                   shutdown_timeout=shutdown_timeout)
 
 
@@ -419,6 +431,17 @@ def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
         ttl=r.number("ttl", UploadExpiryConfig.ttl, minimum=60),
         sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
                                 minimum=1),
+    )
+    r.done()
+    return config
+
+
+def _timeouts(r: _Reader) -> TimeoutsConfig:
+    # Under a tenth of a second a busy node would drop clients that are only slow.
+    config = TimeoutsConfig(
+        header=r.number("header", TimeoutsConfig.header, minimum=0.1),
+        body_idle=r.number("body_idle", TimeoutsConfig.body_idle, minimum=0.1),
+        keep_alive=r.number("keep_alive", TimeoutsConfig.keep_alive, minimum=0.1),
     )
     r.done()
     return config

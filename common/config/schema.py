@@ -201,6 +201,27 @@ StateConfig = SqliteStateConfig
 
 
 @dataclass(frozen=True)
+class TimeoutsConfig:
+    """How long a connection may wait on its client at each phase of a request (seconds),
+    the same for the coordinator and every POP. A peer that stalls past one is dropped:
+    it must not hold a connection, a file Started or a spool, however it misbehaves."""
+
+    # A request's header block, from its first byte to its blank line: a slowloris client
+    # trickling header lines is closed after this.
+    header: float = 30.0
+    # A request body that sends no byte for this long (any body, on any route) is given
+    # up: 408 body_timeout, and what the request had begun is cleaned up as for a client
+    # that hangs up. Only time spent waiting on the client counts, never the time the
+    # node itself takes to write what it has read.
+    body_idle: float = 60.0
+    # A connection with no request under way (a new one that sends nothing, or one kept
+    # alive after an answer) is closed after this. Longer than the idle time clients keep
+    # a pooled connection for (aiohttp 15 s, browsers about a minute), so that a client
+    # seldom reuses a connection just as it is closed.
+    keep_alive: float = 75.0
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
@@ -236,6 +257,12 @@ class Config:
     cors: CorsConfig = field(default_factory=CorsConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # Client connections one process holds at once; past it a new connection is answered
+    # 503 too_many_connections and closed, rather than queued (a POP's file descriptors,
+    # memory and spool bandwidth are finite). Each connection takes a file descriptor.
+    max_connections: int = 4096
+    access_log: bool = True  # one INFO line per request, logger `cin.access`
     shutdown_timeout: float = 30.0
 
     def loop_for(self, *, runs_pops: bool) -> EventLoop:

@@ -24,6 +24,7 @@ class Code(Enum):
 
     # Requests that are malformed.
     BAD_PARAMETER = ErrorSpec(400, "a request parameter is invalid")
+    MALFORMED_HTTP = ErrorSpec(400, "the request is not well-formed HTTP/1.1")
     MISSING_APIKEY = ErrorSpec(400, "the request names no apikey (query parameter 'key')")
     BAD_BASE64 = ErrorSpec(400, "the body is not valid base64")
     INCOMPLETE_BODY = ErrorSpec(400, "the body is not as long as its Content-Length")
@@ -67,6 +68,11 @@ class Code(Enum):
     IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
                                             "cannot serve it now; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
+    TOO_MANY_CONNECTIONS = ErrorSpec(503, "this node holds as many connections as it takes; "
+                                          "retry, or use another POP")
+    # Never heard by anyone: the client hung up before its answer. nginx's status for it,
+    # so that the access log tells such requests apart.
+    CLIENT_CLOSED = ErrorSpec(499, "the client closed the connection before the answer")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")
 

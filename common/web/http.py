@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.protocol.errors import CinError, Code
 from common.storage import StorageError
+from common.web.request_log import request_id, route_of
 
 log = logging.getLogger("cin.http")
 
@@ -33,15 +34,18 @@ def error_response(error: CinError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON body from the error table; never a stack trace."""
+    """Every failure becomes a JSON body from the error table; never a stack trace. Every
+    5xx is logged at ERROR with its cause; a client that hangs up, at INFO."""
     try:
         return await handler(request)
     except CinError as error:
-        return error_response(error)
+        return _answer(request, error)
     except StorageError as exc:
         # The one place a storage failure becomes an answer: a handler lets it escape
         # unless it decides something on it (a NOT_FOUND meaning "already gone").
-        return error_response(exc.to_cin_error())
+        mapped = exc.to_cin_error()
+        mapped.__cause__ = exc
+        return _answer(request, mapped)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and the like pass through
@@ -51,11 +55,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(CinError(code, detail).to_json(), status=exc.status)
     except (web.RequestPayloadError, HttpProcessingError) as exc:
         return error_response(CinError(Code.BAD_PARAMETER, f"unreadable body: {exc}"))
-    except (ConnectionResetError, TimeoutError):
-        raise  # the client went away; there is nobody to answer
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and request.transport is None:
+            # Nobody to answer, and nothing wrong here: what the request had begun was
+            # undone on the way out, as for any failure.
+            log.info("%s %s: the client hung up after %d bytes of the body (%s); id %s",
+                     request.method, route_of(request), request.content.total_bytes,
+                     exc, request_id(request))
+            return error_response(CinError(Code.CLIENT_CLOSED))
+        log.exception("unhandled error in %s %s (%s); id %s", request.method,
+                      route_of(request), request.path, request_id(request))
         return error_response(CinError(Code.INTERNAL))
+
+
+def _answer(request: web.Request, error: CinError) -> web.Response:
+    if error.status >= 500:
+        cause = error.__cause__
+        log.error("%s %s answered %d %s: %s%s; id %s", request.method, route_of(request),
+                  error.status, error.code.wire, error,
+                  f" (from {type(cause).__name__}: {cause})" if cause is not None else "",
+                  request_id(request))
+    return error_response(error)
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:

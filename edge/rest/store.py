@@ -45,13 +45,8 @@ from edge.rest.intake import (
 )
 from edge.rest.staging import FLUSH_BYTES as STAGING_BATCH_BYTES
 from edge.rest.staging import StagedBody
-from edge.rest.streams import stalls_after
 
 log = logging.getLogger("cin.edge.store")
-
-# A body streaming to the bucket that sends nothing for this long is given up: its file
-# is recorded Failed, and the client (if still there) answered 408.
-BODY_IDLE_SECONDS = 60.0
 
 
 async def store(request: web.Request) -> web.Response:
@@ -76,9 +71,9 @@ async def store(request: web.Request) -> web.Response:
             head, body = await take_head(opened.chunks, SNIFF_BYTES)
             start = _start_file(request, app, location, params, opened, head=head,
                                 size=opened.size, origin_id=secrets.token_hex(12))
-            # The file is Started while the client sends: a client that stalls must not
-            # keep it so (aiohttp has no idle timeout on a body).
-            body = stalls_after(BODY_IDLE_SECONDS, exactly(opened.size, body))
+            # The file is Started while the client sends; a client that stalls fails the
+            # read (`timeouts.body_idle`), and the file is recorded Failed.
+            body = exactly(opened.size, body)
             # Shielded, so that a cancelled handler still records how the store ended.
             record = await request.app[JOBS].shield(_store(request.app, start, body, params))
             return web.json_response(store_reply(config.coordinator.public_url, record))

@@ -12,18 +12,25 @@ import pytest
 from support import Network, start_network
 
 
+@pytest.fixture
+def network_settings() -> dict[str, Any]:
+    """More `start_network` settings for `network_on_each_driver`: a test parametrizes
+    this name to change them (short timeouts, say)."""
+    return {}
+
+
 @pytest.fixture(params=["local", "s3"])
 async def network_on_each_driver(request: pytest.FixtureRequest, tmp_path: Path,
-                                 moto_url: str) -> AsyncIterator[Network]:
+                                 moto_url: str,
+                                 network_settings: dict[str, Any]) -> AsyncIterator[Network]:
     """The network storing to local disk, then to S3 (moto) over HTTP."""
-    if request.param == "local":
-        settings: dict[str, Any] = {}
-    else:
+    settings: dict[str, Any] = dict(network_settings)
+    if request.param == "s3":
         bucket = f"cin-{uuid.uuid4().hex[:12]}"
         async with aiobotocore.session.get_session().create_client(
                 "s3", endpoint_url=moto_url, region_name="us-east-1") as s3:
             for name in (bucket, f"{bucket}-other"):
                 await s3.create_bucket(Bucket=name)
-        settings = {"s3_endpoint": moto_url, "bucket": bucket}
+        settings.update(s3_endpoint=moto_url, bucket=bucket)
     async with start_network(tmp_path, **settings) as started:
         yield started

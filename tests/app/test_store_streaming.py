@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from support import APIKEY, APP_SECRET, Network
 
-import edge.rest.store
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
 from common.storage.drivers import LocalSettings
@@ -147,9 +146,9 @@ async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) 
     await _nothing_stored(network)
 
 
+@pytest.mark.parametrize("network_settings", [{"timeouts": {"body_idle": 0.5}}])
 async def test_a_client_that_stalls_midway_is_answered_408_and_leaves_no_object(
-        network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge.rest.store, "BODY_IDLE_SECONDS", 0.5)
+        network: Network) -> None:
     declared, sent = straight_sizes(network)
     reader, writer = await open_raw_store(network, declared)
     try:

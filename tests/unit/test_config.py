@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, SqliteStateConfig, UploadExpiryConfig
+from common.config import ConfigError, SqliteStateConfig, TimeoutsConfig, UploadExpiryConfig
 from common.config.loader import load_config, parse_config
 from common.storage.drivers import LocalSettings, S3Settings
 
@@ -116,6 +116,15 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
          "upload_expiry.sweep_interval", "at least 1"),
         (lambda d: d.update(upload_expiry={"tll": 3600}), "upload_expiry.tll",
          "not a known setting"),
+        (lambda d: d.update(timeouts={"body_idle": 0}), "timeouts.body_idle",
+         "at least 0.1"),
+        (lambda d: d.update(timeouts={"header": "30s"}), "timeouts.header",
+         "must be a number"),
+        (lambda d: d.update(timeouts={"keepalive": 75}), "timeouts.keepalive",
+         "not a known setting"),
+        (lambda d: d.update(max_connections=0), "max_connections", "at least 1"),
+        (lambda d: d.update(max_connections=10.5), "max_connections", "whole number"),
+        (lambda d: d.update(access_log="off"), "access_log", "true or false"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -164,6 +173,17 @@ def test_a_state_engine_cin_does_not_have_is_a_config_error(state: str, words: s
     assert caught.value.key == "coordinator.state"
     assert words in caught.value.problem
     assert "hunter22" not in str(caught.value)  # a database URL's password is not echoed
+
+
+def test_timeouts_and_the_connection_cap_have_defaults_and_can_be_set() -> None:
+    defaults = parse(base())
+    assert defaults.timeouts == TimeoutsConfig(header=30, body_idle=60, keep_alive=75)
+    assert (defaults.max_connections, defaults.access_log) == (4096, True)
+    data = base()
+    data.update(timeouts={"body_idle": 5}, max_connections=100, access_log=False)
+    config = parse(data)
+    assert config.timeouts == TimeoutsConfig(header=30, body_idle=5, keep_alive=75)
+    assert (config.max_connections, config.access_log) == (100, False)
 
 
 def test_webhooks_default_to_every_action() -> None:
