@@ -275,8 +275,10 @@ def basic_auth_secret(header: str | None) -> str | None:
     if scheme.lower() != "basic":
         raise CinError(Code.BAD_CREDENTIALS, "Authorization: only Basic auth is accepted")
     try:
+        # A str with a non-ASCII character (an `é`, or a byte aiohttp kept as a lone
+        # surrogate) makes b64decode raise a plain ValueError, not binascii.Error.
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise CinError(Code.BAD_CREDENTIALS, "Authorization: is not valid base64") from exc
     user, sep, secret = decoded.partition(":")
     if not sep or user != "app" or not secret:
@@ -477,6 +479,10 @@ def _verified_policy(secret: str, policy_text: str, signature: str | None) -> Po
         raise _bad("policy", f"is longer than {MAX_POLICY_TEXT} characters")
     if signature is None:
         raise CinError(Code.SECURITY_REQUIRED, "a policy needs its signature")
+    if not policy_text.isascii():
+        # Base64 is ASCII; anything else (a lone surrogate from a JSON body included)
+        # could not even be encoded to be signed.
+        raise _bad("policy", "is not base64")
     if not _SIGNATURE_RE.fullmatch(signature):
         raise CinError(Code.BAD_SIGNATURE, "signature: must be 64 hex digits")
     expected = sign_policy(secret, policy_text)

@@ -332,6 +332,11 @@ def test_malformed_signed_policy_is_bad_policy_through_authorize() -> None:
     fails(Code.BAD_POLICY, Credentials(policy=huge, signature=sign_policy(SECRET, huge)), READ)
 
 
+@pytest.mark.parametrize("policy", ["\ud800", "é" + PY_POLICY, PY_POLICY + "\udcff"])
+def test_policy_that_is_not_ascii_is_bad_policy_not_signed(policy: str) -> None:
+    fails(Code.BAD_POLICY, Credentials(policy=policy, signature=PY_SIGNATURE), READ)
+
+
 def test_parse_accepts_integral_floats_and_ignores_unknown_keys() -> None:
     policy = Policy.parse(b64('{"expiry": 1562763146.0, "maxSize": 1e3, "future": [1]}'))
     assert policy == Policy(expiry=EXPIRY, max_size=1000)
@@ -379,7 +384,7 @@ def test_basic_auth_header() -> None:
 
 @pytest.mark.parametrize("header", [
     "Bearer token", "Basic !!!", basic("user:secret"), basic("app:"), basic("app"),
-    "Basic " + base64.b64encode(b"app:\xff").decode(),
+    "Basic " + base64.b64encode(b"app:\xff").decode(), "Basic é", "Basic \udcff",
 ])
 def test_malformed_basic_auth(header: str) -> None:
     with pytest.raises(CinError) as caught:
