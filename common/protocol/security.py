@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
+from common.protocol.policy_patterns import PatternError, PolicyPattern
 
 CALLS = frozenset({"pick", "read", "stat", "write", "writeUrl", "store", "convert", "remove",
                    "exif", "runWorkflow"})
@@ -38,9 +39,8 @@ CALLS = frozenset({"pick", "read", "stat", "write", "writeUrl", "store", "conver
 ALWAYS_SECURE_CALLS = frozenset({"write", "writeUrl", "remove"})
 
 # A real policy is a few hundred bytes; the bounds keep a hostile one from costing more
-# than a few hundred microseconds (HMAC, base64, JSON, regex compilation).
+# than a few hundred microseconds (HMAC, base64, JSON, regex compilation: MAX_PATTERN).
 MAX_POLICY_TEXT = 8 * 1024
-MAX_PATTERN = 1024
 
 _SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/_-]*")
@@ -81,9 +81,9 @@ class Policy:
     expiry: int
     calls: frozenset[str] | None = None
     handle: str | None = None
-    url: re.Pattern[str] | None = None
-    path: re.Pattern[str] | None = None
-    container: re.Pattern[str] | None = None
+    url: PolicyPattern | None = None
+    path: PolicyPattern | None = None
+    container: PolicyPattern | None = None
     max_size: int | None = None
     min_size: int | None = None
 
@@ -190,18 +190,16 @@ def _handle(value: Any) -> str | None:
     return value
 
 
-def _pattern(fields: Mapping[str, Any], key: str) -> re.Pattern[str] | None:
+def _pattern(fields: Mapping[str, Any], key: str) -> PolicyPattern | None:
     value = fields.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise _bad(key, "must be a regular expression (a string)")
-    if len(value) > MAX_PATTERN:
-        raise _bad(key, f"is longer than {MAX_PATTERN} characters")
     try:
-        return re.compile(value)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise _bad(key, f"is not a valid regular expression ({exc})") from exc
+        return PolicyPattern(value)
+    except PatternError as exc:
+        raise _bad(key, str(exc)) from None
 
 
 def _size(fields: Mapping[str, Any], key: str) -> int | None:

@@ -1,5 +1,6 @@
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -7,6 +8,7 @@ from filestack import Security
 
 from common.config import AppConfig, SecurityMode
 from common.protocol.errors import CinError, Code
+from common.protocol.policy_patterns import PolicyPattern
 from common.protocol.security import (
     CALLS,
     MAX_POLICY_TEXT,
@@ -187,6 +189,48 @@ def test_each_check_denies_and_names_itself(fields: dict[str, Any], action: Acti
 )
 def test_allowed(fields: dict[str, Any], action: Action) -> None:
     assert authorize(app(), signed({"expiry": EXPIRY, **fields}), action, now=NOW).secured
+
+
+@pytest.mark.parametrize(("pattern", "matches", "misses"), [
+    (r"uploads/[a-z0-9_]+\.(png|jpe?g)", "uploads/cat_1.jpeg", "uploads/cat.gif"),
+    (r"(?i)UPLOADS/.*", "uploads/x", "other/uploads/x"),
+    (r"(?P<user>\d+)/.+", "42/a.txt", "x42/a.txt"),
+    (r"^in/[^/]*$", "in/a", "in/a/b"),
+    (r"a{2,3}|b+", "aaa", "aaaa"),
+])
+def test_ordinary_patterns_match_as_python_re_does(pattern: str, matches: str,
+                                                   misses: str) -> None:
+    policy = Policy.parse(encode_policy({"expiry": EXPIRY, "path": pattern}))
+    assert policy.path is not None
+    assert policy.path.fullmatch(matches) and not policy.path.fullmatch(misses)
+
+
+@pytest.mark.parametrize("key", ["path", "container", "url"])
+def test_a_catastrophic_pattern_is_matched_in_linear_time(key: str) -> None:
+    # Python's backtracking `re` takes about 4 s for 26 characters here (8 s for 27...).
+    creds = signed({"expiry": EXPIRY, key: "(a+)+$"})
+    text = "a" * 26 + "b"
+    action = Action.store(path=text, container=text, url=text)
+    started = time.monotonic()
+    assert fails(Code.POLICY_DENIES, creds, action).startswith(f"{key}:")
+    pattern = PolicyPattern("(a+)+$")
+    assert not pattern.fullmatch("a" * 100_000 + "b") and pattern.fullmatch("a" * 100_000)
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("pattern", [
+    r"(?=a)a", r"(?!x).*", r"(?<=a)b", r"(a)\1", r"(?P<x>a)(?P=x)",  # need backtracking
+    r"a\Z", "a{1001}", "\ud800",
+])
+def test_patterns_re2_cannot_run_are_refused(pattern: str) -> None:
+    with pytest.raises(CinError) as caught:
+        Policy.parse(encode_policy({"expiry": EXPIRY, "path": pattern}))
+    assert caught.value.code is Code.BAD_POLICY
+    assert (caught.value.detail or "").startswith("path:")
+
+
+def test_a_text_that_is_not_unicode_matches_no_pattern() -> None:
+    assert not PolicyPattern(".*").fullmatch("\ud800")
 
 
 def test_checks_run_in_a_fixed_order() -> None:
