@@ -138,6 +138,19 @@ def test_a_part_url_verifies_only_as_given() -> None:
     assert caught.value.code is Code.BAD_SIGNATURE
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("upload_id", "\ud800"), ("md5", "\udcff"), ("part", "\u0663"), ("part", " 3"),
+    ("offset", "1_0"), ("size", "9" * 5000), ("size", "05"), ("expires", "\u00b2"),
+    ("sig", "é"),
+])
+def test_a_part_url_with_text_cin_never_writes_is_refused(name: str, value: str) -> None:
+    query = dict(parse_qsl(urlsplit(new_target("u" * 32, part=3, offset=0, size=5, md5=MD5,
+                                               now=1000.0).url("https://p", SECRET)).query))
+    with pytest.raises(CinError) as caught:
+        verify_target({**query, name: value}, SECRET, now=1001.0)
+    assert caught.value.code is Code.BAD_SIGNATURE
+
+
 def test_a_whole_part_url_cannot_be_turned_into_a_chunk_url_or_back() -> None:
     whole = new_target("u" * 32, part=1, offset=0, size=4096, md5=MD5, now=1000.0, whole=True)
     query = dict(parse_qsl(urlsplit(whole.url("https://pop.test", SECRET)).query))
