@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +10,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.protocol.errors import CinError, Code
+from common.protocol.upload_api import parse_body
 from common.storage import StorageError
 from common.web.request_log import request_id, route_of
 
@@ -93,11 +93,4 @@ MAX_JSON_BODY_BYTES = 256 * 1024
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    body = await read_bounded(request, MAX_JSON_BODY_BYTES)
-    try:
-        value = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CinError(Code.BAD_PARAMETER, f"the body is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise CinError(Code.BAD_PARAMETER, "the body must be a JSON object")
-    return value
+    return parse_body(await read_bounded(request, MAX_JSON_BODY_BYTES))

@@ -184,6 +184,14 @@ def _ip_literal(host: str) -> IPAddress | None:
         return None
 
 
+def _is_host_name(host: str) -> bool:
+    """RFC 1035's shape: labels of 1 to 63 characters, 253 in all. The resolver's IDNA
+    codec raises UnicodeError on a longer one rather than failing to resolve it."""
+    name = host.removesuffix(".")
+    return (bool(_HOST_NAME.match(host)) and len(name) <= 253
+            and all(len(label) <= 63 for label in name.split(".")))
+
+
 def parse_source_url(text: str, *, base: URL | None = None) -> SourceUrl:
     """Check a source URL, or a redirect's Location against the URL it came from.
 
@@ -230,7 +238,7 @@ def parse_source_url(text: str, *, base: URL | None = None) -> SourceUrl:
         literal = _ip_literal(host)
         if not isinstance(literal, ipaddress.IPv4Address) or str(literal) != host:
             raise CinError(Code.BAD_URL, f"{where} host {host!r} is not a dotted-quad IPv4")
-    elif not _HOST_NAME.match(host):
+    elif not _is_host_name(host):
         raise CinError(Code.BAD_URL, f"{where} host {host!r} is not a valid host name")
     return SourceUrl(url=url.with_fragment(None), host=host, port=port, literal=literal)
 

@@ -188,6 +188,32 @@ async def test_policy_url_regex_for_store_from_url(network: Network) -> None:
         await refused(response, "policy_denies", "maxSize")
 
 
+async def test_a_catastrophic_policy_regex_does_not_stall_the_pop(network: Network) -> None:
+    """`(a+)+$` against 26 a's and a b: about 4 s of Python's backtracking `re`, during
+    which the POP's event loop answered nobody. Matched by RE2, it is refused at once and
+    a request beside it is answered as promptly."""
+    text = "a" * 26 + "b"
+
+    async def refuse(data: Any, creds: dict[str, str], **params: str) -> None:
+        response = await network.pop.post("/api/store/S3", data=data,
+                                          params={"key": SECURE_APIKEY, **creds, **params})
+        await refused(response, "policy_denies")
+
+    async def health() -> None:
+        assert (await network.pop.get("/health")).status == 200
+
+    started = time.monotonic()
+    await asyncio.gather(
+        refuse(b"x", signed(call=["store"], path="(a+)+$"), path=text),
+        health(),
+        refuse({"url": f"http://{text}/"}, signed(call=["store"], url="http://(a+)+$/")),
+        health())
+    assert time.monotonic() - started < 1.0
+    response = await network.pop.post("/api/store/S3", data=b"x", params={
+        "key": SECURE_APIKEY, **signed(call=["store"], path="(?=a).*")})
+    await refused(response, "bad_policy", "path", "RE2")
+
+
 async def test_policy_max_size_is_enforced_while_streaming(network: Network) -> None:
     creds = signed(call=["store"], maxSize=100_000)
     files_before = count_files(network)

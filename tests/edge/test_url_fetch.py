@@ -565,6 +565,8 @@ def test_allow_private_allows_everything_and_one_bad_address_spoils_a_host() -> 
     ("http://127.1/", "the URL host '127.1' is not a dotted-quad IPv4"),
     ("http://exa$mple.com/", "the URL host 'exa$mple.com' is not a valid host name"),
     ("http://[fe80::1%25eth0]/", "the URL has an IPv6 zone identifier"),
+    ("http://" + "a" * 64 + ".com/", f"the URL host '{'a' * 64}.com' is not a valid host name"),
+    ("http://" + "a." * 127 + "com/", f"the URL host '{'a.' * 127}com' is not a valid host name"),
     ("http://example.com/" + "a" * MAX_URL_LENGTH,
      f"the URL is longer than {MAX_URL_LENGTH} characters"),
 ])
