@@ -16,6 +16,7 @@ from common.storage.storage_set import StorageSet
 from common.web import cors, drain, file_routes
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
 from coordinator.keys import (
@@ -102,7 +103,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware], handler_args=SERVER_ARGS)
     drain.install(app, always_open=("/internal/",))
     cors.install(app, config.cors)
     app[CONFIG] = config

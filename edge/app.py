@@ -13,6 +13,7 @@ from common.storage.storage_set import StorageSet
 from common.web import cors, drain, file_routes
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
@@ -28,8 +29,7 @@ from edge.keys import (
     SWEEPER,
     TRANSFER,
 )
-from edge.multipart import part_routes
-from edge.multipart import start_routes
+from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
@@ -86,7 +86,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE,
+                          handler_args=SERVER_ARGS)
     drain.install(app)
     cors.install(app, config.cors)
     app[CONFIG] = config

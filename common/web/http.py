@@ -11,8 +11,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from common.protocol.errors import CinError, Code
+from common.web.request_body import body_chunks
 
 log = logging.getLogger("cin.http")
+
+_READ_BYTES = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -54,9 +57,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, however many reads it takes, refused past `limit` bytes."""
+    """The whole (decoded) body, however many reads it takes, refused past `limit` bytes."""
     body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
+    async for chunk in body_chunks(request, _READ_BYTES):
         body += chunk
         if len(body) > limit:
             raise CinError(Code.BAD_PARAMETER, f"the body is over {limit} bytes")
