@@ -109,8 +109,10 @@ def make_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
-    # The coordinator holds no bytes: an In Transit file is served by the POP holding it.
-    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(config)
+    # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
+    # unless its heartbeats say it is gone.
+    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(
+        config, unavailable=lambda pop: app[POPS].unavailable(pop))
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)
