@@ -16,6 +16,7 @@ from common.storage.storage_set import StorageSet
 from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
 from coordinator.files import FileAuthority
@@ -95,7 +96,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware], handler_args=SERVER_ARGS)
     body_idle.install(app, config.timeouts.body_idle)
     request_log.install(app)
     drain.install(app, always_open=("/internal/",))
@@ -103,8 +104,10 @@ def make_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
-    # The coordinator holds no bytes: an In Transit file is served by the POP holding it.
-    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(config)
+    # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
+    # unless its heartbeats say it is gone.
+    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(
+        config, unavailable=lambda pop: app[POPS].unavailable(pop))
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from common.protocol.errors import CinError, Code
 from common.protocol.part_status import status_reply
+from common.protocol.upload_access import authorize_upload
 from common.protocol.upload_api import UploadIds
 from common.protocol.upload_start import start_message, start_reply
 from common.web.http import read_json
-from common.web.request_auth import request_credentials
+from common.web.request_auth import app_of, request_credentials
 from coordinator.keys import CONFIG, FILES, MULTIPART
 
 
@@ -32,11 +33,14 @@ async def start(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Which parts of an upload are stored: see common/protocol/part_status.py."""
-    ids = UploadIds.parse(await read_json(request))
+    fields = await read_json(request)
+    ids = UploadIds.parse(fields)
     upload, recorded = await request.app[MULTIPART].parts(ids.upload_id)
     record = await request.app[FILES].get(upload.handle)
     if record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
+    authorize_upload(app_of(request.app[CONFIG], record), request_credentials(request, fields),
+                     record)
     return web.json_response(status_reply(record, upload, recorded))
 
 

@@ -13,6 +13,7 @@ from common.storage.storage_set import StorageSet
 from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
@@ -85,7 +86,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=[error_middleware], client_max_size=CLIENT_MAX_SIZE,
+                          handler_args=SERVER_ARGS)
     body_idle.install(app, config.timeouts.body_idle)
     request_log.install(app)
     drain.install(app)

@@ -38,6 +38,8 @@ class Code(Enum):
     URL_UNREACHABLE = ErrorSpec(400, "the source URL could not be fetched")
     BAD_MESSAGE = ErrorSpec(400, "the internal message is malformed")
     BAD_TAGS = ErrorSpec(400, "the upload tags break a rule")
+    BAD_CONTENT_ENCODING = ErrorSpec(400, "the body is not a whole stream of its "
+                                          "Content-Encoding")
     # Who may do what.
     UNKNOWN_APIKEY = ErrorSpec(403, "the apikey is not known")
     URL_FORBIDDEN = ErrorSpec(403, "the source URL points at a forbidden address")
@@ -60,6 +62,8 @@ class Code(Enum):
     # Limits.
     TOO_LARGE = ErrorSpec(413, "the file is larger than the app allows")
     URL_TOO_LARGE = ErrorSpec(413, "the file at the source URL is larger than allowed")
+    UNSUPPORTED_CONTENT_ENCODING = ErrorSpec(415, "cin does not decode this Content-Encoding "
+                                                  "here")
     RANGE_NOT_SATISFIABLE = ErrorSpec(416, "the requested range is not satisfiable")
     # Backends that are down: not the client's fault, but not a bug of ours either.
     STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")

@@ -12,9 +12,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from common.protocol.errors import CinError, Code
 from common.protocol.upload_api import parse_body
 from common.storage import StorageError
+from common.web.request_body import body_chunks
 from common.web.request_log import request_id, route_of
 
 log = logging.getLogger("cin.http")
+
+_READ_BYTES = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,9 +82,9 @@ def _answer(request: web.Request, error: CinError) -> web.Response:
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, however many reads it takes, refused past `limit` bytes."""
+    """The whole (decoded) body, however many reads it takes, refused past `limit` bytes."""
     body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
+    async for chunk in body_chunks(request, _READ_BYTES):
         body += chunk
         if len(body) > limit:
             raise CinError(Code.BAD_PARAMETER, f"the body is over {limit} bytes")

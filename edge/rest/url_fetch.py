@@ -367,7 +367,10 @@ def _too_large(max_size: int) -> CinError:
 def _connection_problem(exc: aiohttp.ClientError, host: str) -> CinError:
     """Translate an aiohttp failure before the response headers into URL_UNREACHABLE."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        detail = f"the TLS certificate of {host} is not valid"
+        # The reason says whether the POP lacks the CA that signed it (a private CA).
+        reason = getattr(exc.certificate_error, "verify_message", None) or ""
+        detail = f"the TLS certificate of {host} is not valid" + (
+            f" ({reason})" if reason else "")
     elif isinstance(exc, aiohttp.ClientSSLError):
         detail = f"the TLS handshake with {host} failed"
     elif isinstance(exc, aiohttp.ClientConnectorError):
@@ -536,7 +539,10 @@ class UrlFetcher:
                 except aiohttp.ClientError as exc:
                     if isinstance(exc, TimeoutError):
                         raise
-                    raise _connection_problem(exc, source.host) from None
+                    problem = _connection_problem(exc, source.host)
+                    if redirects:
+                        raise _in_redirect(problem, str(source.url)) from None
+                    raise problem from None
             status = response.status
             if status not in REDIRECT_STATUSES:
                 break
@@ -552,7 +558,8 @@ class UrlFetcher:
             source = _redirect_target(location, response.url)
         if not 200 <= status < 300:
             response.close()
-            raise CinError(Code.URL_UNREACHABLE, f"HTTP {status} from the source")
+            refused = CinError(Code.URL_UNREACHABLE, f"HTTP {status} from the source")
+            raise _in_redirect(refused, str(source.url)) if redirects else refused
         declared = response.content_length
         if declared is not None and declared > self._config.max_size:
             response.close()
@@ -570,7 +577,9 @@ def _redirect_target(location: str, base: URL) -> SourceUrl:
 
 
 def _in_redirect(exc: CinError, target: str) -> CinError:
-    # Say which hop failed: the client only knows the first URL.
+    # Say which hop failed: the client only knows the first URL. A cin link, for one,
+    # redirects to the POP holding an In Transit file, whose certificate may be from a
+    # private CA this POP must trust too.
     shown = target if len(target) <= 200 else f"{target[:200]}..."
     return CinError(exc.code, f"redirect to {shown}: {exc.detail}")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -573,3 +575,104 @@ async def test_the_app_limit_still_applies_under_a_larger_max_size(
                                           params={"key": SECURE_APIKEY, **creds})
         # Over the app's own limit: too_large, not the policy's refusal.
         await refused(response, "too_large", status=413)
+
+
+# ------------------------------------------------------------- the Upload API after start
+
+
+async def secure_upload(network: Network, payload: bytes, *, fii: bool = False,
+                        path: str = "in/") -> dict[str, Any]:
+    """An upload of the secure app started with a policy for `path`, its bytes sent with
+    no credentials (as filestack-python sends them): the ids to go on with."""
+    start = signed(call=["store"], path="in/.*")
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": SECURE_APIKEY, "filename": "data.bin", "size": len(payload),
+        "store": {"location": "s3", "path": path}, "fii": fii, **start})
+    reply = await response.json()
+    assert response.status == 200, reply
+    ids = {"apikey": SECURE_APIKEY, "upload_id": reply["upload_id"]}
+    md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    fields = {"part": 1, "size": len(payload), "md5": md5, **({"offset": 0, "fii": True}
+                                                               if fii else {})}
+    response = await network.pop.post("/multipart/upload", json={**ids, **fields})
+    target = await response.json()
+    assert response.status == 200, target
+    async with aiohttp.ClientSession() as session, session.put(
+            target["url"], data=payload, headers=target["headers"]) as put:
+        assert put.status == 200, await put.text()
+    if fii:
+        response = await network.pop.post("/multipart/commit",
+                                          json={**ids, "part": 1, "size": len(payload)})
+        assert response.status == 200, await response.text()
+    return ids
+
+
+async def test_complete_and_status_need_the_start_s_credentials(network: Network) -> None:
+    payload = b"upload api bytes"
+    ids = await secure_upload(network, payload)
+    complete = {**ids, "size": len(payload), "parts": []}
+    # Without credentials, neither the file nor what is stored of it is anyone's business.
+    await refused(await network.pop.post("/multipart/complete", json=complete),
+                  "security_required", "'store'")
+    for client in (network.pop, network.coordinator):
+        await refused(await client.post("/multipart/status", json=ids), "security_required")
+    # A policy must allow storing this file: its call, path, container and size.
+    for policy, naming in ((signed(call=["read"]), ("call", "'store'")),
+                           (signed(call=["store"], path="out/.*"), ("path", "in/")),
+                           (signed(call=["store"], container="elsewhere"), ("container",)),
+                           (signed(call=["store"], maxSize=len(payload) - 1), ("maxSize",)),
+                           (signed(APP_SECRET, call=["store"]), ())):
+        code = "bad_signature" if not naming else "policy_denies"
+        for client, route, body in ((network.pop, "/multipart/complete", complete),
+                                    (network.pop, "/multipart/status", ids),
+                                    (network.coordinator, "/multipart/status", ids)):
+            response = await client.post(route, json={**body, **policy})
+            await refused(response, code, *naming)
+    # The policy may come in the body (as the SDKs send it) or the query, or the app
+    # secret by basic auth.
+    allowed = signed(call=["pick"], path="in/.*", maxSize=len(payload))
+    response = await network.coordinator.post("/multipart/status", json=ids, params=allowed)
+    assert response.status == 200, await response.text()
+    response = await network.pop.post("/multipart/status", json=ids,
+                                      headers=basic(SECURE_SECRET))
+    assert response.status == 200, await response.text()
+    response = await network.pop.post("/multipart/complete", json={**complete, **allowed})
+    reply = await response.json()
+    assert response.status == 200, reply
+    assert reply["key"].startswith("in/")
+    # A repeated complete is the file's too.
+    await refused(await network.pop.post("/multipart/complete", json=complete),
+                  "security_required")
+
+
+async def test_part_urls_and_commits_check_the_credentials_they_carry(
+        network: Network) -> None:
+    payload = os.urandom(40_000)
+    ids = await secure_upload(network, payload, fii=True)  # none sent: the upload id will do
+    md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    part = {**ids, "part": 1, "size": len(payload), "md5": md5, "offset": 0, "fii": True}
+    commit = {**ids, "part": 1, "size": len(payload)}
+    forged = signed(APP_SECRET, call=["store"])
+    elsewhere = signed(call=["store"], path="out/.*")
+    for route, body in (("/multipart/upload", part), ("/multipart/commit", commit)):
+        await refused(await network.pop.post(route, json={**body, **forged}), "bad_signature")
+        await refused(await network.pop.post(route, json={**body, **elsewhere}),
+                      "policy_denies", "path")
+        await refused(await network.pop.post(route, json=body, headers=basic("wrong")),
+                      "bad_credentials")
+        # As filestack-js sends them: the start's policy, which is good here too.
+        response = await network.pop.post(route, json={**body,
+                                                       **signed(call=["store"], path="in/")})
+        assert response.status == 200, await response.text()
+
+
+async def test_an_optional_app_goes_on_without_credentials_but_not_with_bad_ones(
+        network: Network) -> None:
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": APIKEY, "filename": "a.bin", "size": 3, "store": {"location": "s3"}})
+    ids = {"apikey": APIKEY, "upload_id": (await response.json())["upload_id"]}
+    response = await network.pop.post("/multipart/status", json=ids)
+    assert response.status == 200, await response.text()
+    response = await network.coordinator.post("/multipart/status",
+                                              json={**ids, **signed(call=["store"])})
+    await refused(response, "bad_signature")  # signed with the other app's secret

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.abc import ResolveResult
 from aiohttp.test_utils import TestServer
@@ -302,6 +304,39 @@ async def test_a_404_is_unreachable(source: Source, make_fetcher: MakeFetcher) -
     error = await refusal(make_fetcher(), source.url("/missing"))
     assert (error.code, error.detail) == (Code.URL_UNREACHABLE, "HTTP 404 from the source")
     assert error.status == 400
+
+
+async def test_a_failing_hop_after_a_redirect_is_named(
+        source: Source, make_fetcher: MakeFetcher) -> None:
+    target = source.url("/missing")
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=target)))
+    assert (error.code, error.detail) == (Code.URL_UNREACHABLE,
+                                          f"redirect to {target}: HTTP 404 from the source")
+    refused = f"http://127.0.0.1:{closed_port()}/x"
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=refused)))
+    assert error.detail == f"redirect to {refused}: connection refused"
+
+
+async def test_a_certificate_from_a_ca_the_pop_does_not_trust(
+        source: Source, make_fetcher: MakeFetcher, aiohttp_server: AiohttpServer) -> None:
+    """As when a cin link redirects to a POP serving a private CA's certificate: the
+    error names the hop, the host and why its certificate was refused."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    served = await aiohttp_server(source_app([], asyncio.Event()), host="127.0.0.1",
+                                  ssl=context)
+    https = f"https://127.0.0.1:{served.port}/blob"
+    reason = "(unable to get local issuer certificate)"
+    error = await refusal(make_fetcher(), https)
+    assert (error.code, error.detail) == (
+        Code.URL_UNREACHABLE, f"the TLS certificate of 127.0.0.1 is not valid {reason}")
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=https)))
+    assert error.detail == (f"redirect to {https}: the TLS certificate of 127.0.0.1 is not "
+                            f"valid {reason}")
 
 
 async def test_connection_refused(make_fetcher: MakeFetcher) -> None:
