@@ -109,7 +109,7 @@ def _run_services(config: Config, services: list[Service], banner: bool = False)
             print(f"cin: apikey {apikeys}", flush=True)
         print("cin: ready", flush=True)
 
-    run(serve(services, shutdown_timeout=config.shutdown_timeout, on_ready=ready),
+    run(serve(services, config, on_ready=ready),
         config.loop_for(runs_pops=any(service.role == "pop" for service in services)))
     return EXIT_OK
 

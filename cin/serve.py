@@ -1,14 +1,19 @@
 """Run one or more aiohttp apps in one process until SIGTERM or SIGINT.
 
-Shutdown is graceful: listeners close first, in-flight requests get up to the
-configured timeout to finish, then each app's resources are released. POPs stop
-before the coordinator, so their last requests can still reach it.
+Every listener takes its connections through `common.web.connections`: the header and
+keep-alive timeouts, one `max_connections` cap for the whole process, JSON answers to
+malformed HTTP, and cin's access log.
+
+Shutdown is graceful: listeners close first, in-flight requests get up to the configured
+timeout to finish, then each app's resources are released. POPs stop before the
+coordinator, so their last requests can still reach it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import Callable, Coroutine
@@ -18,6 +23,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from common.config import Config, EventLoop, Listen, PopConfig
+from common.web.connections import ConnectionCap, GuardedSite
 from common.web.drain import DRAIN
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
@@ -49,23 +55,24 @@ def pop_service(config: Config, pop: PopConfig) -> Service:
                    context)
 
 
-async def serve(services: list[Service], *, shutdown_timeout: float,
+async def serve(services: list[Service], config: Config,
                 on_ready: Callable[[list[Service]], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    shutdown_timeout = config.shutdown_timeout
+    cap = ConnectionCap(config.max_connections)
+    _check_descriptors(config.max_connections)
     runners: list[web.AppRunner] = []
-    sites: list[web.TCPSite] = []
+    sites: list[GuardedSite] = []
     try:
         for service in services:
-            runner = web.AppRunner(service.app, shutdown_timeout=shutdown_timeout,
-                                   access_log=None)
+            runner = web.AppRunner(service.app, shutdown_timeout=shutdown_timeout)
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, service.listen.host, service.listen.port,
-                               ssl_context=service.ssl_context,
-                               shutdown_timeout=shutdown_timeout)
+            site = GuardedSite(runner, service.listen, config, cap,
+                               ssl_context=service.ssl_context)
             await site.start()
             sites.append(site)
             log.info("%s listening on %s", service.name, service.listen)
@@ -85,7 +92,19 @@ async def serve(services: list[Service], *, shutdown_timeout: float,
             loop.remove_signal_handler(sig)
 
 
-async def _stop(group: list[tuple[web.AppRunner, web.TCPSite]], grace_seconds: float) -> None:
+def _check_descriptors(max_connections: int) -> None:
+    """Warn when the process may run out of file descriptors before it reaches the cap:
+    past that, new connections fail at accept instead of getting their 503."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Beyond the connections: spool and bucket files, outgoing connections, the listeners.
+    wanted = max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("max_connections is %d but this process may open only %d files "
+                    "(ulimit -n); raise the limit to at least %d", max_connections, soft,
+                    wanted)
+
+
+async def _stop(group: list[tuple[web.AppRunner, GuardedSite]], grace_seconds: float) -> None:
     for _, site in group:
         await site.stop()  # no new connections
     drains = [runner.app[DRAIN].drain(grace_seconds) for runner, _ in group]

@@ -13,58 +13,54 @@ from aiohttp import web
 from common.config import Config
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
-from common.web import cors, drain, file_routes
+from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
+from coordinator.files import FileAuthority
 from coordinator.keys import (
     CONFIG,
     EXPIRY,
+    FILES,
     HASHES,
+    MULTIPART,
     POPS,
-    REGISTRY,
     SESSION,
     STATE,
     STORAGE,
     STORE_EXPIRY,
-    UPLOADS,
 )
 from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
-from coordinator.registry import FileRegistry
-from coordinator.sqlite_state import SqliteStateStore
+from coordinator.state import open_state_store
 from coordinator.store_expiry import StoreExpiry
-from coordinator.uploads import UploadRegistry
 from coordinator.webhooks import WebhookSender
-
-STATE_FILE = "state.sqlite3"
 
 
 class LocalFiles:
-    """The File API's view of files at the coordinator: straight from the registry."""
+    """The File API's view of files at the coordinator: straight from its FileAuthority."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
 
     async def lookup(self, handle: str) -> FileRecord:
-        return await self.app[REGISTRY].get(handle)
+        return await self.app[FILES].get(handle)
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
         fields = requested_fields(query)
-        record = await self.app[REGISTRY].get(handle)
+        record = await self.app[FILES].get(handle)
         return await build_metadata(record, fields, self.app[HASHES])
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
-        return await self.app[REGISTRY].delete(handle, skip_storage=skip_storage)
+        return await self.app[FILES].delete(handle, skip_storage=skip_storage)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    state = SqliteStateStore(config.coordinator.state_dir / STATE_FILE,
-                             synchronous=config.coordinator.sqlite_synchronous)
-    await state.open()
-    try:
+    async with open_state_store(config.coordinator.state) as state:
         await state.sync_apps(list(config.apps.values()))
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
             sender = WebhookSender(state, config, session)
@@ -72,17 +68,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[SESSION] = session
             app[STORAGE] = storage
             app[file_routes.FILE_STORAGE] = storage
-            files = FileRegistry(state, config, storage, on_events=sender.wake)
-            app[REGISTRY] = files
+            files = FileAuthority(state, config, storage, on_events=sender.wake)
+            app[FILES] = files
             app[HASHES] = HashCache(state, storage)
             # Made at startup: a POP unheard of since then is pending, not down, for the
             # first heartbeat timeout (see coordinator.pop_choice).
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
-            app[UPLOADS] = UploadRegistry(state, config, storage, files, pops)
+            app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
-            stores = app[STORE_EXPIRY] = StoreExpiry(state, storage, list(config.storage),
-                                                     config.upload_expiry)
+            stores = app[STORE_EXPIRY] = StoreExpiry(
+                state, storage, list(config.storage.values()), config.upload_expiry)
             tasks = [asyncio.create_task(sender.run(), name="webhook-outbox"),
                      asyncio.create_task(expiry.run(), name="upload-expiry"),
                      asyncio.create_task(stores.run(), name="store-expiry")]
@@ -94,8 +90,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-    finally:
-        await state.close()
 
 
 async def health(request: web.Request) -> web.Response:
@@ -106,14 +100,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware], handler_args=SERVER_ARGS)
+    body_idle.install(app, config.timeouts.body_idle)
+    request_log.install(app)
     drain.install(app, always_open=("/internal/",))
     cors.install(app, config.cors)
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
-    # The coordinator holds no bytes: an In Transit file is served by the POP holding it.
-    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(config)
+    # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
+    # unless its heartbeats say it is gone.
+    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(
+        config, unavailable=lambda pop: app[POPS].unavailable(pop))
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)

@@ -6,8 +6,9 @@ from aiohttp import web
 
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
+from common.storage import StorageError
 from common.web.http import read_bounded
-from coordinator.keys import CONFIG, HASHES, POPS, REGISTRY, UPLOADS
+from coordinator.keys import CONFIG, FILES, HASHES, MULTIPART, POPS
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -22,50 +23,53 @@ async def handle_rpc(request: web.Request) -> web.Response:
         status = 200
     except CinError as error:
         reply, status = wire.ErrorReply.of(error), error.status
+    except StorageError as exc:  # as the HTTP error middleware maps it
+        mapped = exc.to_cin_error()
+        reply, status = wire.ErrorReply.of(mapped), mapped.status
     return web.Response(body=wire.encode(reply), status=status,
                         content_type=wire.CONTENT_TYPE)
 
 
 async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
-    registry = app[REGISTRY]
+    files = app[FILES]
     match msg:
         case wire.StartFile():
-            return wire.FileReply(await registry.start(msg))
+            return wire.FileReply(await files.start(msg))
         case wire.FileStored(handle=handle, size=size, etag=etag):
-            return wire.FileReply(await registry.stored(handle, size, etag))
+            return wire.FileReply(await files.stored(handle, size, etag))
         case wire.FileFailed(handle=handle, reason=reason):
-            return wire.FileReply(await registry.failed(handle, reason))
+            return wire.FileReply(await files.failed(handle, reason))
         case wire.FileOverwritten(handle=handle, size=size, etag=etag, mimetype=mimetype):
-            return wire.FileReply(await registry.overwritten(handle, size, etag, mimetype))
+            return wire.FileReply(await files.overwritten(handle, size, etag, mimetype))
         case wire.DeleteFile(handle=handle, skip_storage=skip_storage):
-            return wire.FileReply(await registry.delete(handle, skip_storage=skip_storage))
+            return wire.FileReply(await files.delete(handle, skip_storage=skip_storage))
         case wire.StartUpload():
-            record, upload = await app[UPLOADS].start(msg)
+            record, upload = await app[MULTIPART].start(msg)
             return wire.UploadReply(record=record, upload=upload)
         case wire.CompleteUpload(upload_id=upload_id, parts=parts, tags=tags, pop=pop):
             held = {int(number): int(size) for number, size in parts}
-            return wire.FileReply(await app[UPLOADS].complete(upload_id, held, tags, pop))
+            return wire.FileReply(await app[MULTIPART].complete(upload_id, held, tags, pop))
         case wire.PartStored(upload_id=upload_id, part=part, size=size, etag=etag, pop=pop):
-            return wire.FileReply(await app[UPLOADS].part_stored(upload_id, part, size, etag,
-                                                                 pop))
+            return wire.FileReply(await app[MULTIPART].part_stored(upload_id, part, size,
+                                                                   etag, pop))
         case wire.LookupUpload(upload_id=upload_id):
-            upload = await app[UPLOADS].get(upload_id)
-            return wire.UploadReply(record=await registry.get(upload.handle), upload=upload)
+            upload = await app[MULTIPART].get(upload_id)
+            return wire.UploadReply(record=await files.get(upload.handle), upload=upload)
         case wire.LookupUploadParts(upload_id=upload_id):
-            upload, recorded = await app[UPLOADS].parts(upload_id)
-            return wire.UploadPartsReply(record=await registry.get(upload.handle),
+            upload, recorded = await app[MULTIPART].parts(upload_id)
+            return wire.UploadPartsReply(record=await files.get(upload.handle),
                                          upload=upload, parts=recorded)
         case wire.LookupUploadOfFile(handle=handle):
-            record = await registry.get(handle)
-            upload, recorded = await app[UPLOADS].of_file(handle)
+            record = await files.get(handle)
+            upload, recorded = await app[MULTIPART].of_file(handle)
             return wire.UploadPartsReply(record=record, upload=upload, parts=recorded)
         case wire.LookupFile(handle=handle):
-            return wire.FileReply(await registry.get(handle))
+            return wire.FileReply(await files.get(handle))
         case wire.PopHeartbeat():
             app[POPS].heard(msg)
             return wire.Ack()
         case wire.GetMetadata(handle=handle, query=query):
-            record = await registry.get(handle)
+            record = await files.get(handle)
             fields = requested_fields(query)
             return wire.MetadataReply(await build_metadata(record, fields, app[HASHES]))
     raise CinError(Code.BAD_MESSAGE, f"the coordinator does not take {msg.TYPE!r}")

@@ -8,19 +8,19 @@ from aiohttp import web
 from common.config import Config
 from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry
+from coordinator.files import FileAuthority
 from coordinator.metadata import HashCache
+from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
-from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 from coordinator.store_expiry import StoreExpiry
-from coordinator.uploads import UploadRegistry
 
 CONFIG = web.AppKey("config", Config)
 STATE = web.AppKey("state", StateStore)
 STORAGE = web.AppKey("storage", StorageSet)
-REGISTRY = web.AppKey("registry", FileRegistry)
+FILES = web.AppKey("files", FileAuthority)
 HASHES = web.AppKey("hashes", HashCache)
-UPLOADS = web.AppKey("uploads", UploadRegistry)
+MULTIPART = web.AppKey("multipart", MultipartUploads)
 POPS = web.AppKey("pops", PopRegistry)
 EXPIRY = web.AppKey("expiry", UploadExpiry)
 STORE_EXPIRY = web.AppKey("store_expiry", StoreExpiry)

@@ -15,7 +15,6 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.flags import query_flag
 from common.protocol.records import HASH_ALGORITHMS, FileRecord
-from common.storage import StorageError
 from common.storage.storage_set import StorageSet
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore
@@ -73,20 +72,17 @@ class HashCache:
             for hasher in hashers:
                 hasher.update(chunk)
 
+        reader = await self.storage[record.storage].get(record.container, record.key)
         try:
-            reader = await self.storage[record.storage].get(record.container, record.key)
-            try:
-                if record.etag is not None and reader.info.etag != record.etag:
-                    raise CinError(Code.FILE_GONE, "another upload replaced the object")
-                async for chunk in reader.chunks():
-                    if len(chunk) >= self.CHUNK_HASH_IN_THREAD:
-                        await asyncio.to_thread(update, chunk)  # hashlib frees the GIL
-                    else:
-                        update(chunk)
-            finally:
-                await reader.close()
-        except StorageError as exc:
-            raise exc.to_cin_error() from exc
+            if record.etag is not None and reader.info.etag != record.etag:
+                raise CinError(Code.FILE_GONE, "another upload replaced the object")
+            async for chunk in reader.chunks():
+                if len(chunk) >= self.CHUNK_HASH_IN_THREAD:
+                    await asyncio.to_thread(update, chunk)  # hashlib frees the GIL
+                else:
+                    update(chunk)
+        finally:
+            await reader.close()
         return {name: h.hexdigest() for name, h in zip(HASH_ALGORITHMS, hashers, strict=True)}
 
 

@@ -18,10 +18,11 @@ from coordinator.keys import POPS, SESSION
 
 log = logging.getLogger("cin.coordinator.proxy")
 
-# The request headers a POP needs to read the body and the credentials the same way. Not
-# Content-Length or Content-Encoding: aiohttp hands the body over already decompressed,
-# so it goes on chunked, and the POP counts the bytes against the limits as they arrive.
-_FORWARDED = ("Content-Type", "Authorization")
+# The request headers a POP needs to read the body and the credentials the same way. The
+# body goes on as it came, still encoded (the coordinator does not inflate bodies): the
+# POP inflates it and refuses a broken stream, and that answer is relayed. Not
+# Content-Length: the body goes on chunked, and the POP counts it as it arrives.
+_FORWARDED = ("Content-Type", "Content-Encoding", "Authorization")
 MAX_REPLY_BYTES = 64 * 1024  # a POP's JSON answer
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
 
@@ -42,6 +43,10 @@ async def overwrite(request: web.Request) -> web.StreamResponse:
             log.warning("POP %s unreachable for an overwrite: %s", pop.name, exc)
             continue
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if (failed := request.content.exception()) is not None:
+                # The client's body failed (it stalled, or was malformed) while it was
+                # relayed: that is the answer, not the POP, which only lost its sender.
+                raise failed from exc
             log.warning("POP %s failed during an overwrite: %s", pop.name, exc)
             raise CinError(Code.POP_UNAVAILABLE, f"{pop.name} failed mid-request") from exc
     raise CinError(Code.POP_UNAVAILABLE, "none of the POPs answered")

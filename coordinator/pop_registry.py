@@ -120,6 +120,18 @@ class PopRegistry:
             ))
         return result
 
+    def unavailable(self, pop: PopConfig) -> str | None:
+        """Why `pop` cannot be sent a client now: down or draining; None while it is up,
+        or not heard from yet since the coordinator started (not known to be down)."""
+        status = next(s for s in self.status() if s.pop.name == pop.name)
+        if status.health is Health.DOWN:
+            since = status.seconds_since_heartbeat
+            return ("down (no heartbeat since the coordinator started)" if since is None
+                    else f"down (no heartbeat for {since:.0f} s)")
+        if status.health is Health.DRAINING:
+            return "shutting down"
+        return None
+
     def by_preference(self) -> list[PopConfig]:
         """Every POP, the healthy ones first, least loaded first: where the coordinator
         hands work (an overwrite's bytes). The others follow, in case their heartbeats

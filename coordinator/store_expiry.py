@@ -14,8 +14,9 @@ written down as owed in one transaction, so a late report of the store can no lo
 it Complete; then the leftovers go, and only then is the removal recorded as done. A sweep
 may stop anywhere: the next one finishes it.
 
-Last, every location that keeps temp files of its own (a local-disk bucket) drops those
-untouched for the store TTL whose writer died (`SweepsTemporary`).
+Last, every location whose driver keeps temp files of its own (a local-disk bucket: its
+`sweeps_temporary` capability in common/storage/drivers.py) drops those untouched for
+the store TTL whose writer died.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from common.config import UploadExpiryConfig
+from common.config import StorageConfig, UploadExpiryConfig
 from common.storage import Storage, StorageError, StorageErrorKind, SweepsTemporary
+from common.storage.drivers import driver_of
 from common.storage.storage_set import StorageSet
 from common.web import periodic
 from coordinator.expiry import BATCH, describe_duration
@@ -45,11 +47,14 @@ class StoreSweepResult:
 
 
 class StoreExpiry:
-    def __init__(self, state: StateStore, storage: StorageSet, locations: Sequence[str],
-                 settings: UploadExpiryConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state: StateStore, storage: StorageSet,
+                 locations: Sequence[StorageConfig], settings: UploadExpiryConfig,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.storage = storage
-        self.locations = tuple(locations)  # the names of every configured storage location
+        # The configured locations whose driver keeps temp files of its own.
+        self.temporary = tuple(location.name for location in locations
+                               if driver_of(location).capabilities.sweeps_temporary)
         self.settings = settings
         self.clock = clock
         self._sweeping = asyncio.Lock()
@@ -118,10 +123,10 @@ class StoreExpiry:
 
     async def _sweep_temporary(self) -> int:
         removed = 0
-        for name in self.locations:
+        for name in self.temporary:
             storage = self.storage[name]
-            if not isinstance(storage, SweepsTemporary):
-                continue
+            if not isinstance(storage, SweepsTemporary):  # the driver table says it is
+                raise TypeError(f"storage {name!r} does not sweep its temp files")
             try:
                 count = await storage.sweep_temporary(self.settings.store_ttl)
             except StorageError as exc:

@@ -10,9 +10,10 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
-from common.web import cors, drain, file_routes
+from common.web import body_idle, cors, drain, file_routes, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
+from common.web.request_body import SERVER_ARGS
 from edge.coordinator_client import CoordinatorClient, RemoteFiles
 from edge.disk_space import DISK_SPACE, DiskSpace, disk_full_middleware
 from edge.downloads.transit_download import TransitDownloads
@@ -24,7 +25,7 @@ from edge.keys import (
     FETCHER,
     PART_SPOOL,
     POP,
-    SPOOL,
+    STAGING,
     STORAGE,
     SWEEPER,
     TRANSFER,
@@ -34,19 +35,19 @@ from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
 from edge.rest import overwrite, store
-from edge.rest.staging import Spool
+from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 
 # aiohttp's own body limit does not guard streaming handlers (they read as they go, and
-# the spool enforces each app's limit); it only bounds what a handler reads whole.
+# staging enforces each app's limit); it only bounds what a handler reads whole.
 CLIENT_MAX_SIZE = 1024 * 1024
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config, pop = app[CONFIG], app[POP]
-    spool = Spool(pop.spool_dir)
-    await spool.prepare()
-    app[SPOOL] = spool
+    staging = Staging(pop.spool_dir)
+    await staging.prepare()
+    app[STAGING] = staging
     parts = PartSpool(pop.spool_dir)
     await parts.prepare()
     app[PART_SPOOL] = parts
@@ -87,7 +88,9 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(config: Config, pop: PopConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware, disk_full_middleware],
-                          client_max_size=CLIENT_MAX_SIZE)
+                          client_max_size=CLIENT_MAX_SIZE, handler_args=SERVER_ARGS)
+    body_idle.install(app, config.timeouts.body_idle)
+    request_log.install(app)
     drain.install(app)
     cors.install(app, config.cors)
     app[CONFIG] = config

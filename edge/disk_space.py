@@ -28,6 +28,7 @@ from aiohttp import web
 from common.config import Config, PopConfig
 from common.protocol.errors import DISK_FULL_ERRNOS, CinError, Code
 from common.storage import StorageError, StorageErrorKind
+from common.storage.drivers import LocalSettings
 from common.web.http import Handler
 
 log = logging.getLogger("cin.edge.disk_space")
@@ -47,8 +48,8 @@ class DiskSpace:
     @classmethod
     def of(cls, config: Config, pop: PopConfig) -> DiskSpace:
         """The file systems `pop` writes to: its spool, and each local-disk bucket."""
-        roots = [location.root for location in config.storage.values()
-                 if location.driver == "local" and location.root is not None]
+        roots = [location.settings.root for location in config.storage.values()
+                 if isinstance(location.settings, LocalSettings)]
         return cls(pop.name, [pop.spool_dir, *roots], pop.min_free_space)
 
     @property
@@ -113,8 +114,15 @@ async def disk_full_middleware(request: web.Request,
             raise
         request.app[DISK_SPACE].ran_out(exc.strerror or str(exc))
         raise CinError(Code.INSUFFICIENT_STORAGE) from exc
-    except CinError as error:
-        cause = error.__cause__  # a local-disk bucket's failure, as the driver put it
-        if isinstance(cause, StorageError) and cause.kind is StorageErrorKind.INSUFFICIENT_STORAGE:
-            request.app[DISK_SPACE].ran_out(str(cause))
+    except StorageError as failure:  # a local-disk bucket's, which error_middleware answers
+        _note_storage_failure(request, failure)
         raise
+    except CinError as error:  # one a handler translated itself
+        if isinstance(error.__cause__, StorageError):
+            _note_storage_failure(request, error.__cause__)
+        raise
+
+
+def _note_storage_failure(request: web.Request, failure: StorageError) -> None:
+    if failure.kind is StorageErrorKind.INSUFFICIENT_STORAGE:
+        request.app[DISK_SPACE].ran_out(str(failure))

@@ -10,14 +10,14 @@ from edge.coordinator_client import CoordinatorClient
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
-from edge.rest.staging import Spool
+from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 
 CONFIG = web.AppKey("config", Config)
 POP = web.AppKey("pop", PopConfig)
 COORDINATOR = web.AppKey("coordinator", CoordinatorClient)
 STORAGE = web.AppKey("storage", StorageSet)
-SPOOL = web.AppKey("spool", Spool)
+STAGING = web.AppKey("staging", Staging)
 FETCHER = web.AppKey("fetcher", UrlFetcher)
 PART_SPOOL = web.AppKey("part_spool", PartSpool)
 TRANSFER = web.AppKey("transfer", PartTransfer)

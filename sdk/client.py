@@ -110,7 +110,8 @@ class AsyncClient:
         """`POST /multipart/status` at the coordinator: which parts of an upload are
         stored."""
         return await self._transport().json("POST", f"{self.url}/multipart/status", body={
-            "apikey": self.apikey, "upload_id": upload_id})
+            "apikey": self.apikey, "upload_id": upload_id,
+            **self.credentials.fields("store", "pick")})
 
     # --------------------------------------------------------------------- POPs
 

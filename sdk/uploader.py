@@ -217,6 +217,12 @@ class _Run:
         return {"apikey": self.up.apikey, "upload_id": self.state.upload_id}
 
     @property
+    def secured_ids(self) -> dict[str, str]:
+        """The ids with credentials for storing the file, as complete and status need
+        them (part URLs and commits go by the upload id alone)."""
+        return {**self.ids, **self.up.credentials.fields("store", "pick")}
+
+    @property
     def state_path(self) -> str | None:
         return str(self.up.store.path(self.key)) if self.up.store is not None else None
 
@@ -273,7 +279,7 @@ class _Run:
                 await self._send(pop, planned)
                 self._used(pop)
                 reply = await self._call(pop, "/multipart/complete", {
-                    **self.ids, "size": self.identity.size, "parts": [], "fii": True,
+                    **self.secured_ids, "size": self.identity.size, "parts": [], "fii": True,
                     "upload_tags": dict(self.destination.tags)})
             except _StartAfresh as why:
                 log.info("starting afresh: %s", why)
@@ -338,7 +344,7 @@ class _Run:
 
     async def _expired(self, pop: PopInfo) -> bool:
         try:
-            status = await self._call(pop, "/multipart/status", self.ids)
+            status = await self._call(pop, "/multipart/status", self.secured_ids)
         except CinClientError:
             return False
         return status.get("status") == "Failed"
@@ -347,7 +353,7 @@ class _Run:
         """What is left to send through `pop`, from the part status there."""
         assert self.state is not None
         try:
-            status = await self._call(pop, "/multipart/status", self.ids)
+            status = await self._call(pop, "/multipart/status", self.secured_ids)
         except ApiError as error:
             if error.code == "file_not_found":
                 raise _StartAfresh(f"cin does not know upload {self.state.upload_id}") from None
@@ -420,7 +426,7 @@ class _Run:
         """After a failed chunk, carry on from what the POP holds of the part: a failure
         may have lost only the answer, and a smaller chunk sent again at the same offset
         would end inside those bytes and the next one straddle their end."""
-        status = await self._call(pop, "/multipart/status", self.ids)
+        status = await self._call(pop, "/multipart/status", self.secured_ids)
         for record in status.get("parts", []):
             if (isinstance(record, dict) and record.get("part_number") == part.number
                     and record.get("pop") == pop.name):

@@ -46,7 +46,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 heartbeat: dict[str, Any] | None = None,
                 networks: dict[str, list[str]] | None = None,
                 upload_expiry: dict[str, Any] | None = None,
-                url_fetch_timeout: float = 5) -> dict[str, Any]:
+                url_fetch_timeout: float = 5,
+                timeouts: dict[str, Any] | None = None) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
@@ -55,7 +56,7 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
     config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
     `networks` maps POP names to the client networks sent to them; `upload_expiry` is the
     config's `upload_expiry:` section (its `store_ttl` must be longer than
-    `url_fetch_timeout`)."""
+    `url_fetch_timeout`); `timeouts` is the config's `timeouts:` section."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -98,6 +99,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["heartbeat"] = heartbeat
     if upload_expiry is not None:
         data["upload_expiry"] = upload_expiry
+    if timeouts is not None:
+        data["timeouts"] = timeouts
     for pop in data["pops"]:
         if networks and pop["name"] in networks:
             pop["networks"] = networks[pop["name"]]

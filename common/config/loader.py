@@ -12,13 +12,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from common.config.schema import (
     ANY_ORIGIN,
     MIN_FREE_SPACE,
+    STATE_FILE,
     WEBHOOK_ACTIONS,
     AppConfig,
     Config,
@@ -29,7 +30,10 @@ from common.config.schema import (
     IpNetwork,
     Listen,
     PopConfig,
+    SqliteStateConfig,
+    StateConfig,
     StorageConfig,
+    TimeoutsConfig,
     TlsConfig,
     UploadExpiryConfig,
     UrlFetchConfig,
@@ -37,6 +41,7 @@ from common.config.schema import (
     WebhookDeliveryConfig,
     normalize_origin,
 )
+from common.storage.drivers import DRIVERS
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -103,6 +108,12 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             raise self.fail(name, f"must be a number of at least {minimum}")
         return float(value)
+
+    def count(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(name, f"must be a whole number of at least {minimum}")
+        return value
 
     def size(self, name: str, default: int) -> int:
         value = self.raw(name, default)
@@ -211,26 +222,55 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
         raise ConfigError(source, "upload_expiry.store_ttl",
                           f"must be longer than url_fetch.timeout ({url_fetch.timeout:g} s), "
                           "which a store from a URL may take")
+    timeouts_reader = top.child("timeouts", None)
+    timeouts = _timeouts(timeouts_reader) if timeouts_reader else TimeoutsConfig()
+    max_connections = top.count("max_connections", Config.max_connections)
+    access_log = top.flag("access_log", Config.access_log)
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
-                  heartbeat=heartbeat, upload_expiry=expiry,
+                  heartbeat=heartbeat, upload_expiry=expiry, timeouts=timeouts,
+                  max_connections=max_connections, access_log=access_log,
                   shutdown_timeout=shutdown_timeout)
 
 
 def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
     listen = r.listen("listen")
     public_url = r.url("public_url")
+    state_dir = r.path("state_dir", base)
     config = CoordinatorConfig(
         listen=listen,
         public_url=public_url,
-        state_dir=r.path("state_dir", base),
+        state_dir=state_dir,
         internal_url=r.url("internal_url", public_url),
-        sqlite_synchronous=r.choice("sqlite_synchronous", ("full", "normal"), "full"),
+        state=_state(r, state_dir),
     )
     r.done()
     return config
+
+
+_STATE_FORMS = "sqlite (the default) or sqlite:///ABSOLUTE/PATH"
+
+
+def _state(r: _Reader, state_dir: Path) -> StateConfig:
+    """`coordinator.state`: the engine that keeps the coordinator's state, and where."""
+    value = r.text("state", "sqlite")
+    synchronous = r.choice("sqlite_synchronous", ("full", "normal"), "full")
+    if value == "sqlite":
+        return SqliteStateConfig(state_dir / STATE_FILE, synchronous)
+    scheme, url, rest = value.partition("://")
+    if not url:
+        raise r.fail("state", f"must be {_STATE_FORMS} (got {value!r})")
+    # Only the scheme is repeated back: a database URL may carry a password.
+    if scheme == "sqlite":
+        if not rest.startswith("/") or not rest.strip("/"):
+            raise r.fail("state", f"must be {_STATE_FORMS}: a sqlite:// URL names an "
+                                  "absolute path, with three slashes")
+        return SqliteStateConfig(Path(rest), synchronous)
+    if scheme in ("postgresql", "postgres"):
+        raise r.fail("state", f"the PostgreSQL engine is not available yet: use {_STATE_FORMS}")
+    raise r.fail("state", f"must be {_STATE_FORMS} (got a {scheme}:// URL)")
 
 
 def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:
@@ -305,26 +345,17 @@ def _storage(top: _Reader, base: Path) -> dict[str, StorageConfig]:
     for name, r in top.items("storage"):
         if not _NAME_RE.match(name):
             raise top.fail(f"storage.{name}", "must be lowercase letters, digits, '-', '_', '.'")
-        driver = r.choice("driver", ("local", "s3"))
+        driver = DRIVERS[r.choice("driver", tuple(DRIVERS))]
         provider = r.text("provider", "s3").lower()
         container = r.text("container")
         extra = r.raw("containers", [])
         if not isinstance(extra, list) or not all(isinstance(c, str) and c for c in extra):
             raise r.fail("containers", "must be a list of container names")
-        if driver == "local":
-            root = r.path("root", base)
-            endpoint_url = region = None
-            style: Literal["auto", "path", "virtual"] = "auto"
-        else:
-            root = None
-            endpoint_url = r.url("endpoint_url", None)
-            region = r.text("region", None)
-            style = r.choice("addressing_style", ("auto", "path", "virtual"), "auto")
-        r.done()
+        settings = driver.read_settings(r, base)
+        r.done()  # a key of another driver is unknown here, and said so
         result[name] = StorageConfig(
-            name=name, provider=provider, driver=driver, container=container,
-            containers=tuple(extra), root=root, endpoint_url=endpoint_url, region=region,
-            addressing_style=style)
+            name=name, provider=provider, driver=driver.name, container=container,
+            containers=tuple(extra), settings=settings)
     return result
 
 
@@ -415,6 +446,17 @@ def _upload_expiry(r: _Reader) -> UploadExpiryConfig:
         store_ttl=r.number("store_ttl", UploadExpiryConfig.store_ttl, minimum=1),
         sweep_interval=r.number("sweep_interval", UploadExpiryConfig.sweep_interval,
                                 minimum=1),
+    )
+    r.done()
+    return config
+
+
+def _timeouts(r: _Reader) -> TimeoutsConfig:
+    # Under a tenth of a second a busy node would drop clients that are only slow.
+    config = TimeoutsConfig(
+        header=r.number("header", TimeoutsConfig.header, minimum=0.1),
+        body_idle=r.number("body_idle", TimeoutsConfig.body_idle, minimum=0.1),
+        keep_alive=r.number("keep_alive", TimeoutsConfig.keep_alive, minimum=0.1),
     )
     r.done()
     return config

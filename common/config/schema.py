@@ -21,7 +21,6 @@ EventLoop = Literal["uvloop", "asyncio"]
 POP_EVENT_LOOP: EventLoop = "asyncio"
 COORDINATOR_EVENT_LOOP: EventLoop = "uvloop"
 SecurityMode = Literal["required", "optional"]
-DriverName = Literal["local", "s3"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # An origin as browsers send it in `Origin`: scheme://host[:port], nothing after. Any
@@ -63,13 +62,12 @@ class StorageConfig:
 
     name: str
     provider: str
-    driver: DriverName
-    container: str  # default bucket (S3) or folder under `root` (local)
+    driver: str  # a row of `common.storage.drivers.DRIVERS`
+    container: str  # default bucket (S3) or folder under the root (local)
     containers: tuple[str, ...] = ()  # further containers a request may name
-    root: Path | None = None  # local driver only
-    endpoint_url: str | None = None  # s3 driver only; None means AWS
-    region: str | None = None  # s3 driver only; None means detect it from the bucket
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # The driver's own keys (a local root; an S3 endpoint, region, addressing style), as
+    # its row of the driver table reads them: `settings_of(config, S3Settings)`.
+    settings: object = None
 
     def allows_container(self, container: str) -> bool:
         return container == self.container or container in self.containers
@@ -186,13 +184,54 @@ class UploadExpiryConfig:
     sweep_interval: float = 600.0  # how often the coordinator and each POP look
 
 
+# The embedded state engine's database, in `coordinator.state_dir` unless
+# `coordinator.state` names another file.
+STATE_FILE = "state.sqlite3"
+
+
+@dataclass(frozen=True)
+class SqliteStateConfig:
+    """The embedded state engine: one SQLite database file, for one coordinator."""
+
+    path: Path
+    # FULL: a commit is on disk before the coordinator acknowledges it, even through a
+    # power cut. NORMAL: it may be lost in a power cut, not in a crash of the process.
+    synchronous: Literal["full", "normal"] = "full"
+
+
+# Which engine keeps the coordinator's state (`coordinator.state`), with its settings;
+# a union once there is more than one.
+StateConfig = SqliteStateConfig
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """How long a connection may wait on its client at each phase of a request (seconds),
+    the same for the coordinator and every POP. A peer that stalls past one is dropped:
+    it must not hold a connection, a file Started or a spool, however it misbehaves."""
+
+    # A request's header block, from its first byte to its blank line: a slowloris client
+    # trickling header lines is closed after this.
+    header: float = 30.0
+    # A request body that sends no byte for this long (any body, on any route) is given
+    # up: 408 body_timeout, and what the request had begun is cleaned up as for a client
+    # that hangs up. Only time spent waiting on the client counts, never the time the
+    # node itself takes to write what it has read.
+    body_idle: float = 60.0
+    # A connection with no request under way (a new one that sends nothing, or one kept
+    # alive after an answer) is closed after this. Longer than the idle time clients keep
+    # a pooled connection for (aiohttp 15 s, browsers about a minute), so that a client
+    # seldom reuses a connection just as it is closed.
+    keep_alive: float = 75.0
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
     public_url: str
     state_dir: Path
     internal_url: str  # where POPs reach the coordinator's internal API
-    sqlite_synchronous: Literal["full", "normal"] = "full"
+    state: StateConfig
 
 
 # Below this much free space on its spool (or a local-disk bucket) a POP says it is full.
@@ -228,6 +267,12 @@ class Config:
     cors: CorsConfig = field(default_factory=CorsConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # Client connections one process holds at once; past it a new connection is answered
+    # 503 too_many_connections and closed, rather than queued (a POP's file descriptors,
+    # memory and spool bandwidth are finite). Each connection takes a file descriptor.
+    max_connections: int = 4096
+    access_log: bool = True  # one INFO line per request, logger `cin.access`
     shutdown_timeout: float = 30.0
 
     def loop_for(self, *, runs_pops: bool) -> EventLoop:

@@ -25,6 +25,7 @@ class Code(Enum):
 
     # Requests that are malformed.
     BAD_PARAMETER = ErrorSpec(400, "a request parameter is invalid")
+    MALFORMED_HTTP = ErrorSpec(400, "the request is not well-formed HTTP/1.1")
     MISSING_APIKEY = ErrorSpec(400, "the request names no apikey (query parameter 'key')")
     BAD_BASE64 = ErrorSpec(400, "the body is not valid base64")
     INCOMPLETE_BODY = ErrorSpec(400, "the body is not as long as its Content-Length")
@@ -40,6 +41,8 @@ class Code(Enum):
     URL_UNREACHABLE = ErrorSpec(400, "the source URL could not be fetched")
     BAD_MESSAGE = ErrorSpec(400, "the internal message is malformed")
     BAD_TAGS = ErrorSpec(400, "the upload tags break a rule")
+    BAD_CONTENT_ENCODING = ErrorSpec(400, "the body is not a whole stream of its "
+                                          "Content-Encoding")
     # Who may do what.
     UNKNOWN_APIKEY = ErrorSpec(403, "the apikey is not known")
     URL_FORBIDDEN = ErrorSpec(403, "the source URL points at a forbidden address")
@@ -62,6 +65,8 @@ class Code(Enum):
     # Limits.
     TOO_LARGE = ErrorSpec(413, "the file is larger than the app allows")
     URL_TOO_LARGE = ErrorSpec(413, "the file at the source URL is larger than allowed")
+    UNSUPPORTED_CONTENT_ENCODING = ErrorSpec(415, "cin does not decode this Content-Encoding "
+                                                  "here")
     RANGE_NOT_SATISFIABLE = ErrorSpec(416, "the requested range is not satisfiable")
     # Backends that are down: not the client's fault, but not a bug of ours either.
     STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")
@@ -70,8 +75,13 @@ class Code(Enum):
     IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
                                             "cannot serve it now; retry")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
+    TOO_MANY_CONNECTIONS = ErrorSpec(503, "this node holds as many connections as it takes; "
+                                          "retry, or use another POP")
     INSUFFICIENT_STORAGE = ErrorSpec(507, "this node's disk is full; retry later, or use "
                                           "another POP")
+    # Never heard by anyone: the client hung up before its answer. nginx's status for it,
+    # so that the access log tells such requests apart.
+    CLIENT_CLOSED = ErrorSpec(499, "the client closed the connection before the answer")
     # A bug. The middleware logs it; the client sees no details.
     INTERNAL = ErrorSpec(500, "internal error")
 

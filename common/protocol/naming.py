@@ -21,8 +21,10 @@ HANDLE_PATTERN = f"[A-Za-z0-9]{{{HANDLE_LENGTH}}}"
 MAX_FILENAME_CHARS = 255
 DEFAULT_FILENAME = "untitled"
 
-_HANDLE_RE = re.compile(f"^{HANDLE_PATTERN}$")
+_HANDLE_RE = re.compile(HANDLE_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Lone surrogates that surrogateescape did not make from a byte.
+_NOT_A_BYTE_RE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def new_handle() -> str:
@@ -30,12 +32,27 @@ def new_handle() -> str:
 
 
 def is_handle(text: str) -> bool:
-    return bool(_HANDLE_RE.match(text))
+    return bool(_HANDLE_RE.fullmatch(text))  # `$` would let a trailing newline through
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON can spell `"\\ud800"`): it is no
+    character, and nothing downstream (UTF-8, msgpack, SQLite, S3) can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def valid_text(text: str) -> str:
-    """`text` as valid Unicode: aiohttp keeps undecodable header bytes as lone surrogates,
-    which nothing downstream (msgpack, SQLite, HTTP headers) can encode."""
+    """`text` as valid Unicode: aiohttp keeps undecodable header bytes as lone surrogates
+    (U+DC80 to U+DCFF, each one byte), which nothing downstream (msgpack, SQLite, HTTP
+    headers) can encode. Those bytes are decoded again as UTF-8; any other lone surrogate
+    (a JSON body can carry one) is replaced, as an undecodable byte is."""
+    if is_unicode(text):
+        return text
+    text = _NOT_A_BYTE_RE.sub("\ufffd", text)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -60,6 +77,8 @@ def validate_path(path: str) -> str:
     """Check a client's `path` parameter; returns it without a leading '/'."""
     if _CONTROL_RE.search(path):
         raise CinError(Code.BAD_PATH, "the path contains control characters")
+    if not is_unicode(path):
+        raise CinError(Code.BAD_PATH, "the path is not valid Unicode text")
     stripped = path.lstrip("/")  # "" (from "/") is the bucket's root folder
     if any(segment in ("..", ".") for segment in stripped.split("/")):
         raise CinError(Code.BAD_PATH, "the path may not contain '.' or '..' segments")

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
+from common.protocol.policy_patterns import PatternError, PolicyPattern
 
 CALLS = frozenset({"pick", "read", "stat", "write", "writeUrl", "store", "convert", "remove",
                    "exif", "runWorkflow"})
@@ -38,9 +39,8 @@ CALLS = frozenset({"pick", "read", "stat", "write", "writeUrl", "store", "conver
 ALWAYS_SECURE_CALLS = frozenset({"write", "writeUrl", "remove"})
 
 # A real policy is a few hundred bytes; the bounds keep a hostile one from costing more
-# than a few hundred microseconds (HMAC, base64, JSON, regex compilation).
+# than a few hundred microseconds (HMAC, base64, JSON, regex compilation: MAX_PATTERN).
 MAX_POLICY_TEXT = 8 * 1024
-MAX_PATTERN = 1024
 
 _SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/_-]*")
@@ -81,9 +81,9 @@ class Policy:
     expiry: int
     calls: frozenset[str] | None = None
     handle: str | None = None
-    url: re.Pattern[str] | None = None
-    path: re.Pattern[str] | None = None
-    container: re.Pattern[str] | None = None
+    url: PolicyPattern | None = None
+    path: PolicyPattern | None = None
+    container: PolicyPattern | None = None
     max_size: int | None = None
     min_size: int | None = None
 
@@ -190,18 +190,16 @@ def _handle(value: Any) -> str | None:
     return value
 
 
-def _pattern(fields: Mapping[str, Any], key: str) -> re.Pattern[str] | None:
+def _pattern(fields: Mapping[str, Any], key: str) -> PolicyPattern | None:
     value = fields.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise _bad(key, "must be a regular expression (a string)")
-    if len(value) > MAX_PATTERN:
-        raise _bad(key, f"is longer than {MAX_PATTERN} characters")
     try:
-        return re.compile(value)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise _bad(key, f"is not a valid regular expression ({exc})") from exc
+        return PolicyPattern(value)
+    except PatternError as exc:
+        raise _bad(key, str(exc)) from None
 
 
 def _size(fields: Mapping[str, Any], key: str) -> int | None:
@@ -275,8 +273,10 @@ def basic_auth_secret(header: str | None) -> str | None:
     if scheme.lower() != "basic":
         raise CinError(Code.BAD_CREDENTIALS, "Authorization: only Basic auth is accepted")
     try:
+        # A str with a non-ASCII character (an `é`, or a byte aiohttp kept as a lone
+        # surrogate) makes b64decode raise a plain ValueError, not binascii.Error.
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise CinError(Code.BAD_CREDENTIALS, "Authorization: is not valid base64") from exc
     user, sep, secret = decoded.partition(":")
     if not sep or user != "app" or not secret:
@@ -477,6 +477,10 @@ def _verified_policy(secret: str, policy_text: str, signature: str | None) -> Po
         raise _bad("policy", f"is longer than {MAX_POLICY_TEXT} characters")
     if signature is None:
         raise CinError(Code.SECURITY_REQUIRED, "a policy needs its signature")
+    if not policy_text.isascii():
+        # Base64 is ASCII; anything else (a lone surrogate from a JSON body included)
+        # could not even be encoded to be signed.
+        raise _bad("policy", "is not base64")
     if not _SIGNATURE_RE.fullmatch(signature):
         raise CinError(Code.BAD_SIGNATURE, "signature: must be 64 hex digits")
     expected = sign_policy(secret, policy_text)

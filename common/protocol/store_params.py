@@ -15,7 +15,7 @@ from common.protocol.sniff import is_mimetype
 from common.protocol.tags import tags_from_json_text
 from common.storage import Access
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,3}$")
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,3}")  # fullmatch: `$` lets "\n" through
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class StoreParams:
         if path is not None:
             path = validate_path(path)
         region = query.get("region") or query.get("storeRegion")
-        if region is not None and not _REGION_RE.match(region):
+        if region is not None and not _REGION_RE.fullmatch(region):
             raise CinError(Code.BAD_PARAMETER, f"region {region[:64]!r} is not a region name")
         access_text = query.get("access", "private").lower()
         try:

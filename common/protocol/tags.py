@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from common.protocol.errors import CinError, Code
+from common.protocol.naming import is_unicode
 
 MAX_TAGS = 10
 MAX_KEY = 128
@@ -51,18 +52,10 @@ def validate_tags(value: object) -> dict[str, str]:
             raise _bad(f"value of {_quoted(key)} is over {MAX_VALUE} characters")
         # JSON can spell a lone surrogate (\ud800); it is no character and cannot be
         # written as UTF-8, so it would fail later, in storage metadata or a webhook.
-        if not _is_unicode(key) or not _is_unicode(item):
+        if not is_unicode(key) or not is_unicode(item):
             raise _bad(f"tag {_quoted(key)} is not valid Unicode text")
         tags[key] = item
     return tags
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def tags_from_json_text(text: str) -> dict[str, str]:

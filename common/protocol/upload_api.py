@@ -15,9 +15,29 @@ from typing import Any
 
 from common.protocol.errors import CinError, Code
 from common.protocol.limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS
+from common.protocol.naming import is_unicode
 from common.protocol.tags import validate_tags
 
 MIN_CHUNK = 32 * 1024  # Intelligent Ingestion's smallest chunk
+# A count sent as a string: 20 digits hold any size S3 allows; int() refuses 4,300+.
+_MAX_DIGITS = 20
+
+
+def _json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # `[[[[…` deeper than the interpreter's stack
+        raise CinError(Code.BAD_PARAMETER, f"{what} nests too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise CinError(Code.BAD_PARAMETER, f"{what} is not JSON: {exc}") from exc
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """An Upload API request body: a JSON object (an empty body is an empty one)."""
+    value = _json(body or b"{}", "the body")
+    if not isinstance(value, dict):
+        raise CinError(Code.BAD_PARAMETER, "the body must be a JSON object")
+    return value
 
 
 def _optional_text(fields: Mapping[str, Any], name: str, *, limit: int = 1024) -> str | None:
@@ -27,6 +47,8 @@ def _optional_text(fields: Mapping[str, Any], name: str, *, limit: int = 1024) -
     if not isinstance(value, str) or len(value) > limit:
         raise CinError(Code.BAD_PARAMETER, f"{name} must be a string of at most {limit} "
                                            "characters")
+    if not is_unicode(value):
+        raise CinError(Code.BAD_PARAMETER, f"{name} is not valid Unicode text")
     return value
 
 
@@ -42,8 +64,11 @@ def _optional_int(fields: Mapping[str, Any], name: str, *, minimum: int,
     value = fields.get(name)
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)  # some clients send numbers as strings
+    if isinstance(value, str) and value.isascii() and value.isdigit() \
+            and len(value) <= _MAX_DIGITS:
+        # Some clients send numbers as strings. ASCII digits only: `"²".isdigit()` is
+        # true but int() refuses it, and int() would take "٣", " 3" or "1_0".
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise CinError(Code.BAD_PARAMETER,
                        f"{name} must be an integer from {minimum} to {maximum}")
@@ -178,10 +203,7 @@ class CompleteRequest:
     def parse(cls, fields: Mapping[str, Any]) -> CompleteRequest:
         listed = fields.get("parts") or []
         if isinstance(listed, str):  # filestack-js sends it as a JSON string in some modes
-            try:
-                listed = json.loads(listed)
-            except ValueError:
-                raise CinError(Code.BAD_PARAMETER, "parts must be a list") from None
+            listed = _json(listed, "parts")
         if not isinstance(listed, list) or len(listed) > MAX_PARTS:
             raise CinError(Code.BAD_PARAMETER, f"parts must be a list of at most {MAX_PARTS}")
         parts: dict[int, str] = {}

@@ -14,28 +14,26 @@ from urllib.parse import urlsplit
 from common.config import Config
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
-from common.protocol.locations import find_app, find_location
 from common.protocol.naming import clean_filename
 from common.protocol.records import FileRecord, UploadRecord
-from common.protocol.security import Action, Credentials, authorize
+from common.protocol.security import Credentials
 from common.protocol.sniff import choose_mimetype
-from common.protocol.store_params import StoreParams
+from common.protocol.store_admission import admit_store
 from common.protocol.upload_api import StartRequest
 
 
 def start_message(config: Config, fields: Mapping[str, Any], creds: Credentials,
                   pop: str | None, origin: str) -> wire.StartUpload:
     request = StartRequest.parse(fields)
-    app = find_app(config, request.apikey)
-    location = find_location(config, app, request.store.location)
     # The same store options, checked the same way, as the REST store's query.
     options = {name: value for name, value in (
         ("path", request.store.path), ("container", request.store.container),
         ("region", request.store.region), ("access", request.store.access),
         ("mimetype", request.mimetype)) if value is not None}
-    params = StoreParams.from_query(options, location)
-    grant = authorize(app, creds, Action.store(path=params.path, container=params.container))
-    grant.check_size(request.size)  # the policy's maxSize and minSize
+    admitted = admit_store(config, apikey=request.apikey, provider=request.store.location,
+                           options=options, creds=creds)
+    app, location, params = admitted.app, admitted.location, admitted.params
+    admitted.grant.check_size(request.size)  # the policy's maxSize and minSize
     if request.size > app.max_upload_size:
         raise CinError(Code.TOO_LARGE,
                        f"the file is {request.size} bytes, over {app.max_upload_size}")

@@ -298,7 +298,8 @@ def decode(data: bytes) -> Message:
         raise CinError(Code.BAD_MESSAGE, "a message is a map")
     if body.get("v") != PROTOCOL_VERSION:
         raise CinError(Code.BAD_MESSAGE, f"protocol version {body.get('v')!r} is not spoken here")
-    cls = _REGISTRY.get(body.get("t"))  # type: ignore[arg-type]
+    tag = body.get("t")
+    cls = _REGISTRY.get(tag) if isinstance(tag, str) else None  # a list is unhashable
     if cls is None:
         raise CinError(Code.BAD_MESSAGE, f"unknown message type {body.get('t')!r}")
     values: dict[str, Any] = {}
@@ -358,5 +359,7 @@ def verify(secret: str, body: bytes, header: str | None, now: float | None = Non
     if abs(current - int(stamp)) > MAX_CLOCK_SKEW:
         raise CinError(Code.BAD_INTERNAL_SIGNATURE, "timestamp outside the allowed window")
     expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), given):
+    # As bytes: compare_digest refuses a str with a non-ASCII character (TypeError), and
+    # this runs before anything about the sender is known.
+    if not hmac.compare_digest(expected.hexdigest().encode(), given.encode("utf-8", "replace")):
         raise CinError(Code.BAD_INTERNAL_SIGNATURE, "signature does not match")

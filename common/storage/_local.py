@@ -20,7 +20,6 @@ Every file system call runs in a thread: a slow disk must never stall the event 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -31,9 +30,9 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from common.protocol.errors import DISK_FULL_ERRNOS
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
@@ -55,7 +54,12 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list, clip_range
+from common.storage.drivers import LocalSettings, settings_of
+from common.threads import in_thread, in_thread_releasing
 from edge.rest.streams import read_ahead
+
+if TYPE_CHECKING:
+    from common.config import StorageConfig
 
 READ_CHUNK = 1024 * 1024
 # Incoming chunks are gathered up to this size before a write, so a stream of small
@@ -84,8 +88,12 @@ def os_failure(exc: OSError) -> StorageError:
 
 
 async def _io(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run blocking file work in a thread, translating `OSError` into `StorageError`."""
-    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=None)
+    """Run blocking file work in a thread (`in_thread`: a cancellation waits for it, so
+    cleanup never races a write still running), translating `OSError` into `StorageError`."""
+    try:
+        return await in_thread(fn, *args, **kwargs)
+    except OSError as exc:
+        raise os_failure(exc) from exc
 
 
 async def _io_acquire(
@@ -93,21 +101,8 @@ async def _io_acquire(
 ) -> _T:
     """`_io` for a call that opens something: if the caller is cancelled while the call
     runs, what it opened is released instead of leaking."""
-    return await _in_thread(asyncio.to_thread(fn, *args, **kwargs), release=release)
-
-
-async def _in_thread(work: Coroutine[Any, Any, _T], release: Callable[[_T], object] | None) -> _T:
-    # A thread cannot be interrupted, so on cancellation wait for it before letting the
-    # cancellation through: otherwise cleanup (closing or unlinking a temp file) would
-    # race the write still running.
-    task = asyncio.ensure_future(work)
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is None and release is not None:
-            await asyncio.to_thread(release, task.result())
-        raise
+        return await in_thread_releasing(release, fn, *args, **kwargs)
     except OSError as exc:
         raise os_failure(exc) from exc
 
@@ -690,3 +685,12 @@ class LocalDiskStorage:
         """The `SweepsTemporary` capability: the temp files of writers that died mid-write
         (an object, a part, an upload folder), untouched for `older_than` seconds."""
         return await _io(_sweep_temporary, self._root, time.time() - older_than)
+
+# ------------------------------------------------------------------ opening a location
+
+
+@contextlib.asynccontextmanager
+async def open_local(config: StorageConfig) -> AsyncIterator[LocalDiskStorage]:
+    """The local-disk location `config` names. Nothing to open or close: each call opens
+    the files it needs."""
+    yield LocalDiskStorage(settings_of(config, LocalSettings).root, config.container)

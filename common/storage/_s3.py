@@ -36,6 +36,7 @@ from common.storage._protocol import (
     StorageErrorKind,
 )
 from common.storage._rules import check_key, check_part_list
+from common.storage.drivers import S3Settings, settings_of
 
 if TYPE_CHECKING:
     from aiobotocore.response import StreamingBody
@@ -52,11 +53,12 @@ PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1024 * 1024
 
-_ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 # Private objects are sent with no ACL at all, which S3 stores as private: buckets with
 # ACLs disabled (the AWS default since 2023) refuse any other ACL header.
 PUBLIC_ACL: Final = "public-read"
-# Access is also written as metadata, so `get` can tell it without a GetObjectAcl call.
+# Access is also written as metadata, and read back from it: serving a file then takes no
+# GetObjectAcl, which services without ACLs (R2) or credentials without s3:GetObjectAcl
+# refuse, and some emulators fail for an object from a multipart upload.
 _ACCESS_META = "cin-access"
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -174,7 +176,8 @@ async def split_parts(
     yield bytes(buffer), True
 
 
-def access_hint(metadata: dict[str, str] | None) -> Access:
+def access_of(metadata: dict[str, str] | None) -> Access:
+    """The access `put` recorded; an object without it (not written by cin) is private."""
     value = (metadata or {}).get(_ACCESS_META)
     return Access.PUBLIC if value == Access.PUBLIC.value else Access.PRIVATE
 
@@ -376,25 +379,8 @@ class S3Storage:
             size=response["ContentLength"],
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response["ETag"]),
-            access=await self._read_access(container, key, access_hint(response.get("Metadata"))),
+            access=access_of(response.get("Metadata")),
         )
-
-    async def _read_access(self, container: str, key: str, hint: Access) -> Access:
-        try:
-            with self._boundary("GetObjectAcl", container, key):
-                acl = await self._client.get_object_acl(Bucket=container, Key=key)
-        except StorageError as exc:
-            # Buckets with ACLs disabled, or credentials without s3:GetObjectAcl: the
-            # metadata `put` wrote is then the best account of the object's access.
-            if exc.kind is StorageErrorKind.ACCESS_DENIED:
-                return hint
-            raise
-        for grant in acl.get("Grants", []):
-            grantee = grant.get("Grantee", {})
-            if grantee.get("URI") == _ALL_USERS and grant.get("Permission") in (
-                    "READ", "FULL_CONTROL"):
-                return Access.PUBLIC
-        return Access.PRIVATE
 
     async def get(
         self, container: str, key: str, byte_range: ByteRange | None = None
@@ -423,7 +409,7 @@ class S3Storage:
             size=size,
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response.get("ETag", "")),
-            access=access_hint(response.get("Metadata")),
+            access=access_of(response.get("Metadata")),
         )
         return S3ObjectReader(info, served, response["Body"], self._endpoint)
 
@@ -500,7 +486,7 @@ class S3Storage:
             size=response["ContentLength"],
             content_type=response.get("ContentType", "application/octet-stream"),
             etag=_unquote(response["ETag"]),
-            access=access_hint(response.get("Metadata")),
+            access=access_of(response.get("Metadata")),
         )
 
     async def abort_multipart(self, container: str, key: str, upload_id: str) -> None:
@@ -524,18 +510,42 @@ class S3Storage:
 
 # ------------------------------------------------------------------ client and region
 
+# Signing needs some region before the bucket's own is known; this is S3's default one.
+FALLBACK_REGION = "us-east-1"
+
+
+@contextlib.asynccontextmanager
+async def open_s3(config: StorageConfig) -> AsyncIterator[S3Storage]:
+    """The S3 location `config` names, over one client for the life of the block."""
+    settings = settings_of(config, S3Settings)
+    region = settings.region or await _bucket_region(settings, config.container)
+    async with s3_client(settings, region) as client:
+        yield S3Storage(client, config.container)
+
+
+async def _bucket_region(settings: S3Settings, bucket: str) -> str:
+    """The region to sign for when the config names none.
+
+    Only AWS is asked: an S3-compatible service at `endpoint_url` is reached at that URL
+    whatever region is signed, and most accept the default one.
+    """
+    if settings.endpoint_url is not None:
+        return FALLBACK_REGION
+    async with s3_client(settings, FALLBACK_REGION) as client:
+        return await detect_bucket_region(client, bucket)
+
 
 def s3_client(
-    config: StorageConfig, region: str, *, max_attempts: int = 3
+    settings: S3Settings, region: str, *, max_attempts: int = 3
 ) -> AbstractAsyncContextManager[S3Client]:
     """A client for one storage location; credentials come from the environment, as boto
     finds them (variables, profile, instance role)."""
     return get_session().create_client(
         "s3",
-        endpoint_url=config.endpoint_url,
+        endpoint_url=settings.endpoint_url,
         region_name=region,
         config=AioConfig(
-            s3={"addressing_style": config.addressing_style},
+            s3={"addressing_style": settings.addressing_style},
             retries={"max_attempts": max_attempts, "mode": "standard"},
         ),
     )

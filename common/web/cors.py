@@ -38,19 +38,19 @@ ALLOW_HEADERS = (
     "Content-Type", "Content-MD5", "Authorization", "Range", "If-None-Match",
     "Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Concat",
     "Upload-Defer-Length", "Upload-Checksum", "X-HTTP-Method-Override", "X-Requested-With",
-    "Filestack-Source", "Filestack-Trace-Id", "Filestack-Trace-Span",
+    "Filestack-Source", "Filestack-Trace-Id", "Filestack-Trace-Span", "X-Request-Id",
 )
 
 # Response headers a page may read beyond the few every browser shows: the part ETag the
 # Upload API's regular mode needs, what tus clients read from HEAD, POST and OPTIONS, and
-# what a download's caller wants to know about the bytes, and the chunk-size hints of a
-# part PUT (common/protocol/chunk_sizer.py).
+# what a download's caller wants to know about the bytes, the chunk-size hints of a
+# part PUT (common/protocol/chunk_sizer.py), and the id to quote in a support request.
 EXPOSE_HEADERS = (
     "ETag", "Location", "Upload-Offset", "Upload-Length", "Tus-Resumable", "Upload-Expires",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Tus-Version",
     "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm",
     "Content-Range", "Content-Length", "Content-Disposition",
-    "Cin-Throughput", "Cin-Next-Chunk-Size",
+    "Cin-Throughput", "Cin-Next-Chunk-Size", "X-Request-Id",
 )
 
 

@@ -65,18 +65,12 @@ async def serve_file(
     request: web.Request, storage: Storage, record: FileRecord
 ) -> web.StreamResponse:
     """A Complete file, from the bucket."""
-    try:
-        info = await storage.head(record.container, record.key)
-    except StorageError as exc:
-        raise exc.to_cin_error() from exc
+    info = await storage.head(record.container, record.key)
     if record.etag is not None and info.etag != record.etag:
         raise CinError(Code.FILE_GONE, "another upload replaced the object at this key")
 
     async def open_body(byte_range: ByteRange | None) -> Body:
-        try:
-            return await storage.get(record.container, record.key, byte_range)
-        except StorageError as exc:
-            raise exc.to_cin_error() from exc
+        return await storage.get(record.container, record.key, byte_range)
 
     return await serve_bytes(request, record, etag=f'"{info.etag}"', size=info.size,
                              open_body=open_body)

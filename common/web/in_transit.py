@@ -11,6 +11,7 @@ instead would set another `InTransitServer` in its place; nothing else changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -34,18 +35,35 @@ def holder_of(config: Config, record: FileRecord) -> PopConfig:
                    f"{record.handle} is held by POP {record.pop!r}, unknown to this node")
 
 
+HolderCheck = Callable[[PopConfig], str | None]
+"""Why a POP cannot serve now ("down", ...), or None when it is not known not to."""
+
+
+def _no_news(pop: PopConfig) -> None:
+    return None
+
+
 class HolderRedirect:
     """`302 Found` to the holding POP. Not 307: filestack-js's Node client follows only 301
     and 302, and takes a 307 as the download itself (an empty body). Only downloads come
     here, and a GET or HEAD keeps its method through a 302 in every client (only a POST
-    may turn into a GET). Not cacheable: once the file is Complete, every node serves it."""
+    may turn into a GET). Not cacheable: once the file is Complete, every node serves it.
 
-    def __init__(self, config: Config) -> None:
+    `unavailable` is what this node knows of the holder's health (the coordinator hears
+    every POP's heartbeat): a holder known to be down or leaving is answered here with a
+    503 to retry, rather than a redirect to a POP that will not answer."""
+
+    def __init__(self, config: Config, unavailable: HolderCheck = _no_news) -> None:
         self.config = config
+        self.unavailable = unavailable
 
     async def __call__(self, request: web.Request,
                        record: FileRecord) -> web.StreamResponse:
         pop = holder_of(self.config, record)
+        why = self.unavailable(pop)
+        if why is not None:
+            raise CinError(Code.IN_TRANSIT_UNAVAILABLE,
+                           f"{record.handle} is held by POP {pop.name}, which is {why}")
         # `rel_url` is the path and query as received, still percent-encoded, and never an
         # authority: a policy and signature in either pass through unchanged.
         location = pop.public_url.rstrip("/") + str(request.rel_url)

@@ -29,8 +29,15 @@ SECURITY_SEGMENT = "security"  # the match_info name of a CDN `security=` path s
 def request_credentials(request: web.Request,
                         fields: Mapping[str, Any] | None = None) -> Credentials:
     """Credentials from a CDN `security=` segment, the query, basic auth, or JSON fields."""
-    creds = credentials_from(request.query, request.headers.get("Authorization"), fields)
-    segment = request.match_info.get(SECURITY_SEGMENT)
+    return credentials_in(request.query, request.headers.get("Authorization"),
+                          request.match_info.get(SECURITY_SEGMENT), fields)
+
+
+def credentials_in(query: Mapping[str, str], authorization: str | None, segment: str | None,
+                   fields: Mapping[str, Any] | None = None) -> Credentials:
+    """`request_credentials` of what a request carries, without the request: pure, so
+    that it is tested with any input."""
+    creds = credentials_from(query, authorization, fields)
     if segment:
         # Every credential presented is checked: the segment's policy, and basic auth
         # beside it. A second, different policy in the query would leave it unclear

@@ -30,7 +30,7 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord
-from common.storage import ByteRange, ObjectReader, StorageError
+from common.storage import ByteRange, ObjectReader
 from common.storage.storage_set import StorageSet
 from common.web.download import Body, serve_bytes
 from common.web.file_routes import serve_record
@@ -137,11 +137,7 @@ class TransitDownloads:
                 or current.size != held.record.size):
             raise CinError(Code.IN_TRANSIT_UNAVAILABLE,
                            f"{current.handle} left the spool but is {current.status.value}")
-        try:
-            reader = await self.storage[current.storage].get(current.container, current.key,
-                                                             rest)
-        except StorageError as exc:
-            raise exc.to_cin_error() from exc
+        reader = await self.storage[current.storage].get(current.container, current.key, rest)
         if current.etag is not None and reader.info.etag != current.etag:
             await reader.close()
             raise CinError(Code.FILE_GONE, "another upload replaced the object at this key")

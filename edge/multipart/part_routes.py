@@ -8,23 +8,30 @@ size would take the target time at that rate (`Cin-Throughput`, `Cin-Next-Chunk-
 common/protocol/chunk_sizer.py), for the SDKs' chunk sizing. `/multipart/commit` (Intelligent
 Ingestion) checks that a part's chunks leave no gap, and may be repeated. A part sent
 whole, or committed, goes to the bucket at once (edge/multipart/part_transfer.py).
+Complete and status need the start's credentials; part URLs and commits check those sent
+(common/protocol/upload_access.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
+from common.config import AppConfig
 from common.protocol import wire
 from common.protocol.chunk_sizer import NEXT_CHUNK_HEADER, THROUGHPUT_HEADER, suggest_chunk_size
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.part_status import status_reply
 from common.protocol.records import FileRecord, UploadRecord, file_url, upload_closed
+from common.protocol.security import Credentials
+from common.protocol.upload_access import authorize_upload, check_sent
 from common.protocol.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds
 from common.web.http import read_json
+from common.web.request_auth import app_of, request_credentials
 from edge.keys import CONFIG, COORDINATOR, PART_SPOOL, POP, TRANSFER
 from edge.multipart.part_urls import new_target, verify_target
 
@@ -49,9 +56,16 @@ async def _upload_of(request: web.Request, ids: UploadIds, *,
     return reply.record, reply.upload
 
 
+def _credentials(request: web.Request, fields: Mapping[str, Any],
+                 record: FileRecord) -> tuple[AppConfig, Credentials]:
+    return app_of(request.app[CONFIG], record), request_credentials(request, fields)
+
+
 async def part_url(request: web.Request) -> web.Response:
-    part = PartRequest.parse(await read_json(request))
+    fields = await read_json(request)
+    part = PartRequest.parse(fields)
     record, upload = await _upload_of(request, part.ids)
+    check_sent(*_credentials(request, fields, record), record)
     if part.offset + part.size > record.size:
         raise CinError(Code.BAD_PARAMETER, "the chunk ends past the end of the file")
     await request.app[PART_SPOOL].open_upload(upload.upload_id, {
@@ -121,8 +135,10 @@ async def _not_spooled(request: web.Request, upload_id: str, error: CinError) ->
 
 
 async def commit(request: web.Request) -> web.Response:
-    committed = CommitRequest.parse(await read_json(request))
-    _, upload = await _upload_of(request, committed.ids)
+    fields = await read_json(request)
+    committed = CommitRequest.parse(fields)
+    record, upload = await _upload_of(request, committed.ids)
+    check_sent(*_credentials(request, fields, record), record)
     spool = request.app[PART_SPOOL]
     finished = await spool.finish_part(upload.upload_id, committed.part)
     md5 = await spool.part_md5(finished)
@@ -134,8 +150,10 @@ async def commit(request: web.Request) -> web.Response:
 async def complete(request: web.Request) -> web.Response:
     """Every part is sent: answered 200 as soon as the bytes are durable here (In
     Transit), before they reach the bucket. Never 202: filestack-python fails on it."""
-    done = CompleteRequest.parse(await read_json(request))
+    fields = await read_json(request)
+    done = CompleteRequest.parse(fields)
     record, upload = await _upload_of(request, done.ids, finished_ok=True)
+    authorize_upload(*_credentials(request, fields, record), record)
     if record.status is FileStatus.STARTED:
         spool = request.app[PART_SPOOL]
         # The parts held here. Parts the client sent to another POP must be stored by
@@ -174,11 +192,13 @@ async def complete(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """Which parts are stored (from any POP) and which this POP holds: see
     common/protocol/part_status.py."""
-    ids = UploadIds.parse(await read_json(request))
+    fields = await read_json(request)
+    ids = UploadIds.parse(fields)
     reply = await request.app[COORDINATOR].call(wire.LookupUploadParts(upload_id=ids.upload_id),
                                                 wire.UploadPartsReply)
     if reply.record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
+    authorize_upload(*_credentials(request, fields, reply.record), reply.record)
     spool = request.app[PART_SPOOL]
     held: dict[int, int] = {}
     if await spool.upload_meta(ids.upload_id) is not None:

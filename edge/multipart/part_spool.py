@@ -1,18 +1,23 @@
-"""A POP's durable spool for multipart uploads (the Upload API).
+"""A POP's durable spool for multipart uploads (the Upload API): the IO.
 
     <root>/uploads/<upload_id>/upload.json         the caller's metadata, written once
     <root>/uploads/<upload_id>/part-<N>.data       the part's bytes, each at its offset
     <root>/uploads/<upload_id>/part-<N>.journal    one JSON line per acknowledged chunk
 
 A chunk is acknowledged once its bytes are fsync'd in the data file and then its line
-`{"offset":..,"size":..,"md5":"<hex>"}` is fsync'd in the journal: the journal, not the
-data file, says which bytes exist, so bytes of a chunk that failed (or of a crash
-mid-chunk) are never believed. Acknowledged bytes are never written again: a chunk equal
-to an acknowledged one is accepted without a write, and a chunk over acknowledged bytes
+is fsync'd in the journal (edge/multipart/part_journal.py): the journal, not the data
+file, says which bytes exist, so bytes of a chunk that failed (or of a crash mid-chunk)
+are never believed. Acknowledged bytes are never written again: a chunk equal to an
+acknowledged one is accepted without a write, and a chunk over acknowledged bytes
 otherwise (a retry, smaller, of a chunk whose answer was lost) has those bytes compared,
 not written: a difference is a conflict.
 
-What a journal says, and the byte ranges it covers, is edge/multipart/part_journal.py.
+Which bytes are acknowledged, what a new chunk must do and when a part is whole are
+decided in edge/multipart/part_ledger.py, without a disk; this module does what it
+decides. A chunk never waits on another request's client: a retry of a chunk whose
+body stalled takes its range over at once (the stalled request writes no more), and
+waits only for disk work under way (a write batch of the stalled request, or the fsync
+and journal line of a chunk whose body is all here).
 
 All disk work (and the MD5 of the bytes, hashed as they are written) runs in worker
 threads, batched into ~1 MiB calls; a part is never held in memory.
@@ -21,8 +26,6 @@ threads, batched into ~1 MiB calls; a part is never held in memory.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -32,23 +35,29 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from common.protocol.errors import CinError, Code
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS
-from edge.multipart.part_journal import (
+from common.threads import in_thread
+from edge.multipart.part_journal import journal_line, parse_journal
+from edge.multipart.part_ledger import (
     ChunkReceipt,
-    Extent,
+    ChunkRuns,
+    Claim,
+    PartLedger,
     PartState,
-    merge_extents,
-    read_journal,
+    Repeat,
+    WaitFor,
+    check_chunk_range,
+    check_part_number,
+    decode_md5,
 )
 
-__all__ = ["ChunkReceipt", "Extent", "FinishedPart", "PartSpool", "PartState",
-           "SpooledUpload", "merge_extents"]
+__all__ = ["FinishedPart", "PartSpool", "SpooledUpload"]
 
 log = logging.getLogger("cin.edge.part_spool")
 
@@ -61,9 +70,6 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _PART_JOURNAL = re.compile(r"part-([1-9][0-9]{0,4})\.journal")
 _META_FILE = "upload.json"
 _META_VERSION = 1
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -88,62 +94,26 @@ class SpooledUpload:
     parts: tuple[PartState, ...]  # parts with acknowledged bytes, by part number
 
 
-@dataclass(frozen=True)
-class _Overlap:
-    """The acknowledged bytes within a chunk's range (sorted, clipped to it): they are
-    compared with the chunk's, never written again."""
+class _PartOnDisk:
+    """One part in this process: its ledger (mirroring its journal), its files, and the
+    lock that serializes its journal appends."""
 
-    held: tuple[Extent, ...]
-
-
-@dataclass
-class _InFlight:
-    extent: Extent
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _PartBook:
-    """What this process knows of one part: its acknowledged chunks (mirroring its journal),
-    the chunks being written now, and the lock that serializes its journal appends."""
-
-    def __init__(self, directory: Path, part: int, receipts: list[ChunkReceipt],
-                 journal_end: int) -> None:
-        self.part = part
-        self.data_path = directory / f"part-{part}.data"
-        self.journal_path = directory / f"part-{part}.journal"
-        self.receipts = receipts
+    def __init__(self, directory: Path, ledger: PartLedger, journal_end: int) -> None:
+        self.ledger = ledger
+        self.data_path = directory / f"part-{ledger.part}.data"
+        self.journal_path = directory / f"part-{ledger.part}.journal"
         self.journal_end = journal_end  # where the next line goes: after the last whole line
         self.journal_lock = asyncio.Lock()
-        self.in_flight: list[_InFlight] = []
+        self.in_flight: dict[Claim, _ClaimedRange] = {}
         self._directory_synced = False
-
-    def state(self) -> PartState:
-        return PartState.of(self.part, list(self.receipts))
-
-    def admit(self, extent: Extent) -> ChunkReceipt | _InFlight | _Overlap | None:
-        """What stands in the chunk's way: an in-flight chunk it overlaps (wait for it), an
-        acknowledged chunk it repeats exactly, acknowledged bytes it overlaps otherwise,
-        or nothing."""
-        for writing in self.in_flight:
-            if writing.extent.overlaps(extent):
-                return writing
-        for receipt in list(self.receipts):
-            if receipt.extent == extent:
-                return receipt
-        # A client that lost a chunk's answer sends it again, smaller (FII halves a chunk
-        # on a failure), and the chunk after it may straddle the end of what arrived.
-        held = tuple(Extent(max(h.offset, extent.offset),
-                            min(h.end, extent.end) - max(h.offset, extent.offset))
-                     for h in self.state().extents if h.overlaps(extent))
-        return _Overlap(held) if held else None
 
     def append(self, receipt: ChunkReceipt) -> None:
         """Journal `receipt` durably (in a worker thread, under `journal_lock`).
 
-        The in-memory list is updated here rather than by the caller so that it can never
-        lag the file, even when the caller is cancelled while the thread runs.
+        The ledger is updated here rather than by the caller so that it can never lag
+        the file, even when the caller is cancelled while the thread runs.
         """
-        line = receipt.journal_line()
+        line = journal_line(receipt)
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                      0o600)
         try:
@@ -160,7 +130,7 @@ class _PartBook:
             _fsync_directory(self.journal_path.parent)
             self._directory_synced = True
         self.journal_end += len(line)
-        self.receipts.append(receipt)
+        self.ledger.acknowledge(receipt)
 
 
 class PartSpool:
@@ -168,22 +138,22 @@ class PartSpool:
         self.uploads = root / "uploads"
         self.max_part_bytes = max_part_bytes
         self._known: set[str] = set()
-        self._books: dict[tuple[str, int], _PartBook] = {}
+        self._parts: dict[tuple[str, int], _PartOnDisk] = {}
         self._loading = asyncio.Lock()
 
     async def prepare(self) -> None:
-        await _settled(self.uploads.mkdir, parents=True, exist_ok=True)
+        await in_thread(self.uploads.mkdir, parents=True, exist_ok=True)
 
     async def open_upload(self, upload_id: str, meta: dict[str, Any]) -> None:
         """Create the upload's directory and record `meta`; a second call keeps the first."""
         directory = self._directory(upload_id)
         text = json.dumps({"version": _META_VERSION, "upload_id": upload_id, "meta": meta})
-        await _settled(_create_once, directory, _META_FILE, text.encode())
+        await in_thread(_create_once, directory, _META_FILE, text.encode())
         self._known.add(upload_id)
 
     async def upload_meta(self, upload_id: str) -> dict[str, Any] | None:
         """The `meta` open_upload recorded, or None if the upload is not here."""
-        return await _settled(_read_meta, self._directory(upload_id))
+        return await in_thread(_read_meta, self._directory(upload_id))
 
     async def write_chunk(self, upload_id: str, part: int, offset: int,
                           body: AsyncIterable[bytes], size: int,
@@ -193,38 +163,37 @@ class PartSpool:
         When this returns the bytes are durable. When it raises, nothing is acknowledged
         and no acknowledged byte was touched.
         """
-        _check_part(part)
-        if type(offset) is not int or type(size) is not int or offset < 0 or size < 1:
-            raise CinError(Code.BAD_PARAMETER, "a chunk needs an offset >= 0 and a size >= 1")
-        if offset + size > self.max_part_bytes:
-            raise CinError(Code.BAD_PARAMETER,
-                           f"a part may not pass {self.max_part_bytes} bytes")
-        expected_md5 = _decode_md5(md5_b64)
-        book = await self._book(upload_id, part)
-        extent = Extent(offset, size)
-        while isinstance(obstacle := book.admit(extent), _InFlight):
-            # Once it settles, this chunk either repeats it, conflicts with it, or is free.
-            await obstacle.settled.wait()
-        if isinstance(obstacle, ChunkReceipt):
-            return await self._repeat(obstacle, body, expected_md5)
-        held = obstacle.held if isinstance(obstacle, _Overlap) else ()
+        check_part_number(part)
+        extent = check_chunk_range(offset, size, self.max_part_bytes)
+        expected_md5 = decode_md5(md5_b64)
+        on_disk = await self._part(upload_id, part)
+        ledger = on_disk.ledger
+        while isinstance(admission := ledger.admit(extent), WaitFor):
+            # Being made durable: once it settles, this chunk either repeats it, conflicts
+            # with it, or is free.
+            await on_disk.in_flight[admission.claim].settled.wait()
+        if isinstance(admission, Repeat):
+            return await self._repeat(admission.receipt, body, expected_md5)
 
-        writing = _InFlight(extent)
-        book.in_flight.append(writing)
+        claim = admission.claim
+        claimed = on_disk.in_flight[claim] = _ClaimedRange(claim)
         try:
-            md5_hex, written = await _receive(book.data_path, extent, body, expected_md5,
-                                              held)
-            async with book.journal_lock:
-                for segment, segment_md5 in written:
-                    await _settled(book.append, ChunkReceipt(part, segment.offset,
-                                                             segment.size, segment_md5))
-            return ChunkReceipt(part, offset, size, md5_hex)
+            for older in admission.superseded:
+                # It writes no more, but a batch of it may be on its way to the disk.
+                await on_disk.in_flight[older].idle.wait()
+            runs = await _receive(ChunkRuns(extent, claim.held), body, expected_md5,
+                                  on_disk.data_path, claimed)
+            async with on_disk.journal_lock:
+                for run, run_md5 in runs.written_runs():
+                    await in_thread(on_disk.append,
+                                    ChunkReceipt(part, run.offset, run.size, run_md5))
+            return ChunkReceipt(part, offset, size, runs.md5.hexdigest())
         except FileNotFoundError as error:
             raise CinError(Code.FILE_NOT_FOUND,
                            f"upload {upload_id} was removed from this POP") from error
         finally:
-            book.in_flight.remove(writing)
-            writing.settled.set()
+            ledger.release(claim)
+            on_disk.in_flight.pop(claim).settled.set()
 
     async def _repeat(self, acknowledged: ChunkReceipt, body: AsyncIterable[bytes],
                       expected_md5: bytes | None) -> ChunkReceipt:
@@ -234,31 +203,23 @@ class PartSpool:
                             "acknowledged with different content")
         if expected_md5 is not None and expected_md5.hex() != acknowledged.md5_hex:
             raise conflict
-        md5_hex, _ = await _receive(None, acknowledged.extent, body, expected_md5)
-        if md5_hex != acknowledged.md5_hex:
+        runs = await _receive(ChunkRuns(acknowledged.extent), body, expected_md5)
+        if runs.md5.hexdigest() != acknowledged.md5_hex:
             raise conflict
         return acknowledged
 
     async def part_state(self, upload_id: str, part: int) -> PartState:
-        _check_part(part)
-        return (await self._book(upload_id, part)).state()
+        check_part_number(part)
+        return (await self._part(upload_id, part)).ledger.state()
 
     async def finish_part(self, upload_id: str, part: int,
                           expected_size: int | None = None) -> FinishedPart:
         """Check the part has all its bytes. Reads nothing: a part's MD5 is asked for
         separately (`part_md5`), as only some callers need it."""
-        _check_part(part)
-        book = await self._book(upload_id, part)
-        state = book.state()
-        gap = state.first_gap(expected_size)
-        if gap is not None:
-            raise CinError(Code.CONFLICT, f"part {part} has a gap at byte {gap}")
-        if expected_size is not None and state.end != expected_size:
-            raise CinError(Code.CONFLICT,
-                           f"part {part} has {state.end} bytes, its size is {expected_size}")
-        whole = [r for r in book.receipts if r.offset == 0 and r.size == state.end]
-        return FinishedPart(upload_id, part, book.data_path, state.end,
-                            whole[0].md5_hex if whole else None)
+        check_part_number(part)
+        on_disk = await self._part(upload_id, part)
+        size, md5_hex = on_disk.ledger.finished_size(expected_size)
+        return FinishedPart(upload_id, part, on_disk.data_path, size, md5_hex)
 
     async def part_md5(self, finished: FinishedPart) -> str:
         """The part's MD5 (its ETag in the bucket): from its one chunk's receipt, or by
@@ -266,13 +227,13 @@ class PartSpool:
         if finished.md5_hex is not None:
             return finished.md5_hex
         md5 = hashlib.md5(usedforsecurity=False)
-        fd = await _settled(_open_for_reading, finished.path)
+        fd = await in_thread(_open_for_reading, finished.path)
         try:
             for start in range(0, finished.size, HASH_STEP_BYTES):
-                await _settled(_hash_range, fd, md5.update, start,
-                               min(HASH_STEP_BYTES, finished.size - start))
+                await in_thread(_hash_range, fd, md5.update, start,
+                                min(HASH_STEP_BYTES, finished.size - start))
         finally:
-            await _settled(os.close, fd)
+            await in_thread(os.close, fd)
         return md5.hexdigest()
 
     def read_part(self, finished: FinishedPart) -> AsyncIterator[bytes]:
@@ -283,20 +244,14 @@ class PartSpool:
                          length: int) -> AsyncIterator[bytes]:
         """Bytes `[start, start + length)` of a part, ~1 MiB at a time (for In Transit
         downloads). Checked before anything is read: only acknowledged bytes are served."""
-        _check_part(part)
-        book = await self._book(upload_id, part)
-        wanted = Extent(start, length)
-        if start < 0 or length < 0 or not any(
-            extent.offset <= wanted.offset and wanted.end <= extent.end
-            for extent in book.state().extents
-        ):
-            raise CinError(Code.RANGE_NOT_SATISFIABLE,
-                           f"bytes {start}-{start + length - 1} of part {part} are not here")
-        return _stream(book.data_path, start, length)
+        check_part_number(part)
+        on_disk = await self._part(upload_id, part)
+        wanted = on_disk.ledger.check_readable(start, length)
+        return _stream(on_disk.data_path, wanted.offset, wanted.size)
 
     async def recover(self) -> list[SpooledUpload]:
         """Every upload on disk with its metadata and acknowledged bytes (after a restart)."""
-        found = await _settled(_scan, self.uploads)
+        found = await in_thread(_scan, self.uploads)
         self._known.update(upload.upload_id for upload in found)
         return found
 
@@ -312,32 +267,32 @@ class PartSpool:
                     numbers.append(int(number))
             return sorted(numbers)
 
-        return await _settled(scan)
+        return await in_thread(scan)
 
     async def remove_part(self, upload_id: str, part: int) -> None:
-        _check_part(part)
+        check_part_number(part)
         directory = self._directory(upload_id)
-        book = self._books.pop((upload_id, part), None)
+        on_disk = self._parts.pop((upload_id, part), None)
 
         def remove() -> None:
             for name in (f"part-{part}.data", f"part-{part}.journal"):
                 (directory / name).unlink(missing_ok=True)
 
-        await _settled(remove)
-        if book is not None:
-            book.receipts.clear()
+        await in_thread(remove)
+        if on_disk is not None:
+            on_disk.ledger.forget()
 
     async def remove_upload(self, upload_id: str) -> None:
         directory = self._directory(upload_id)
         self._known.discard(upload_id)
-        for key in [key for key in self._books if key[0] == upload_id]:
-            self._books.pop(key).receipts.clear()
+        for key in [key for key in self._parts if key[0] == upload_id]:
+            self._parts.pop(key).ledger.forget()
 
         def remove() -> None:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(directory)
 
-        await _settled(remove)
+        await in_thread(remove)
 
     async def uploads_older_than(self, seconds: float, *,
                                  now: float | None = None) -> list[str]:
@@ -348,200 +303,121 @@ class PartSpool:
         writing into an existing part file does not touch the directory itself.
         """
         before = (time.time() if now is None else now) - seconds
-        return await _settled(_idle_uploads, self.uploads, before)
+        return await in_thread(_idle_uploads, self.uploads, before)
 
     def _directory(self, upload_id: str) -> Path:
         if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
             raise CinError(Code.BAD_PARAMETER, "the upload id is not valid")
         return self.uploads / upload_id
 
-    async def _book(self, upload_id: str, part: int) -> _PartBook:
+    async def _part(self, upload_id: str, part: int) -> _PartOnDisk:
         directory = self._directory(upload_id)
-        book = self._books.get((upload_id, part))
-        if book is not None:
-            return book
+        on_disk = self._parts.get((upload_id, part))
+        if on_disk is not None:
+            return on_disk
         if upload_id not in self._known:
-            if not await _settled((directory / _META_FILE).is_file):
+            if not await in_thread((directory / _META_FILE).is_file):
                 raise CinError(Code.FILE_NOT_FOUND,
                                f"upload {upload_id} is not spooled at this POP")
             self._known.add(upload_id)
         async with self._loading:
-            book = self._books.get((upload_id, part))
-            if book is None:
-                receipts, journal_end = await _settled(
-                    read_journal, directory / f"part-{part}.journal", part)
-                book = self._books[(upload_id, part)] = _PartBook(
-                    directory, part, receipts, journal_end)
-        return book
+            on_disk = self._parts.get((upload_id, part))
+            if on_disk is None:
+                receipts, journal_end = await in_thread(
+                    _read_journal, directory / f"part-{part}.journal", part)
+                on_disk = self._parts[(upload_id, part)] = _PartOnDisk(
+                    directory, PartLedger(part, receipts), journal_end)
+        return on_disk
 
 
-async def _settled(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Run `fn` in a worker thread; if cancelled, still wait for it before giving up.
+class _ClaimedRange:
+    """What the IO knows of a claimed chunk: when it has settled (acknowledged or failed),
+    and whether a write batch of it is in a worker thread now."""
 
-    A thread cannot be stopped. Returning early would let the caller close a descriptor the
-    thread still writes through, or free a byte range the thread still writes into.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what the caller sees
-        raise
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.settled = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def write(self, fd: int, runs: ChunkRuns, buffers: list[bytes]) -> None:
+        # Checked and marked busy in one step of the event loop: a newer chunk that takes
+        # the range over after this either sees the write under way and waits for it, or
+        # this chunk sees it was superseded and writes nothing.
+        self.claim.check_current()
+        self.idle.clear()
+        try:
+            await in_thread(_write_runs, fd, runs, buffers)
+        finally:
+            self.idle.set()
 
 
-class _ChunkSink:
-    """One chunk's bytes on their way to the data file (or, with no file, only hashed).
+async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: bytes | None,
+                   path: Path | None = None,
+                   claimed: _ClaimedRange | None = None) -> ChunkRuns:
+    """Take exactly the chunk's size in bytes from `body`, write them at its offset in
+    `path` (when given, for the `claimed` range; held bytes are compared instead) and
+    fsync them. Returns `runs`, which has their MD5 and the runs written with theirs.
+    Never writes past the chunk, nor once a newer chunk took its range over."""
+    fd = None if path is None else await in_thread(_open_for_writing, path)
 
-    Bytes that fall in `held` (acknowledged before) are compared with the file's, and a
-    difference is a conflict; the others are written, and `written` lists each run of
-    them with its MD5, for the journal.
-    """
-
-    def __init__(self, fd: int | None, extent: Extent, held: tuple[Extent, ...] = ()) -> None:
-        self.fd = fd
-        self.position = extent.offset
-        self.end = extent.end
-        self.held = held
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.written: list[tuple[Extent, Any]] = []  # (run, its md5 hasher)
-
-    def write(self, buffers: list[bytes]) -> None:
-        for buffer in buffers:
-            self.md5.update(buffer)
-        if not self.held:
-            if self.fd is not None:
-                _pwrite_all(self.fd, buffers, self.position)
-            # Nothing held: the chunk is one run of new bytes, whose MD5 is the chunk's,
-            # hashed just above. Hashing every byte a second time for the run cost a
-            # POP ~2 s of CPU per GB.
-            self._extend_run(sum(len(buffer) for buffer in buffers), self.md5)
-            return
-        to_write: list[bytes] = []  # a run of new bytes, written in one call
-        for buffer in buffers:
-            view = memoryview(buffer)
-            while view:
-                run, inside = self._run_at(self.position + sum(map(len, to_write)))
-                start = self.position + sum(map(len, to_write))
-                piece = view[:min(len(view), run - start)]
-                if inside:
-                    self._flush(to_write)
-                    to_write = []
-                    assert self.fd is not None
-                    if os.pread(self.fd, len(piece), self.position) != piece:
-                        raise CinError(Code.CONFLICT, f"bytes from {self.position} were "
-                                       "acknowledged with different content")
-                    self.position += len(piece)
-                else:
-                    to_write.append(bytes(piece))
-                view = view[len(piece):]
-        self._flush(to_write)
-
-    def _flush(self, pieces: list[bytes]) -> None:
-        if pieces:
-            if self.fd is not None:
-                _pwrite_all(self.fd, pieces, self.position)
-            self._wrote(pieces)
-
-    def written_runs(self) -> list[tuple[Extent, str]]:
-        return [(run, md5.hexdigest()) for run, md5 in self.written]
-
-    def _run_at(self, position: int) -> tuple[int, bool]:
-        """Where the run holding `position` ends, and whether it is held bytes."""
-        for held in self.held:
-            if held.offset <= position < held.end:
-                return held.end, True
-            if position < held.offset:
-                return held.offset, False
-        return self.end, False
-
-    def _wrote(self, pieces: list[bytes]) -> None:
-        md5 = self._extend_run(sum(len(piece) for piece in pieces), None)
-        for piece in pieces:
-            md5.update(piece)
-
-    def _extend_run(self, size: int, hasher: Any | None) -> Any:
-        """Count `size` new bytes at the position into the run they continue, or into a
-        new run (hashed by `hasher`, else a new MD5); the run's MD5, to feed them to."""
-        if self.written and self.written[-1][0].end == self.position:
-            run, md5 = self.written[-1]
-            self.written[-1] = (Extent(run.offset, run.size + size), md5)
+    async def write(buffers: list[bytes]) -> None:
+        if fd is None or claimed is None:
+            await in_thread(_write_runs, None, runs, buffers)  # only hashed
         else:
-            md5 = hasher if hasher is not None else hashlib.md5(usedforsecurity=False)
-            self.written.append((Extent(self.position, size), md5))
-        self.position += size
-        return md5
+            await claimed.write(fd, runs, buffers)
 
-
-async def _receive(path: Path | None, extent: Extent, body: AsyncIterable[bytes],
-                   expected_md5: bytes | None,
-                   held: tuple[Extent, ...] = ()) -> tuple[str, list[tuple[Extent, str]]]:
-    """Take exactly `extent.size` bytes from `body`, write them at `extent.offset` in `path`
-    (when given; bytes in `held` are compared instead) and fsync them. Returns their MD5
-    in hex, and the runs written with theirs. Never writes past the extent."""
-    fd = None if path is None else await _settled(_open_for_writing, path)
-    sink = _ChunkSink(fd, extent, held)
     try:
-        received = 0
         pending: list[bytes] = []
         pending_bytes = 0
         async for piece in body:
-            received += len(piece)
-            if received > extent.size:
-                raise CinError(Code.BAD_PARAMETER, f"the chunk is at least {received} bytes, "
-                               f"the request said {extent.size}")
+            if claimed is not None:
+                claimed.claim.check_current()  # superseded: refused as soon as it sends
+            runs.count(len(piece))
             pending.append(piece)
             pending_bytes += len(piece)
             if pending_bytes >= FLUSH_BYTES:
-                await _settled(sink.write, pending)
+                await write(pending)
                 pending, pending_bytes = [], 0
         if pending:
-            await _settled(sink.write, pending)
-        if received != extent.size:
-            raise CinError(Code.BAD_PARAMETER,
-                           f"the chunk is {received} bytes, the request said {extent.size}")
-        if expected_md5 is not None and sink.md5.digest() != expected_md5:
-            raise CinError(Code.BAD_PARAMETER, "Content-MD5 does not match")
+            await write(pending)
+        runs.check_whole(expected_md5)
+        if claimed is not None:
+            claimed.claim.commit()
         if fd is not None:
-            await _settled(os.fsync, fd)
-        return sink.md5.hexdigest(), sink.written_runs()
+            await in_thread(os.fsync, fd)
+        return runs
     finally:
         if fd is not None:
-            await _settled(os.close, fd)
+            await in_thread(os.close, fd)
+
+
+def _write_runs(fd: int | None, runs: ChunkRuns, buffers: list[bytes]) -> None:
+    """The next bytes of a chunk (hashed here, in a worker thread): new ones written,
+    acknowledged ones compared with the file's, a difference a conflict. With no file,
+    they are only hashed."""
+    for run in runs.take(buffers):
+        if fd is None:
+            continue
+        if not run.held:
+            _pwrite_all(fd, run.pieces, run.offset)
+        elif os.pread(fd, run.size, run.offset) != b"".join(run.pieces):
+            raise CinError(Code.CONFLICT, f"bytes from {run.offset} were acknowledged "
+                           "with different content")
 
 
 async def _stream(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    fd = await _settled(_open_for_reading, path)
+    fd = await in_thread(_open_for_reading, path)
     try:
         position, end = start, start + length
         while position < end:
-            block = await _settled(os.pread, fd, min(READ_BYTES, end - position), position)
+            block = await in_thread(os.pread, fd, min(READ_BYTES, end - position), position)
             if not block:
                 raise CinError(Code.INTERNAL, f"{path} is shorter than its acknowledged bytes")
             position += len(block)
             yield block
     finally:
-        await _settled(os.close, fd)
-
-
-def _check_part(part: int) -> None:
-    if type(part) is not int or not 1 <= part <= MAX_PARTS:
-        raise CinError(Code.BAD_PARAMETER, f"a part number is 1 to {MAX_PARTS}")
-
-
-def _decode_md5(md5_b64: str | None) -> bytes | None:
-    if md5_b64 is None:
-        return None
-    try:
-        digest = base64.b64decode(md5_b64, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise CinError(Code.BAD_PARAMETER, "Content-MD5 is not valid base64") from error
-    if len(digest) != hashlib.md5(usedforsecurity=False).digest_size:
-        raise CinError(Code.BAD_PARAMETER, "Content-MD5 is not the base64 of an MD5 digest")
-    return digest
+        await in_thread(os.close, fd)
 
 
 def _open_for_writing(path: Path) -> int:
@@ -554,7 +430,7 @@ def _open_for_reading(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
 
 
-def _pwrite_all(fd: int, buffers: list[bytes], offset: int) -> None:
+def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> None:
     views = [memoryview(buffer) for buffer in buffers if buffer]
     while views:
         written = os.pwritev(fd, views[:_IOV_MAX], offset)
@@ -631,12 +507,24 @@ def _scan(uploads: Path) -> list[SpooledUpload]:
             if match is None or int(match[1]) > MAX_PARTS:
                 continue
             part = int(match[1])
-            receipts, _ = read_journal(journal, part)
+            receipts, _ = _read_journal(journal, part)
             if receipts:
                 parts.append(PartState.of(part, receipts))
         parts.sort(key=lambda state: state.part)
         found.append(SpooledUpload(directory.name, meta, tuple(parts)))
     return found
+
+
+def _read_journal(path: Path, part: int) -> tuple[list[ChunkReceipt], int]:
+    """A journal's acknowledged chunks, and the length of its whole lines."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    journal = parse_journal(raw, part)
+    for line in journal.malformed:
+        log.warning("%s: ignoring a malformed journal line %r", path, line[:200])
+    return journal.receipts, journal.end
 
 
 def _upload_directories(uploads: Path) -> list[Path]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from common.protocol.errors import CinError, Code
+from common.protocol.naming import is_unicode
 
 URL_LIFETIME = 3600.0  # seconds; a part PUT is made right after it is asked for
 PATH = "/multipart/part"
@@ -61,14 +62,29 @@ def new_target(upload_id: str, part: int, offset: int, size: int, md5: str | Non
     return PartTarget(upload_id, part, offset, size, md5, expires, whole)
 
 
+def _count(text: str) -> int:
+    """A number as cin writes one: ASCII digits, no leading zero (int() would take "٣",
+    " 3", "1_0" or "03", and refuse 4,300 digits with a ValueError of its own)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 20) or text != str(int(text)):
+        raise ValueError(text)
+    return int(text)
+
+
+def _text(text: str) -> str:
+    """Text cin could have signed: a lone surrogate cannot be encoded to be signed."""
+    if not is_unicode(text):
+        raise ValueError(text)
+    return text
+
+
 def verify_target(query: Mapping[str, str], secret: str,
                   now: float | None = None) -> PartTarget:
     """The target a part PUT's query names, if its signature holds and it has not expired."""
     try:
-        target = PartTarget(upload_id=query["upload_id"], part=int(query["part"]),
-                            offset=int(query["offset"]), size=int(query["size"]),
-                            md5=query.get("md5") or None, expires=int(query["expires"]),
-                            whole=query.get("whole") == "1")
+        target = PartTarget(upload_id=_text(query["upload_id"]), part=_count(query["part"]),
+                            offset=_count(query["offset"]), size=_count(query["size"]),
+                            md5=_text(query.get("md5") or "") or None,
+                            expires=_count(query["expires"]), whole=query.get("whole") == "1")
         given = query["sig"]
     except (KeyError, ValueError):
         raise CinError(Code.BAD_SIGNATURE, "this is not a part URL cin gave out") from None

@@ -15,8 +15,9 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from common.protocol.errors import CinError, Code
 from common.protocol.security import Grant
+from common.web.request_body import body_chunks, is_encoded
 from edge.rest.base64stream import decode_stream
-from edge.rest.staging import Spool, SpoolFile
+from edge.rest.staging import StagedBody, Staging
 from edge.rest.streams import read_ahead
 from edge.rest.url_fetch import UrlFetcher
 
@@ -61,28 +62,28 @@ async def open_incoming(
     yield _decoded(incoming) if base64 else incoming
 
 
-async def spool_within(spool: Spool, incoming: IncomingFile, *, limit: int,
-                       grant: Grant) -> SpoolFile:
-    """Spool the file, refusing it once it passes the app's limit or the policy's maxSize
+async def stage_within(staging: Staging, incoming: IncomingFile, *, limit: int,
+                       grant: Grant) -> StagedBody:
+    """Stage the file, refusing it once it passes the app's limit or the policy's maxSize
     (whichever is smaller, enforced as the bytes arrive), or if it is under minSize."""
     allowed = grant.max_size(limit)
     try:
-        spooled = await spool.take(incoming.chunks, limit=allowed)
+        staged = await staging.take(incoming.chunks, limit=allowed)
     except CinError as exc:
         if exc.code is Code.TOO_LARGE and allowed < limit:
             raise CinError(Code.POLICY_DENIES,
                            f"maxSize: the file is over the policy's {allowed} bytes") from exc
         raise
     try:
-        grant.check_size(spooled.size)
+        grant.check_size(staged.size)
     except CinError:
-        await spooled.remove()
+        await staged.remove()
         raise
-    return spooled
+    return staged
 
 
 def refuse_size(size: int, *, grant: Grant, limit: int) -> None:
-    """Refuse a file of a size known up front, as `spool_within` refuses one whose size
+    """Refuse a file of a size known up front, as `stage_within` refuses one whose size
     it finds out as the bytes arrive."""
     allowed = grant.max_size(limit)
     if size > allowed and allowed == limit:
@@ -128,7 +129,7 @@ def _refuse_oversized(request: web.Request, *, base64: bool, limit: int) -> None
     """Refuse early a body whose declared length already exceeds the limit."""
     declared = request.content_length
     if declared is None:
-        return  # chunked: the spool counts as it writes
+        return  # chunked: staging counts as it writes
     allowed = limit * 4 // 3 + 4096 if base64 else limit
     if request.content_type.startswith("multipart/"):
         allowed += 64 * 1024  # boundaries and part headers
@@ -136,35 +137,40 @@ def _refuse_oversized(request: web.Request, *, base64: bool, limit: int) -> None
         raise CinError(Code.TOO_LARGE, f"the body declares {declared} bytes, over {limit}")
 
 
-def _from_raw(request: web.Request, prefix: bytes = b"") -> IncomingFile:
-    async def chunks() -> AsyncIterator[bytes]:
-        if prefix:
-            yield prefix
-        async for chunk in request.content.iter_chunked(READ_BYTES):
-            yield chunk
-
+def _from_raw(request: web.Request,
+              chunks: AsyncIterator[bytes] | None = None) -> IncomingFile:
     given = None if request.content_type == "application/octet-stream" else request.content_type
     # A compressed body is inflated as it is read: its Content-Length is not the file's.
-    encoded = request.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
-    size = None if encoded else request.content_length
-    return IncomingFile(chunks(), content_type=given, size=size)
+    size = None if is_encoded(request) else request.content_length
+    return IncomingFile(chunks or body_chunks(request, READ_BYTES), content_type=given,
+                        size=size)
 
 
 async def _from_urlencoded(request: web.Request) -> IncomingFile:
     # `curl -d url=...` arrives url-encoded, but so does `curl --data-binary @photo.jpg`
     # without a Content-Type: a body that is not a `url=` form is taken as the file.
-    head = bytearray()
-    while len(head) < MAX_FORM_BYTES and (
-            chunk := await request.content.read(MAX_FORM_BYTES - len(head))):
-        head += chunk
-    if request.content.at_eof():
-        fields = parse_qs(bytes(head).decode("utf-8", "replace"), keep_blank_values=True)
+    chunks = body_chunks(request, MAX_FORM_BYTES)
+    taken, ended = await read_ahead(chunks, MAX_FORM_BYTES + 1)
+    if ended:  # the whole body is at most a form's size: it may be one
+        fields = parse_qs(b"".join(taken).decode("utf-8", "replace"), keep_blank_values=True)
         if "url" in fields:
             return IncomingFile(_nothing(), source_url=fields["url"][0])
-    return _from_raw(request, prefix=bytes(head))
+    return _from_raw(request, _prefixed(taken, chunks))
+
+
+async def _prefixed(taken: list[bytes], chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in taken:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
 
 
 async def _from_multipart(request: web.Request) -> IncomingFile:
+    if is_encoded(request):
+        # aiohttp's form reader reads the connection itself: it cannot be handed an
+        # inflated stream. No client compresses a form; a file is compressed raw.
+        raise CinError(Code.UNSUPPORTED_CONTENT_ENCODING,
+                       "a form is taken as sent; send a gzip or deflate body raw")
     try:
         reader = await request.multipart()
         while True:

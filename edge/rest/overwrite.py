@@ -19,13 +19,13 @@ from common.protocol.flags import query_flag
 from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Action, authorize
 from common.protocol.sniff import choose_mimetype, is_mimetype
-from common.storage import Access, StorageError
+from common.storage import Access, Storage, StorageError, StorageErrorKind
 from common.web.file_routes import find_file
 from common.web.request_auth import app_of, request_credentials
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, SPOOL, STORAGE
-from edge.rest.intake import open_incoming, receive, spool_within
-from edge.rest.staging import SpoolFile
+from edge.keys import CONFIG, COORDINATOR, FETCHER, STAGING, STORAGE
+from edge.rest.intake import open_incoming, receive, stage_within
+from edge.rest.staging import StagedBody
 
 log = logging.getLogger("cin.edge.overwrite")
 
@@ -51,17 +51,17 @@ async def overwrite(request: web.Request) -> web.Response:
     if incoming.source_url is not None:
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER], base64=base64) as opened:
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
+        staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
-        if spool.size == 0:
+        if staged.size == 0:
             raise CinError(Code.EMPTY_FILE)
         # The file keeps its name; its type is what the new bytes are.
-        new_type = choose_mimetype(mimetype or opened.content_type, spool.head,
+        new_type = choose_mimetype(mimetype or opened.content_type, staged.head,
                                    record.filename)
     except BaseException:
-        await spool.remove()
+        await staged.remove()
         raise
-    updated = await request.app[JOBS].shield(_put(request.app, record, spool, new_type))
+    updated = await request.app[JOBS].shield(_put(request.app, record, staged, new_type))
     return web.json_response({
         "url": file_url(config.coordinator.public_url, updated.handle),
         "handle": updated.handle,
@@ -72,23 +72,47 @@ async def overwrite(request: web.Request) -> web.Response:
     })
 
 
-async def _put(app: web.Application, record: FileRecord, spool: SpoolFile,
+async def _put(app: web.Application, record: FileRecord, staged: StagedBody,
                mimetype: str) -> FileRecord:
     try:
         storage = app[STORAGE][record.storage]
         try:
-            info = await storage.put(record.container, record.key, spool.chunks(),
+            info = await storage.put(record.container, record.key, staged.chunks(),
                                      content_type=mimetype, access=Access(record.access))
         except StorageError as exc:
             log.warning("overwriting %s failed: %s", record.handle, exc)
-            raise exc.to_cin_error() from exc
+            raise
         try:
             return await app[COORDINATOR].file(wire.FileOverwritten(
                 handle=record.handle, size=info.size, etag=info.etag, mimetype=mimetype))
         except CinError as exc:
+            if exc.code is Code.FILE_NOT_FOUND:
+                # Deleted while the bytes went up: the delete kept what it found at the
+                # key if it was not the file's recorded version, so these bytes would
+                # stay in the bucket with no file to remove them through.
+                await _remove_unrecorded(storage, record, info.etag)
+                raise
             # The bucket has the new bytes but the record does not say so: downloads
             # answer 410 until an overwrite is recorded. The client is told to retry.
             log.error("overwrite of %s stored but not recorded: %s", record.handle, exc)
             raise
     finally:
-        await spool.remove()
+        await staged.remove()
+
+
+async def _remove_unrecorded(storage: Storage, record: FileRecord, etag: str) -> None:
+    """Delete the object this overwrite put, unless something else has replaced it since.
+
+    Another store may have put a file of its own at the same key (an explicit path), and
+    a later overwrite of this file puts bytes whose own POP cleans up after them."""
+    try:
+        if (await storage.head(record.container, record.key)).etag != etag:
+            return
+        await storage.delete(record.container, record.key)
+    except StorageError as exc:
+        if exc.kind is not StorageErrorKind.NOT_FOUND:
+            log.error("overwrite of deleted file %s left %s/%s in the bucket: %s",
+                      record.handle, record.container, record.key, exc)
+        return
+    log.info("overwrite of %s arrived after its delete: its bytes are removed",
+             record.handle)

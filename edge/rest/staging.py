@@ -1,4 +1,7 @@
-"""A POP's spool: where request bodies land before they go to the bucket.
+"""A POP's staging area: where REST request bodies land before they go to the bucket.
+
+Not durable (nothing is fsync'd): a body is acknowledged only once it is in the bucket.
+The durable spool of the Upload API's parts is edge/multipart/part_spool.py.
 
 Writes are batched into ~1 MiB `writev` calls in a worker thread, so the event loop never
 waits on the disk and a thread hop is paid per megabyte, not per network read. A body
@@ -6,11 +9,14 @@ that ends before its first batch is full never touches the disk: it stays in mem
 which is no more than a larger body holds there while its batch fills, and it saves a
 small file (most of what a POP takes) the eight thread hops of a file written, read back
 and removed.
+
+A take that is cancelled waits for a write still in its thread before it closes and
+removes the file (`in_thread`): a descriptor closed under the write could be reused by
+the next file opened, which would get the body's bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -18,18 +24,19 @@ from pathlib import Path
 
 from common.protocol.errors import CinError, Code
 from common.protocol.sniff import SNIFF_BYTES
+from common.threads import in_thread, in_thread_releasing
 
 FLUSH_BYTES = 1024 * 1024
 READ_BYTES = 1024 * 1024
 
 
-class SpoolFile:
-    """One spooled body: its size and first bytes (for type sniffing), and where its
+class StagedBody:
+    """One staged body: its size and first bytes (for type sniffing), and where its
     bytes are: in a file at `path`, or, for a small body, held in memory."""
 
-    def __init__(self, spool_id: str, size: int, head: bytes, *, path: Path | None = None,
+    def __init__(self, body_id: str, size: int, head: bytes, *, path: Path | None = None,
                  held: Sequence[bytes] = ()) -> None:
-        self.spool_id = spool_id
+        self.body_id = body_id
         self.size = size
         self.head = head
         self.path = path
@@ -40,43 +47,43 @@ class SpoolFile:
             for chunk in self._held:
                 yield chunk
             return
-        handle = await asyncio.to_thread(open, self.path, "rb")
+        handle = await in_thread(open, self.path, "rb")
         try:
-            while chunk := await asyncio.to_thread(handle.read, READ_BYTES):
+            while chunk := await in_thread(handle.read, READ_BYTES):
                 yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            await in_thread(handle.close)
 
     async def remove(self) -> None:
         if self.path is None:
             self._held = ()
             return
-        await asyncio.to_thread(self.path.unlink, missing_ok=True)
+        await in_thread(self.path.unlink, missing_ok=True)
 
 
-class Spool:
+class Staging:
     def __init__(self, root: Path) -> None:
         self.incoming = root / "incoming"
 
     async def prepare(self) -> None:
-        """Create the spool and drop bodies left by a crash: none was acknowledged."""
+        """Create the staging area and drop bodies left by a crash: none was acknowledged."""
         def sweep() -> None:
             self.incoming.mkdir(parents=True, exist_ok=True)
             for leftover in self.incoming.glob("*.data"):
                 leftover.unlink(missing_ok=True)
 
-        await asyncio.to_thread(sweep)
+        await in_thread(sweep)
 
-    async def take(self, body: AsyncIterable[bytes], *, limit: int) -> SpoolFile:
-        """Write `body` into a new spool file, refusing it once it passes `limit` bytes;
+    async def take(self, body: AsyncIterable[bytes], *, limit: int) -> StagedBody:
+        """Write `body` into a new staged file, refusing it once it passes `limit` bytes;
         a body smaller than one write batch is held in memory and no file is made. A body
         that fails is removed.
 
         Not fsync'd: every caller answers only once the bytes are in the bucket, so the
-        spool is a buffer, not a promise.
+        staging area is a buffer, not a promise.
         """
-        spool_id = secrets.token_hex(12)
-        path = self.incoming / f"{spool_id}.data"
+        body_id = secrets.token_hex(12)
+        path = self.incoming / f"{body_id}.data"
         fd = -1  # opened with the first batch to write
         size = 0
         head = bytearray()
@@ -93,19 +100,20 @@ class Spool:
                 pending_bytes += len(chunk)
                 if pending_bytes >= FLUSH_BYTES:
                     if fd < 0:
-                        fd = await asyncio.to_thread(_create, path)
-                    await asyncio.to_thread(_write_all, fd, pending)
+                        fd = await in_thread_releasing(
+                            lambda opened: _close_and_remove(opened, path), _create, path)
+                    await in_thread(_write_all, fd, pending)
                     pending, pending_bytes = [], 0
             if fd < 0:
-                return SpoolFile(spool_id, size, bytes(head), held=pending)
+                return StagedBody(body_id, size, bytes(head), held=pending)
             if pending:
-                await asyncio.to_thread(_write_all, fd, pending)
+                await in_thread(_write_all, fd, pending)
         except BaseException:
             if fd >= 0:
-                await asyncio.to_thread(_close_and_remove, fd, path)
+                await in_thread(_close_and_remove, fd, path)
             raise
-        await asyncio.to_thread(os.close, fd)
-        return SpoolFile(spool_id, size, bytes(head), path=path)
+        await in_thread(os.close, fd)
+        return StagedBody(body_id, size, bytes(head), path=path)
 
 
 def _create(path: Path) -> int:

@@ -5,7 +5,7 @@ acknowledged store is complete. A raw body that declares its length goes straigh
 a local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`):
 its size is known up front, so the coordinator can name the file before the rest of the
 bytes come, and nothing is written twice. Any other body (a form, a URL to fetch,
-base64, a chunked raw body) is spooled first (bounded by the app's size limit), since
+base64, a chunked raw body) is staged first (bounded by the app's size limit), since
 the file's size is only known at its end.
 """
 
@@ -23,52 +23,48 @@ from aiohttp import web
 from common.config import AppConfig, StorageConfig
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
-from common.protocol.locations import find_app, find_location
 from common.protocol.naming import clean_filename, valid_text
 from common.protocol.records import FileRecord, file_url
-from common.protocol.security import Action, authorize
+from common.protocol.security import authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
+from common.protocol.store_admission import admit_store
 from common.protocol.store_params import StoreParams
 from common.storage import StorageError
+from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, SPOOL, STORAGE
+from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, STAGING, STORAGE
 from edge.rest.intake import (
     IncomingFile,
     exactly,
     open_incoming,
     receive,
     refuse_size,
-    spool_within,
+    stage_within,
     take_head,
 )
-from edge.rest.staging import FLUSH_BYTES as SPOOL_BATCH_BYTES
-from edge.rest.staging import SpoolFile
-from edge.rest.streams import stalls_after
+from edge.rest.staging import FLUSH_BYTES as STAGING_BATCH_BYTES
+from edge.rest.staging import StagedBody
 
 log = logging.getLogger("cin.edge.store")
-
-# A body streaming to the bucket that sends nothing for this long is given up: its file
-# is recorded Failed, and the client (if still there) answered 408.
-BODY_IDLE_SECONDS = 60.0
 
 
 async def store(request: web.Request) -> web.Response:
     request.app[DISK_SPACE].refuse_if_full()
     config = request.app[CONFIG]
-    app = find_app(config, request.query.get("key") or request.query.get("apikey"))
-    location = find_location(config, app, request.match_info["provider"])
-    params = StoreParams.from_query(request.query, location)
     creds = request_credentials(request)
-    action = Action.store(path=params.path, container=params.container)
-    grant = authorize(app, creds, action)
+    apikey = request.query.get("key") or request.query.get("apikey")
+    admitted = admit_store(config, apikey=apikey, provider=request.match_info["provider"],
+                           options=request.query, creds=creds)
+    app, location, params, grant = (admitted.app, admitted.location, admitted.params,
+                                    admitted.grant)
     limit = app.max_upload_size
 
     incoming = await receive(request, base64=params.base64decode, limit=limit)
     if incoming.source_url is not None:
         # Checked again now that the URL is known, before anything is fetched from it.
-        grant = authorize(app, creds, replace(action, url=incoming.source_url))
+        grant = authorize(app, creds, replace(admitted.action, url=incoming.source_url))
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER],
                              base64=params.base64decode) as opened:
@@ -77,32 +73,31 @@ async def store(request: web.Request) -> web.Response:
             head, body = await take_head(opened.chunks, SNIFF_BYTES)
             start = _start_file(request, app, location, params, opened, head=head,
                                 size=opened.size, origin_id=secrets.token_hex(12))
-            # The file is Started while the client sends: a client that stalls must not
-            # keep it so (aiohttp has no idle timeout on a body).
-            body = stalls_after(BODY_IDLE_SECONDS, exactly(opened.size, body))
+            # The file is Started while the client sends; a client that stalls fails the
+            # read (`timeouts.body_idle`), and the file is recorded Failed.
+            body = exactly(opened.size, body)
             # Shielded, so that a cancelled handler still records how the store ended.
             record = await request.app[JOBS].shield(_store(request.app, start, body, params))
             return web.json_response(store_reply(config.coordinator.public_url, record))
-        spool = await spool_within(request.app[SPOOL], opened, limit=limit, grant=grant)
+        staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
-        start = _start_file(request, app, location, params, opened, head=spool.head,
-                            size=spool.size, origin_id=spool.spool_id)
+        start = _start_file(request, app, location, params, opened, head=staged.head,
+                            size=staged.size, origin_id=staged.body_id)
     except BaseException:
-        await spool.remove()
+        await staged.remove()
         raise
     # The bucket write must finish even if the client hangs up meanwhile, or the file
-    # would stay Started forever: it runs as a shielded job that owns the spool file.
-    record = await request.app[JOBS].shield(_store_spooled(request.app, start, spool, params))
+    # would stay Started forever: it runs as a shielded job that owns the staged file.
+    record = await request.app[JOBS].shield(_store_staged(request.app, start, staged, params))
     return web.json_response(store_reply(config.coordinator.public_url, record))
 
 
 def _goes_straight(location: StorageConfig, size: int) -> bool:
     """Whether a body of a known size can go to the bucket as it arrives at no more
-    memory than spooling it: the local-disk driver writes a stream as it comes, but the
-    S3 driver gathers it into parts of several MiB (and sends more than one at a time),
-    which a slow client would keep in memory for as long as it takes; a body under one
-    spool batch is held in memory either way."""
-    return location.driver == "local" or size < SPOOL_BATCH_BYTES
+    memory than staging it: a driver that streams a body (local disk) holds nothing, one
+    that gathers it into parts of several MiB (S3) would hold them for as long as a slow
+    client takes; a body under one staging batch is held in memory either way."""
+    return driver_of(location).capabilities.streams_body or size < STAGING_BATCH_BYTES
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
@@ -123,12 +118,12 @@ def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
         tags=params.tags)
 
 
-async def _store_spooled(app: web.Application, start: wire.StartFile, spool: SpoolFile,
-                         params: StoreParams) -> FileRecord:
+async def _store_staged(app: web.Application, start: wire.StartFile, staged: StagedBody,
+                        params: StoreParams) -> FileRecord:
     try:
-        return await _store(app, start, spool.chunks(), params)
+        return await _store(app, start, staged.chunks(), params)
     finally:
-        await spool.remove()
+        await staged.remove()
 
 
 async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],
@@ -157,8 +152,6 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
                 wire.FileFailed(handle=record.handle, reason=reason[:200])))
         if failure is not exc:
             raise failure from exc
-        if isinstance(exc, StorageError):
-            raise exc.to_cin_error() from exc
         raise
     try:
         return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,

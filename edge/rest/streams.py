@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-
-from common.protocol.errors import CinError, Code
 
 
 async def read_ahead(chunks: AsyncIterator[bytes], size: int) -> tuple[list[bytes], bool]:
@@ -19,17 +16,3 @@ async def read_ahead(chunks: AsyncIterator[bytes], size: int) -> tuple[list[byte
         if held >= size:
             return taken, False
     return taken, True
-
-
-async def stalls_after(seconds: float, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`chunks`, failing with BODY_TIMEOUT if the next chunk takes over `seconds` to come."""
-    while True:
-        try:
-            async with asyncio.timeout(seconds):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        except TimeoutError as exc:
-            raise CinError(Code.BODY_TIMEOUT,
-                           f"no bytes of the body arrived for {seconds:g} s") from exc
-        yield chunk

@@ -184,6 +184,14 @@ def _ip_literal(host: str) -> IPAddress | None:
         return None
 
 
+def _is_host_name(host: str) -> bool:
+    """RFC 1035's shape: labels of 1 to 63 characters, 253 in all. The resolver's IDNA
+    codec raises UnicodeError on a longer one rather than failing to resolve it."""
+    name = host.removesuffix(".")
+    return (bool(_HOST_NAME.match(host)) and len(name) <= 253
+            and all(len(label) <= 63 for label in name.split(".")))
+
+
 def parse_source_url(text: str, *, base: URL | None = None) -> SourceUrl:
     """Check a source URL, or a redirect's Location against the URL it came from.
 
@@ -230,7 +238,7 @@ def parse_source_url(text: str, *, base: URL | None = None) -> SourceUrl:
         literal = _ip_literal(host)
         if not isinstance(literal, ipaddress.IPv4Address) or str(literal) != host:
             raise CinError(Code.BAD_URL, f"{where} host {host!r} is not a dotted-quad IPv4")
-    elif not _HOST_NAME.match(host):
+    elif not _is_host_name(host):
         raise CinError(Code.BAD_URL, f"{where} host {host!r} is not a valid host name")
     return SourceUrl(url=url.with_fragment(None), host=host, port=port, literal=literal)
 
@@ -359,7 +367,10 @@ def _too_large(max_size: int) -> CinError:
 def _connection_problem(exc: aiohttp.ClientError, host: str) -> CinError:
     """Translate an aiohttp failure before the response headers into URL_UNREACHABLE."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        detail = f"the TLS certificate of {host} is not valid"
+        # The reason says whether the POP lacks the CA that signed it (a private CA).
+        reason = getattr(exc.certificate_error, "verify_message", None) or ""
+        detail = f"the TLS certificate of {host} is not valid" + (
+            f" ({reason})" if reason else "")
     elif isinstance(exc, aiohttp.ClientSSLError):
         detail = f"the TLS handshake with {host} failed"
     elif isinstance(exc, aiohttp.ClientConnectorError):
@@ -528,7 +539,10 @@ class UrlFetcher:
                 except aiohttp.ClientError as exc:
                     if isinstance(exc, TimeoutError):
                         raise
-                    raise _connection_problem(exc, source.host) from None
+                    problem = _connection_problem(exc, source.host)
+                    if redirects:
+                        raise _in_redirect(problem, str(source.url)) from None
+                    raise problem from None
             status = response.status
             if status not in REDIRECT_STATUSES:
                 break
@@ -544,7 +558,8 @@ class UrlFetcher:
             source = _redirect_target(location, response.url)
         if not 200 <= status < 300:
             response.close()
-            raise CinError(Code.URL_UNREACHABLE, f"HTTP {status} from the source")
+            refused = CinError(Code.URL_UNREACHABLE, f"HTTP {status} from the source")
+            raise _in_redirect(refused, str(source.url)) if redirects else refused
         declared = response.content_length
         if declared is not None and declared > self._config.max_size:
             response.close()
@@ -562,7 +577,9 @@ def _redirect_target(location: str, base: URL) -> SourceUrl:
 
 
 def _in_redirect(exc: CinError, target: str) -> CinError:
-    # Say which hop failed: the client only knows the first URL.
+    # Say which hop failed: the client only knows the first URL. A cin link, for one,
+    # redirects to the POP holding an In Transit file, whose certificate may be from a
+    # private CA this POP must trust too.
     shown = target if len(target) <= 200 else f"{target[:200]}..."
     return CinError(exc.code, f"redirect to {shown}: {exc.detail}")
 

@@ -14,8 +14,9 @@ from support import Network, start_network
 
 @pytest.fixture
 def network_settings() -> dict[str, Any]:
-    """More settings of `network_on_each_driver` (see support.config_data): a module
-    that needs some overrides this fixture."""
+    """More `start_network` settings for `network_on_each_driver` (see
+    support.config_data): a test parametrizes this name, or a module overrides this
+    fixture, to change them (short timeouts, say)."""
     return {}
 
 

@@ -23,7 +23,7 @@ from upload_client import PART
 
 from common.protocol.records import FileRecord, UploadRecord
 from common.storage import Storage
-from coordinator.keys import EXPIRY, REGISTRY, STATE, UPLOADS
+from coordinator.keys import EXPIRY, FILES, MULTIPART, STATE
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE
 from edge.keys import STORAGE as POP_STORAGE
 from edge.keys import SWEEPER, TRANSFER
@@ -98,8 +98,8 @@ async def abandon(network: Network) -> Abandoned:
     while network.pop.app[TRANSFER].in_flight:
         assert time.monotonic() < deadline, "part 1 never reached the bucket"
         await asyncio.sleep(0.02)
-    upload = await network.coordinator.app[UPLOADS].get(ids["upload_id"])
-    record = await network.coordinator.app[REGISTRY].get(upload.handle)
+    upload = await network.coordinator.app[MULTIPART].get(ids["upload_id"])
+    record = await network.coordinator.app[FILES].get(upload.handle)
     abandoned = Abandoned(network, ids, targets[1], upload, record)
     assert await abandoned.pending() == [(record.key, upload.storage_upload_id)]
     assert abandoned.spool.is_dir()
@@ -205,7 +205,7 @@ async def test_an_in_transit_upload_never_expires(network: Network,
     reply = await upload_client.upload(network.config.pops[0].public_url, payload)
     assert reply["status"] == "InTransit"
     handle = reply["handle"]
-    upload, _ = await network.coordinator.app[UPLOADS].of_file(handle)
+    upload, _ = await network.coordinator.app[MULTIPART].of_file(handle)
     spool = network.config.pops[0].spool_dir / "uploads" / upload.upload_id
 
     later = past_the_ttl(network)
@@ -213,7 +213,7 @@ async def test_an_in_transit_upload_never_expires(network: Network,
     assert (swept.expired, swept.aborted) == ((), ())
     assert await network.pop.app[SWEEPER].sweep_once(now=later) == []
     assert spool.is_dir()
-    record = await network.coordinator.app[REGISTRY].get(handle)
+    record = await network.coordinator.app[FILES].get(handle)
     assert record.status.value == "In Transit"
     pending = await network.coordinator.app[COORDINATOR_STORAGE][record.storage] \
         .list_multipart_uploads(record.container)
@@ -221,7 +221,7 @@ async def test_an_in_transit_upload_never_expires(network: Network,
 
     released.set()
     deadline = time.monotonic() + 30
-    while (await network.coordinator.app[REGISTRY].get(handle)).status.value != "Complete":
+    while (await network.coordinator.app[FILES].get(handle)).status.value != "Complete":
         assert time.monotonic() < deadline, "the In Transit upload never completed"
         await asyncio.sleep(0.05)
     response = await network.coordinator.get(f"/api/file/{handle}")

@@ -9,7 +9,7 @@ import pytest
 from support import APIKEY, APP_SECRET, start_network
 
 from common.protocol.errors import CinError, Code
-from coordinator.keys import REGISTRY
+from coordinator.keys import FILES
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
 
@@ -42,11 +42,11 @@ async def test_an_overwrite_report_for_bytes_no_longer_in_the_bucket_is_refused(
         newer = await network.pop.post(f"/api/file/{handle}", data=b"v2-newer", headers=AUTH)
         assert newer.status == 200
         # A slower overwrite reporting its put after the newer one replaced its bytes.
-        registry = network.coordinator.app[REGISTRY]
+        files = network.coordinator.app[FILES]
         with pytest.raises(CinError) as caught:
-            await registry.overwritten(handle, 2, "etag-of-a-replaced-put", "text/plain")
+            await files.overwritten(handle, 2, "etag-of-a-replaced-put", "text/plain")
         assert caught.value.code is Code.CONFLICT
-        record = await registry.get(handle)
+        record = await files.get(handle)
         assert (record.version, record.size) == (2, len(b"v2-newer"))
         current = await network.coordinator.get(f"/api/file/{handle}")
         assert await current.read() == b"v2-newer"

@@ -24,7 +24,7 @@ from small_disk import small_disk
 from support import APIKEY, Network, config_data, to_config
 from upload_client import PART, start_upload
 
-from coordinator.app import STATE_FILE
+from common.storage.drivers import LocalSettings, settings_of
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 from edge.disk_space import DISK_SPACE
@@ -86,7 +86,7 @@ async def store(network: Network, payload: bytes, *, form: bool = False,
 
 
 def files_by_status(network: Network) -> list[str]:
-    path = network.config.coordinator.state_dir / STATE_FILE
+    path = network.config.coordinator.state.path
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return [row[0] for row in db.execute("SELECT status FROM files")]
 
@@ -153,7 +153,7 @@ async def test_a_raw_body_that_fills_a_local_bucket_is_507(network: Network) -> 
     status, answer = await store(network, os.urandom(6 * MiB))  # goes straight to the bucket
     assert (status, answer["code"]) == (507, "insufficient_storage"), answer
     assert files_by_status(network) == ["Failed"]
-    bucket = network.config.storage["bucket"].root
+    bucket = settings_of(network.config.storage["bucket"], LocalSettings).root
     assert bucket is not None
     assert list(bucket.rglob(".tmp-*")) == []
     assert network.pop.app[DISK_SPACE].full

@@ -14,19 +14,21 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import upload_client
 from aiohttp.test_utils import TestClient, TestServer
-from support import APP_SECRET, Network
+from support import APP_SECRET, Network, start_network
 
 from common.protocol.security import encode_policy, sign_policy
 from common.web.download import content_disposition
 from common.web.file_routes import FILE_IN_TRANSIT
 from common.web.in_transit import HolderRedirect
 from edge.app import make_app as make_edge_app
+from edge.heartbeat import HEARTBEAT
 from edge.keys import PART_SPOOL, STORAGE
 
 PART = 5 * 1024**2  # S3's smallest part (but the last)
@@ -373,3 +375,42 @@ async def test_a_spool_freed_mid_download_is_finished_from_the_bucket(
 
 async def _gone(spool: Any, upload_id: str) -> bool:
     return not (spool.uploads / upload_id).exists()
+
+
+async def test_the_coordinator_sends_no_client_to_a_holder_that_is_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Heartbeats every 50 ms, a POP down after a second without one.
+    async with start_network(tmp_path, heartbeat={"interval": 0.05, "timeout": 1.0}) as network:
+        released = asyncio.Event()
+        driver = network.pop.app[STORAGE]["bucket"]
+        put = driver.put
+
+        async def held_put(*args: Any, **kwargs: Any) -> Any:
+            await released.wait()
+            return await put(*args, **kwargs)
+
+        monkeypatch.setattr(driver, "put", held_put)
+        payload = os.urandom(1000)
+        handle = await in_transit(network, payload)
+        response = await network.coordinator.get(f"/{handle}", allow_redirects=False)
+        assert response.status == 302
+
+        await network.pop.app[HEARTBEAT].stop()  # with its leave: shutting down, then down
+        for state in ("shutting down", "down (no heartbeat for"):
+            async def answered(state: str = state) -> bool:
+                response = await network.coordinator.get(f"/{handle}", allow_redirects=False)
+                body = await response.json() if response.status == 503 else {}
+                return state in body.get("error", "")
+
+            await wait_for(answered, f"the coordinator to answer that the holder is {state}")
+            response = await network.coordinator.get(f"/{handle}", allow_redirects=False)
+            assert response.status == 503 and "Location" not in response.headers
+            body = await response.json()
+            assert body["code"] == "in_transit_unavailable"
+            assert "us-east-1" in body["error"]
+        # The holder itself still serves the file, and once it is in the bucket, so does
+        # the coordinator.
+        assert await (await network.pop.get(f"/{handle}")).read() == payload
+        released.set()
+        await wait_complete(network, handle)
+        assert await (await network.coordinator.get(f"/{handle}")).read() == payload

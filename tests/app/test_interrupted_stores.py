@@ -25,7 +25,8 @@ from common.protocol import wire
 from common.protocol.records import FileRecord
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import Storage, StorageError, StorageErrorKind
-from coordinator.keys import REGISTRY, STORE_EXPIRY
+from common.storage.drivers import LocalSettings
+from coordinator.keys import FILES, STORE_EXPIRY
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE
 from coordinator.store_expiry import StoreSweepResult
 
@@ -59,7 +60,7 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 async def interrupted_store(network: Network, path: str) -> FileRecord:
     """What a POP killed mid-store leaves: its file named and Started, an object put at its
     key but never reported, and a pending multipart upload there."""
-    record: FileRecord = await network.coordinator.app[REGISTRY].start(wire.StartFile(
+    record: FileRecord = await network.coordinator.app[FILES].start(wire.StartFile(
         origin="us-east-1:killed-mid-store", apikey=APIKEY, storage="bucket", provider="s3",
         container=network.config.storage["bucket"].container, path=path, filename="f.bin",
         mimetype="application/octet-stream", size=5, pop="us-east-1"))
@@ -112,7 +113,7 @@ async def test_the_bytes_of_another_file_at_the_key_stay(network: Network) -> No
     first = await stored.json()
     assert stored.status == 200, first
     # A second store to the same path, whose POP died before it put anything.
-    second = await network.coordinator.app[REGISTRY].start(wire.StartFile(
+    second = await network.coordinator.app[FILES].start(wire.StartFile(
         origin="us-east-1:second", apikey=APIKEY, storage="bucket", provider="s3",
         container=first["container"], path=path, filename="f.bin",
         mimetype="application/octet-stream", size=5, pop="us-east-1"))
@@ -173,6 +174,6 @@ async def test_a_store_that_takes_longer_than_the_store_ttl_is_cut_off(
     with pytest.raises(StorageError):
         await storage(network).head(container, "slow.bin")
     assert await storage(network).list_multipart_uploads(container) == []
-    root = network.config.storage["bucket"].root
-    if root is not None:
-        assert list(root.rglob(".tmp-*")) == []
+    settings = network.config.storage["bucket"].settings
+    if isinstance(settings, LocalSettings):
+        assert list(settings.root.rglob(".tmp-*")) == []

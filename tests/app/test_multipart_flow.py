@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import time
@@ -11,8 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 import upload_client
-from support import APIKEY, Network
+from support import APIKEY, APP_SECRET, Network
 from upload_client import PART
+
+from common.storage import StorageError, StorageErrorKind, open_storage
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
 
 
 @pytest.fixture
@@ -82,3 +87,30 @@ async def test_complete_refuses_missing_bytes(network: Network) -> None:
     body = await short.json()
     assert (short.status, body["code"]) == (409, "conflict")
     assert f"the parts hold {PART} bytes, the file is {PART + 10}" in body["error"]
+
+
+async def test_a_file_uploaded_in_parts_downloads_and_deletes(network: Network) -> None:
+    """On S3, the object a multipart upload leaves carries no ACL when it is private, and
+    some S3-compatible services (moto among them) then fail GetObjectAcl: serving and
+    deleting the file must not need it."""
+    payload = os.urandom(2 * PART + 999)
+    reply = await upload(network, payload, fii=False)
+    handle = reply["handle"]
+    assert (await wait_complete(network, handle))["upload_status"] == "Complete"
+
+    for client in (network.pop, network.coordinator):
+        whole = await client.get(f"/{handle}")
+        assert (whole.status, await whole.read()) == (200, payload)
+        tail = await client.get(f"/{handle}", headers={"Range": f"bytes={PART}-"})
+        assert (tail.status, await tail.read()) == (206, payload[PART:])
+        head = await client.head(f"/api/file/{handle}")
+        assert (head.status, head.content_length) == (200, len(payload))
+
+    deleted = await network.pop.delete(f"/api/file/{handle}", headers=BASIC)
+    assert deleted.status == 200, await deleted.text()
+    gone = await network.coordinator.get(f"/{handle}")
+    assert (gone.status, (await gone.json())["code"]) == (404, "file_not_found")
+    async with open_storage(network.config.storage["bucket"]) as storage:
+        with pytest.raises(StorageError) as missing:
+            await storage.head(reply["container"], reply["key"])
+    assert missing.value.kind is StorageErrorKind.NOT_FOUND

@@ -12,7 +12,7 @@ from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 from common.protocol.records import FileRecord
 from common.protocol.security import Credentials, encode_policy, sign_policy
 from common.protocol.upload_start import start_message
-from coordinator.keys import REGISTRY, UPLOADS
+from coordinator.keys import FILES, MULTIPART
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ async def start(network: Network, at: str = "coordinator", **changes: Any) -> di
 
 
 async def file_of(network: Network, upload_id: str) -> FileRecord:
-    upload = await network.coordinator.app[UPLOADS].get(upload_id)
-    record: FileRecord = await network.coordinator.app[REGISTRY].get(upload.handle)
+    upload = await network.coordinator.app[MULTIPART].get(upload_id)
+    record: FileRecord = await network.coordinator.app[FILES].get(upload.handle)
     return record
 
 
@@ -55,7 +55,7 @@ async def test_start_names_the_pop_and_opens_the_bucket_upload(network: Network)
             "Started", 20 * 1024**2, "video/mp4")
         assert record.key.startswith("in/") and record.key.endswith("_movie.mp4")
         assert reply["uri"] == f"/{record.container}/{record.key}"
-        pending = await network.coordinator.app[UPLOADS].storage[record.storage] \
+        pending = await network.coordinator.app[MULTIPART].storage[record.storage] \
             .list_multipart_uploads(record.container)
         assert any(key == record.key for key, _ in pending)
 
@@ -108,7 +108,7 @@ async def test_the_body_must_be_a_json_object(network: Network) -> None:
 async def test_a_repeated_start_message_returns_the_same_upload(network: Network) -> None:
     message = start_message(network.config, start_body(), Credentials.NONE,
                             pop="us-east-1", origin="us-east-1:request-1")
-    uploads = network.coordinator.app[UPLOADS]
+    uploads = network.coordinator.app[MULTIPART]
     first_record, first = await uploads.start(message)
     again_record, again = await uploads.start(message)
     assert again == first and again_record == first_record

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from support import APIKEY, APP_SECRET, Network
 
 from common.protocol.security import encode_policy, sign_policy
+from common.storage.drivers import LocalSettings, S3Settings
 
 Client = TestClient[web.Request, web.Application]
 HOUR = 3600
@@ -67,18 +68,18 @@ async def store(network: Network, payload: bytes, **params: str) -> dict[str, An
 
 async def object_bytes(network: Network, container: str, key: str) -> bytes | None:
     """The object's bytes read straight from the bucket, None if there is no object."""
-    location = network.config.storage["bucket"]
-    if location.driver == "local":
-        assert location.root is not None
-        path = location.root / container / "objects" / quote(key, safe="")
+    settings = network.config.storage["bucket"].settings
+    if isinstance(settings, LocalSettings):
+        path = settings.root / container / "objects" / quote(key, safe="")
         sidecar = path.with_name(path.name + ".meta")
         if not path.exists():
             assert not sidecar.exists()
             return None
         assert sidecar.exists()
         return path.read_bytes()
+    assert isinstance(settings, S3Settings)
     async with aiobotocore.session.get_session().create_client(
-            "s3", endpoint_url=location.endpoint_url, region_name="us-east-1") as s3:
+            "s3", endpoint_url=settings.endpoint_url, region_name="us-east-1") as s3:
         try:
             await s3.head_object(Bucket=container, Key=key)
         except ClientError as exc:
@@ -418,8 +419,8 @@ async def test_overwrite_limits(network: Network, via: str) -> None:
     response = await client.post(f"/api/file/{handle}", data=b"", params=signed(call=["write"]))
     await refused(response, 400, "empty_file")
     assert await content(network.pop, handle) == b"y" * 10
-    spool = network.config.pops[0].spool_dir / "incoming"
-    assert list(spool.iterdir()) == []
+    staging = network.config.pops[0].spool_dir / "incoming"
+    assert list(staging.iterdir()) == []
 
 
 @pytest.mark.parametrize("via", ["pop", "coordinator"])

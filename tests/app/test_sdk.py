@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 
+from common.protocol.security import encode_policy, sign_policy
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
 from sdk import ApiError, AsyncClient, Progress, UploadInterrupted, UploadResult
@@ -137,6 +138,23 @@ async def test_an_app_secret_signs_what_each_call_needs(network: Network,
         with pytest.raises(ApiError) as gone:
             await cin.status(result.handle)
         assert gone.value.code == "file_not_found"
+
+
+async def test_a_given_policy_goes_with_every_call_that_needs_it(network: Network,
+                                                                 tmp_path: Path) -> None:
+    original = random_file(tmp_path, 100_000)
+    text = encode_policy({"expiry": int(time.time()) + 600, "call": ["store"],
+                          "path": "sdk/.*"})
+    async with AsyncClient(network.config.coordinator.public_url, SECURE_APIKEY,
+                           policy=text, signature=sign_policy(SECURE_SECRET, text),
+                           state_dir=tmp_path / "state") as cin:
+        result = await cin.upload(original, store_path="sdk/")
+        assert result.status in ("In Transit", "Complete")
+        status = await cin.part_status(result.upload_id)
+        assert status["handle"] == result.handle, status
+        with pytest.raises(ApiError) as denied:
+            await cin.upload(original, store_path="elsewhere/")
+        assert denied.value.code == "policy_denies"
 
 
 def cancel_after(task_box: list[asyncio.Task[UploadResult]],

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, APP_SECRET, SECURE_APIKEY, SECURE_SECRET, Network, start_network
 
 from common.protocol.security import encode_policy, sign_policy
-from coordinator.app import STATE_FILE
+from common.storage.drivers import LocalSettings, settings_of
 
 Client = TestClient[web.Request, web.Application]
 HOUR = 3600
@@ -64,14 +66,13 @@ async def store(network: Network, data: Any = b"secret bytes", *, apikey: str = 
 
 
 def count_files(network: Network) -> int:
-    with sqlite3.connect(network.config.coordinator.state_dir / STATE_FILE) as db:
+    with sqlite3.connect(network.config.coordinator.state.path) as db:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()
     return int(count)
 
 
 def bucket_objects(network: Network) -> list[Path]:
-    root = network.config.storage["bucket"].root
-    assert root is not None
+    root = settings_of(network.config.storage["bucket"], LocalSettings).root
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
@@ -189,6 +190,32 @@ async def test_policy_url_regex_for_store_from_url(network: Network) -> None:
         await refused(response, "policy_denies", "maxSize")
 
 
+async def test_a_catastrophic_policy_regex_does_not_stall_the_pop(network: Network) -> None:
+    """`(a+)+$` against 26 a's and a b: about 4 s of Python's backtracking `re`, during
+    which the POP's event loop answered nobody. Matched by RE2, it is refused at once and
+    a request beside it is answered as promptly."""
+    text = "a" * 26 + "b"
+
+    async def refuse(data: Any, creds: dict[str, str], **params: str) -> None:
+        response = await network.pop.post("/api/store/S3", data=data,
+                                          params={"key": SECURE_APIKEY, **creds, **params})
+        await refused(response, "policy_denies")
+
+    async def health() -> None:
+        assert (await network.pop.get("/health")).status == 200
+
+    started = time.monotonic()
+    await asyncio.gather(
+        refuse(b"x", signed(call=["store"], path="(a+)+$"), path=text),
+        health(),
+        refuse({"url": f"http://{text}/"}, signed(call=["store"], url="http://(a+)+$/")),
+        health())
+    assert time.monotonic() - started < 1.0
+    response = await network.pop.post("/api/store/S3", data=b"x", params={
+        "key": SECURE_APIKEY, **signed(call=["store"], path="(?=a).*")})
+    await refused(response, "bad_policy", "path", "RE2")
+
+
 async def test_policy_max_size_is_enforced_while_streaming(network: Network) -> None:
     creds = signed(call=["store"], maxSize=100_000)
     files_before = count_files(network)
@@ -210,8 +237,8 @@ async def test_policy_max_size_is_enforced_while_streaming(network: Network) -> 
     response.close()
     assert count_files(network) == files_before
     assert bucket_objects(network) == objects_before
-    spool = network.config.pops[0].spool_dir / "incoming"
-    assert list(spool.iterdir()) == []
+    staging = network.config.pops[0].spool_dir / "incoming"
+    assert list(staging.iterdir()) == []
 
     # A multipart form over maxSize, and the exact maxSize, which is allowed.
     form = aiohttp.FormData()
@@ -548,3 +575,104 @@ async def test_the_app_limit_still_applies_under_a_larger_max_size(
                                           params={"key": SECURE_APIKEY, **creds})
         # Over the app's own limit: too_large, not the policy's refusal.
         await refused(response, "too_large", status=413)
+
+
+# ------------------------------------------------------------- the Upload API after start
+
+
+async def secure_upload(network: Network, payload: bytes, *, fii: bool = False,
+                        path: str = "in/") -> dict[str, Any]:
+    """An upload of the secure app started with a policy for `path`, its bytes sent with
+    no credentials (as filestack-python sends them): the ids to go on with."""
+    start = signed(call=["store"], path="in/.*")
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": SECURE_APIKEY, "filename": "data.bin", "size": len(payload),
+        "store": {"location": "s3", "path": path}, "fii": fii, **start})
+    reply = await response.json()
+    assert response.status == 200, reply
+    ids = {"apikey": SECURE_APIKEY, "upload_id": reply["upload_id"]}
+    md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    fields = {"part": 1, "size": len(payload), "md5": md5, **({"offset": 0, "fii": True}
+                                                               if fii else {})}
+    response = await network.pop.post("/multipart/upload", json={**ids, **fields})
+    target = await response.json()
+    assert response.status == 200, target
+    async with aiohttp.ClientSession() as session, session.put(
+            target["url"], data=payload, headers=target["headers"]) as put:
+        assert put.status == 200, await put.text()
+    if fii:
+        response = await network.pop.post("/multipart/commit",
+                                          json={**ids, "part": 1, "size": len(payload)})
+        assert response.status == 200, await response.text()
+    return ids
+
+
+async def test_complete_and_status_need_the_start_s_credentials(network: Network) -> None:
+    payload = b"upload api bytes"
+    ids = await secure_upload(network, payload)
+    complete = {**ids, "size": len(payload), "parts": []}
+    # Without credentials, neither the file nor what is stored of it is anyone's business.
+    await refused(await network.pop.post("/multipart/complete", json=complete),
+                  "security_required", "'store'")
+    for client in (network.pop, network.coordinator):
+        await refused(await client.post("/multipart/status", json=ids), "security_required")
+    # A policy must allow storing this file: its call, path, container and size.
+    for policy, naming in ((signed(call=["read"]), ("call", "'store'")),
+                           (signed(call=["store"], path="out/.*"), ("path", "in/")),
+                           (signed(call=["store"], container="elsewhere"), ("container",)),
+                           (signed(call=["store"], maxSize=len(payload) - 1), ("maxSize",)),
+                           (signed(APP_SECRET, call=["store"]), ())):
+        code = "bad_signature" if not naming else "policy_denies"
+        for client, route, body in ((network.pop, "/multipart/complete", complete),
+                                    (network.pop, "/multipart/status", ids),
+                                    (network.coordinator, "/multipart/status", ids)):
+            response = await client.post(route, json={**body, **policy})
+            await refused(response, code, *naming)
+    # The policy may come in the body (as the SDKs send it) or the query, or the app
+    # secret by basic auth.
+    allowed = signed(call=["pick"], path="in/.*", maxSize=len(payload))
+    response = await network.coordinator.post("/multipart/status", json=ids, params=allowed)
+    assert response.status == 200, await response.text()
+    response = await network.pop.post("/multipart/status", json=ids,
+                                      headers=basic(SECURE_SECRET))
+    assert response.status == 200, await response.text()
+    response = await network.pop.post("/multipart/complete", json={**complete, **allowed})
+    reply = await response.json()
+    assert response.status == 200, reply
+    assert reply["key"].startswith("in/")
+    # A repeated complete is the file's too.
+    await refused(await network.pop.post("/multipart/complete", json=complete),
+                  "security_required")
+
+
+async def test_part_urls_and_commits_check_the_credentials_they_carry(
+        network: Network) -> None:
+    payload = os.urandom(40_000)
+    ids = await secure_upload(network, payload, fii=True)  # none sent: the upload id will do
+    md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    part = {**ids, "part": 1, "size": len(payload), "md5": md5, "offset": 0, "fii": True}
+    commit = {**ids, "part": 1, "size": len(payload)}
+    forged = signed(APP_SECRET, call=["store"])
+    elsewhere = signed(call=["store"], path="out/.*")
+    for route, body in (("/multipart/upload", part), ("/multipart/commit", commit)):
+        await refused(await network.pop.post(route, json={**body, **forged}), "bad_signature")
+        await refused(await network.pop.post(route, json={**body, **elsewhere}),
+                      "policy_denies", "path")
+        await refused(await network.pop.post(route, json=body, headers=basic("wrong")),
+                      "bad_credentials")
+        # As filestack-js sends them: the start's policy, which is good here too.
+        response = await network.pop.post(route, json={**body,
+                                                       **signed(call=["store"], path="in/")})
+        assert response.status == 200, await response.text()
+
+
+async def test_an_optional_app_goes_on_without_credentials_but_not_with_bad_ones(
+        network: Network) -> None:
+    response = await network.pop.post("/multipart/start", json={
+        "apikey": APIKEY, "filename": "a.bin", "size": 3, "store": {"location": "s3"}})
+    ids = {"apikey": APIKEY, "upload_id": (await response.json())["upload_id"]}
+    response = await network.pop.post("/multipart/status", json=ids)
+    assert response.status == 200, await response.text()
+    response = await network.coordinator.post("/multipart/status",
+                                              json={**ids, **signed(call=["store"])})
+    await refused(response, "bad_signature")  # signed with the other app's secret

@@ -212,5 +212,5 @@ async def test_size_limit_is_enforced_while_streaming(tmp_path: Path) -> None:
             assert response.status == 413
             assert (await response.json())["code"] == "too_large"
         assert (await store(network, form(b"\0" * (1024 * 1024))))["size"] == 1024 * 1024
-        spool = network.config.pops[0].spool_dir / "incoming"
-        assert list(spool.iterdir()) == []  # refused bodies leave nothing behind
+        staging = network.config.pops[0].spool_dir / "incoming"
+        assert list(staging.iterdir()) == []  # refused bodies leave nothing behind

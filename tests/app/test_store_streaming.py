@@ -1,5 +1,5 @@
 """A raw REST store that declares its length goes to the bucket as it arrives (to S3 only
-while it is under one spool batch), over real loopback HTTP: nothing is spooled, a client
+while it is under one staging batch), over real loopback HTTP: nothing is staged, a client
 that hangs up or stalls midway leaves no object and no file Started, and what the policy
 or the app refuses is refused before a byte is kept."""
 
@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from support import APIKEY, APP_SECRET, Network
 
-import edge.rest.store
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
-from coordinator.app import STATE_FILE
+from common.storage.drivers import LocalSettings
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -31,13 +30,13 @@ def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
 
 
-def spooled_files(network: Network) -> list[Path]:
+def staged_files(network: Network) -> list[Path]:
     return list((network.config.pops[0].spool_dir / "incoming").iterdir())
 
 
 def files_by_status(network: Network) -> list[tuple[str, str, str]]:
     """(status, key, container) of every file the coordinator has, from its database."""
-    path = network.config.coordinator.state_dir / STATE_FILE
+    path = network.config.coordinator.state.path
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return list(db.execute("SELECT status, key, container FROM files"))
 
@@ -87,14 +86,14 @@ def straight_sizes(network: Network) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("network_on_each_driver", ["s3"], indirect=True)
-async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
+async def test_a_large_body_for_s3_is_staged_before_the_file_is_named(
         network: Network) -> None:
     assert driver(network) == "s3"
     data = os.urandom(3 * MiB)
     reader, writer = await open_raw_store(network, len(data))
     try:
         await send(writer, data[:2 * MiB])
-        await eventually(lambda: spooled_files(network) != [], "the body to be spooled")
+        await eventually(lambda: staged_files(network) != [], "the body to be staged")
         assert files_by_status(network) == []
         await send(writer, data[2 * MiB:])
         status_line = await reader.readline()
@@ -102,7 +101,7 @@ async def test_a_large_body_for_s3_is_spooled_before_the_file_is_named(
     finally:
         writer.close()
     assert [row[0] for row in files_by_status(network)] == ["Complete"]
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 @pytest.mark.parametrize("network_on_each_driver", ["local"], indirect=True)
@@ -114,7 +113,7 @@ async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network)
         # The coordinator has named the file while the body is still arriving.
         await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Started"],
                          "the file to be Started")
-        assert spooled_files(network) == []
+        assert staged_files(network) == []
         await send(writer, data[4 * MiB:])
         status_line = await reader.readline()
         assert status_line.startswith(b"HTTP/1.1 200"), status_line
@@ -131,7 +130,7 @@ async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network)
         finally:
             await reading.close()
     assert stored.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) -> None:
@@ -147,9 +146,9 @@ async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) 
     await _nothing_stored(network)
 
 
+@pytest.mark.parametrize("network_settings", [{"timeouts": {"body_idle": 0.5}}])
 async def test_a_client_that_stalls_midway_is_answered_408_and_leaves_no_object(
-        network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge.rest.store, "BODY_IDLE_SECONDS", 0.5)
+        network: Network) -> None:
     declared, sent = straight_sizes(network)
     reader, writer = await open_raw_store(network, declared)
     try:
@@ -170,11 +169,10 @@ async def _nothing_stored(network: Network) -> None:
             await storage.head(container, key)
         assert missing.value.kind is StorageErrorKind.NOT_FOUND
         assert await storage.list_multipart_uploads(container) == []
-    if network.config.storage["bucket"].driver == "local":
-        root = network.config.storage["bucket"].root
-        assert root is not None
-        assert [path for path in root.rglob("*") if path.is_file()] == []
-    assert spooled_files(network) == []
+    settings = network.config.storage["bucket"].settings
+    if isinstance(settings, LocalSettings):
+        assert [path for path in settings.root.rglob("*") if path.is_file()] == []
+    assert staged_files(network) == []
 
 
 async def test_a_policy_refuses_a_declared_size_before_any_byte_is_kept(
@@ -190,7 +188,7 @@ async def test_a_policy_refuses_a_declared_size_before_any_byte_is_kept(
         assert (response.status, body["code"]) == (403, "policy_denies"), body
         assert limit in body["error"]
     assert files_by_status(network) == []
-    assert spooled_files(network) == []
+    assert staged_files(network) == []
 
 
 async def test_an_empty_raw_body_is_refused(network: Network) -> None:

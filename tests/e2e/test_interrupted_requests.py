@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from support import APIKEY, CinProcess, config_data, write_config
 
-from coordinator.app import STATE_FILE
+from common.config import STATE_FILE
 
 pytestmark = pytest.mark.e2e
 

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.abc import ResolveResult
 from aiohttp.test_utils import TestServer
@@ -304,6 +306,39 @@ async def test_a_404_is_unreachable(source: Source, make_fetcher: MakeFetcher) -
     assert error.status == 400
 
 
+async def test_a_failing_hop_after_a_redirect_is_named(
+        source: Source, make_fetcher: MakeFetcher) -> None:
+    target = source.url("/missing")
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=target)))
+    assert (error.code, error.detail) == (Code.URL_UNREACHABLE,
+                                          f"redirect to {target}: HTTP 404 from the source")
+    refused = f"http://127.0.0.1:{closed_port()}/x"
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=refused)))
+    assert error.detail == f"redirect to {refused}: connection refused"
+
+
+async def test_a_certificate_from_a_ca_the_pop_does_not_trust(
+        source: Source, make_fetcher: MakeFetcher, aiohttp_server: AiohttpServer) -> None:
+    """As when a cin link redirects to a POP serving a private CA's certificate: the
+    error names the hop, the host and why its certificate was refused."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    served = await aiohttp_server(source_app([], asyncio.Event()), host="127.0.0.1",
+                                  ssl=context)
+    https = f"https://127.0.0.1:{served.port}/blob"
+    reason = "(unable to get local issuer certificate)"
+    error = await refusal(make_fetcher(), https)
+    assert (error.code, error.detail) == (
+        Code.URL_UNREACHABLE, f"the TLS certificate of 127.0.0.1 is not valid {reason}")
+    error = await refusal(make_fetcher(), str(URL(source.url("/redirect")).with_query(
+        to=https)))
+    assert error.detail == (f"redirect to {https}: the TLS certificate of 127.0.0.1 is not "
+                            f"valid {reason}")
+
+
 async def test_connection_refused(make_fetcher: MakeFetcher) -> None:
     error = await refusal(make_fetcher(), f"http://127.0.0.1:{closed_port()}/x")
     assert (error.code, error.detail) == (Code.URL_UNREACHABLE, "connection refused")
@@ -565,6 +600,8 @@ def test_allow_private_allows_everything_and_one_bad_address_spoils_a_host() -> 
     ("http://127.1/", "the URL host '127.1' is not a dotted-quad IPv4"),
     ("http://exa$mple.com/", "the URL host 'exa$mple.com' is not a valid host name"),
     ("http://[fe80::1%25eth0]/", "the URL has an IPv6 zone identifier"),
+    ("http://" + "a" * 64 + ".com/", f"the URL host '{'a' * 64}.com' is not a valid host name"),
+    ("http://" + "a." * 127 + "com/", f"the URL host '{'a.' * 127}com' is not a valid host name"),
     ("http://example.com/" + "a" * MAX_URL_LENGTH,
      f"the URL is longer than {MAX_URL_LENGTH} characters"),
 ])

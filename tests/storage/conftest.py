@@ -6,32 +6,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from aiobotocore.session import get_session
 from support import free_port
 
 from common.config import StorageConfig
 from common.storage import Storage, open_storage
-from common.storage._s3 import s3_client
+from common.storage.drivers import LocalSettings, S3Settings
 
 BUCKET = "cin-conformance"
 
 
-def s3_config(endpoint_url: str, bucket: str = BUCKET, **changes: Any) -> StorageConfig:
-    settings: dict[str, Any] = {
-        "name": "test-s3", "provider": "s3", "driver": "s3", "container": bucket,
-        "endpoint_url": endpoint_url, "region": "us-east-1", "addressing_style": "path"}
-    settings.update(changes)
-    return StorageConfig(**settings)
+def s3_config(endpoint_url: str, bucket: str = BUCKET, *, region: str | None = "us-east-1",
+              containers: tuple[str, ...] = ()) -> StorageConfig:
+    return StorageConfig(
+        name="test-s3", provider="s3", driver="s3", container=bucket, containers=containers,
+        settings=S3Settings(endpoint_url=endpoint_url, region=region, addressing_style="path"))
 
 
-def local_config(root: Path, **changes: Any) -> StorageConfig:
-    settings: dict[str, Any] = {
-        "name": "test-local", "provider": "local", "driver": "local", "container": "files",
-        "root": root}
-    settings.update(changes)
-    return StorageConfig(**settings)
+def local_config(root: Path, *, containers: tuple[str, ...] = ()) -> StorageConfig:
+    return StorageConfig(name="test-local", provider="local", driver="local",
+                         container="files", containers=containers,
+                         settings=LocalSettings(root=root))
 
 
 ConfigFactory = Callable[..., StorageConfig]
@@ -39,13 +36,13 @@ ConfigFactory = Callable[..., StorageConfig]
 
 @pytest.fixture(scope="session")
 def make_s3_config() -> ConfigFactory:
-    """`make_s3_config(endpoint_url, bucket=..., **other StorageConfig fields)`"""
+    """`make_s3_config(endpoint_url, bucket=..., region=..., containers=...)`"""
     return s3_config
 
 
 @pytest.fixture(scope="session")
 def make_local_config() -> ConfigFactory:
-    """`make_local_config(root, **other StorageConfig fields)`"""
+    """`make_local_config(root, containers=...)`"""
     return local_config
 
 
@@ -60,7 +57,8 @@ def s3_bucket_config(moto_url: str) -> StorageConfig:
     config = s3_config(moto_url)
 
     async def create_bucket() -> None:
-        async with s3_client(config, "us-east-1") as client:
+        async with get_session().create_client(
+                "s3", endpoint_url=moto_url, region_name="us-east-1") as client:
             await client.create_bucket(Bucket=config.container)
 
     # Session fixtures run before any test's event loop exists, so a loop of its own.

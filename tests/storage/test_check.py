@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiobotocore.session import get_session
 
 from cin.storage_check import PROBE_PREFIX, CheckResult, check_storage
 from common.config import StorageConfig
-from common.storage._s3 import s3_client
 
 ConfigFactory = Callable[..., StorageConfig]
 
@@ -34,10 +34,11 @@ async def test_good_bucket_passes(s3_bucket_config: StorageConfig) -> None:
     assert "us-east-1" in results[2].detail
 
 
-async def test_probe_object_is_removed(s3_bucket_config: StorageConfig) -> None:
+async def test_probe_object_is_removed(moto_url: str, s3_bucket_config: StorageConfig) -> None:
     await check_storage(s3_bucket_config)
 
-    async with s3_client(s3_bucket_config, "us-east-1") as client:
+    async with get_session().create_client(
+            "s3", endpoint_url=moto_url, region_name="us-east-1") as client:
         listing = await client.list_objects_v2(
             Bucket=s3_bucket_config.container, Prefix=PROBE_PREFIX)
     assert listing.get("KeyCount", 0) == 0

@@ -4,8 +4,9 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, UploadExpiryConfig
+from common.config import ConfigError, SqliteStateConfig, TimeoutsConfig, UploadExpiryConfig
 from common.config.loader import load_config, parse_config
+from common.storage.drivers import LocalSettings, S3Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,16 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
         (lambda d: d["pops"][0].pop("spool_dir"), "pops[0].spool_dir", "required"),
         (lambda d: d["storage"]["dev-bucket"].update(driver="ftp"),
          "storage.dev-bucket.driver", "one of local, s3"),
+        (lambda d: d["storage"]["dev-bucket"].pop("root"), "storage.dev-bucket.root",
+         "required"),
+        # A key of another driver is not one of this driver's settings.
+        (lambda d: d["storage"]["dev-bucket"].update(region="us-east-1"),
+         "storage.dev-bucket.region", "not a known setting"),
+        (lambda d: d["storage"]["dev-bucket"].update(driver="s3"),
+         "storage.dev-bucket.root", "not a known setting"),
+        (lambda d: d["storage"]["dev-bucket"].update(
+            driver="s3", root=None, addressing_style="sideways"),
+         "storage.dev-bucket.addressing_style", "one of auto, path, virtual"),
         (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(storage=["nope"]),
          "apps.DEMOAPIKEY0123456789.storage", "no storage location"),
         (lambda d: d["apps"]["DEMOAPIKEY0123456789"].update(max_upload_size="lots"),
@@ -111,6 +122,15 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
          "longer than url_fetch.timeout (60 s)"),
         (lambda d: d.update(url_fetch={"timeout": 7200}), "upload_expiry.store_ttl",
          "longer than url_fetch.timeout (7200 s)"),
+        (lambda d: d.update(timeouts={"body_idle": 0}), "timeouts.body_idle",
+         "at least 0.1"),
+        (lambda d: d.update(timeouts={"header": "30s"}), "timeouts.header",
+         "must be a number"),
+        (lambda d: d.update(timeouts={"keepalive": 75}), "timeouts.keepalive",
+         "not a known setting"),
+        (lambda d: d.update(max_connections=0), "max_connections", "at least 1"),
+        (lambda d: d.update(max_connections=10.5), "max_connections", "whole number"),
+        (lambda d: d.update(access_log="off"), "access_log", "true or false"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -138,6 +158,48 @@ def test_a_store_ttl_may_be_short_when_url_fetches_are() -> None:
     assert parse(data).upload_expiry == UploadExpiryConfig(store_ttl=2, sweep_interval=1)
 
 
+def test_the_state_is_sqlite_under_the_state_dir_unless_named() -> None:
+    assert parse(base()).coordinator.state == SqliteStateConfig(
+        Path("/srv/var/coordinator/state.sqlite3"), synchronous="full")
+    data = base()
+    data["coordinator"].update(state="sqlite", sqlite_synchronous="normal")
+    assert parse(data).coordinator.state == SqliteStateConfig(
+        Path("/srv/var/coordinator/state.sqlite3"), synchronous="normal")
+    data["coordinator"].update(state="sqlite:///data/cin/state.db")
+    assert parse(data).coordinator.state == SqliteStateConfig(
+        Path("/data/cin/state.db"), synchronous="normal")
+
+
+@pytest.mark.parametrize(("state", "words"), [
+    ("postgresql://cin:hunter22@db.internal/cin", "PostgreSQL engine is not available yet"),
+    ("postgres://db.internal/cin", "PostgreSQL engine is not available yet"),
+    ("mysql://cin:hunter22@db.internal/cin", "got a mysql:// URL"),
+    ("sqlite://relative/state.db", "absolute path, with three slashes"),
+    ("sqlite:///", "absolute path, with three slashes"),
+    ("sqlite3", "sqlite (the default) or sqlite:///ABSOLUTE/PATH (got 'sqlite3')"),
+    ("/var/lib/cin/state.db", "sqlite (the default) or sqlite:///ABSOLUTE/PATH"),
+])
+def test_a_state_engine_cin_does_not_have_is_a_config_error(state: str, words: str) -> None:
+    data = base()
+    data["coordinator"]["state"] = state
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    assert caught.value.key == "coordinator.state"
+    assert words in caught.value.problem
+    assert "hunter22" not in str(caught.value)  # a database URL's password is not echoed
+
+
+def test_timeouts_and_the_connection_cap_have_defaults_and_can_be_set() -> None:
+    defaults = parse(base())
+    assert defaults.timeouts == TimeoutsConfig(header=30, body_idle=60, keep_alive=75)
+    assert (defaults.max_connections, defaults.access_log) == (4096, True)
+    data = base()
+    data.update(timeouts={"body_idle": 5}, max_connections=100, access_log=False)
+    config = parse(data)
+    assert config.timeouts == TimeoutsConfig(header=30, body_idle=5, keep_alive=75)
+    assert (config.max_connections, config.access_log) == (100, False)
+
+
 def test_webhooks_default_to_every_action() -> None:
     data = base()
     data["apps"]["DEMOAPIKEY0123456789"]["webhooks"] = [
@@ -159,7 +221,20 @@ def test_sizes_accept_units() -> None:
 
 
 def test_relative_paths_resolve_against_the_base() -> None:
-    assert parse(base()).pops[0].spool_dir == Path("/srv/var/spool/us-east-1")
+    config = parse(base())
+    assert config.pops[0].spool_dir == Path("/srv/var/spool/us-east-1")
+    assert config.storage["dev-bucket"].settings == LocalSettings(root=Path("/srv/var/bucket"))
+
+
+def test_each_driver_reads_its_own_settings() -> None:
+    data = base()
+    data["storage"]["dev-bucket"] = {
+        "provider": "s3", "driver": "s3", "container": "uploads",
+        "endpoint_url": "http://127.0.0.1:9000/", "addressing_style": "path"}
+    location = parse(data).storage["dev-bucket"]
+    assert (location.driver, location.container) == ("s3", "uploads")
+    assert location.settings == S3Settings(endpoint_url="http://127.0.0.1:9000",
+                                           region=None, addressing_style="path")
 
 
 def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:

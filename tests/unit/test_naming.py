@@ -10,6 +10,12 @@ def test_handles_are_20_url_safe_characters_and_distinct() -> None:
     assert all(is_handle(h) and len(h) == 20 for h in handles)
 
 
+def test_a_handle_is_exactly_20_letters_and_digits() -> None:
+    assert is_handle("A" * 20)
+    for text in ("A" * 20 + "\n", "A" * 19, "A" * 21, "A" * 19 + "-", "A" * 19 + "\u0661"):
+        assert not is_handle(text), repr(text)
+
+
 def test_key_without_path_is_random_id_underscore_filename() -> None:
     key = object_key(None, "photo.png")
     unique, name = key.split("_", 1)
@@ -32,7 +38,8 @@ def test_root_path_is_the_root_folder() -> None:
     assert "/" not in object_key("/", "a.txt")
 
 
-@pytest.mark.parametrize("path", ["../etc/passwd", "a/../../b", "a/./b", "a\x00b", "x" * 1025])
+@pytest.mark.parametrize("path", ["../etc/passwd", "a/../../b", "a/./b", "a\x00b", "x" * 1025,
+                                  "in/\ud800/", "\udcff"])
 def test_escaping_or_broken_paths_are_refused(path: str) -> None:
     with pytest.raises(CinError) as caught:
         validate_path(path)
@@ -49,6 +56,11 @@ def test_escaping_or_broken_paths_are_refused(path: str) -> None:
         ("..", "untitled"),
         ("bad\nname.txt", "badname.txt"),
         ("résumé.pdf", "résumé.pdf"),
+        # A lone surrogate from a JSON body is replaced; one aiohttp made of an
+        # undecodable header byte is decoded again with its neighbours.
+        ("\ud800.txt", "\ufffd.txt"),
+        ("a\udfff\ud83d.txt", "a\ufffd\ufffd.txt"),
+        ("r\udcc3\udca9sum\udcff.pdf", "résum\ufffd.pdf"),
     ],
 )
 def test_filenames_are_cleaned(given: str | None, expected: str) -> None:

@@ -1,3 +1,6 @@
+"""The part spool on a real disk: chunks written, fsync'd and journaled, read back,
+recovered after a restart. Its decisions alone are tested in test_part_ledger.py."""
+
 import asyncio
 import base64
 import hashlib
@@ -12,17 +15,10 @@ from typing import Any
 
 import pytest
 
+import edge.multipart.part_spool as part_spool_module
 from common.protocol.errors import CinError, Code
-from edge.multipart.part_spool import (
-    FLUSH_BYTES,
-    READ_BYTES,
-    ChunkReceipt,
-    Extent,
-    PartSpool,
-    PartState,
-    SpooledUpload,
-    merge_extents,
-)
+from edge.multipart.part_ledger import ChunkReceipt, Extent, PartState
+from edge.multipart.part_spool import FLUSH_BYTES, READ_BYTES, PartSpool, SpooledUpload
 
 UPLOAD = "upload-0123456789"
 KiB = 1024
@@ -43,18 +39,24 @@ async def stream(data: bytes, piece: int = 64 * KiB) -> AsyncIterator[bytes]:
 
 
 class Gated:
-    """A body that yields its first half, then waits for `gate` before the rest."""
+    """A body that yields its first half, then waits for `gate` before the rest (or,
+    with `cut`, fails there as a connection the client dropped)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, cut: bool = False) -> None:
         self.data = data
+        self.cut = cut
         self.started = asyncio.Event()
+        self.stalled = asyncio.Event()  # the first half was taken, and written if it filled a batch
         self.gate = asyncio.Event()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         half = len(self.data) // 2
         self.started.set()
         yield self.data[:half]
+        self.stalled.set()
         await self.gate.wait()
+        if self.cut:
+            raise ConnectionResetError("the client went away")
         yield self.data[half:]
 
 
@@ -77,36 +79,6 @@ async def collect(chunks: AsyncIterator[bytes]) -> bytes:
 async def put(spool: PartSpool, offset: int, data: bytes, part: int = 1,
               md5: str | None = None) -> ChunkReceipt:
     return await spool.write_chunk(UPLOAD, part, offset, stream(data), len(data), md5)
-
-
-# The bookkeeping, without files.
-
-@pytest.mark.parametrize(
-    ("extents", "contiguous", "gap", "complete"),
-    [
-        ([], 0, 0, None),
-        ([Extent(0, 10)], 10, None, 10),
-        ([Extent(5, 5)], 0, 0, None),
-        ([Extent(0, 4), Extent(4, 6)], 10, None, 10),  # touching: joined
-        ([Extent(0, 6), Extent(3, 7)], 10, None, 10),  # overlapping: joined
-        ([Extent(6, 4), Extent(0, 5)], 5, 5, None),  # out of order, a one-byte gap
-    ],
-)
-def test_part_state(extents: list[Extent], contiguous: int, gap: int | None,
-                    complete: int | None) -> None:
-    state = PartState(1, merge_extents(extents))
-    assert state.contiguous == contiguous
-    assert state.first_gap() == gap
-    assert state.size_if_complete() == complete
-
-
-def test_part_state_against_an_expected_size() -> None:
-    state = PartState(1, merge_extents([Extent(0, 10)]))
-    assert state.size_if_complete(10) == 10
-    assert state.size_if_complete(11) is None  # the tail is missing
-    assert state.first_gap(11) == 10
-    assert state.size_if_complete(9) is None  # more bytes than the part has
-    assert state.acknowledged == 10
 
 
 # Writing chunks.
@@ -307,25 +279,99 @@ async def test_chunks_of_one_part_are_written_in_parallel(spool: PartSpool) -> N
     assert (await spool.part_state(UPLOAD, 1)).extents == (Extent(0, 2000),)
 
 
-@pytest.mark.parametrize("same", [True, False])
-async def test_a_chunk_overlapping_one_in_flight_waits_for_it(spool: PartSpool,
-                                                              same: bool) -> None:
-    data = pattern(2000, seed=5)
-    retry = data if same else pattern(2000, seed=6)
-    first = Gated(data)
-    writing = asyncio.create_task(spool.write_chunk(UPLOAD, 1, 0, first, 2000, None))
-    await first.started.wait()
-    retried = asyncio.create_task(put(spool, 0, retry))
-    await asyncio.sleep(0.05)
-    assert not retried.done()
-    first.gate.set()
-    receipt = await writing
-    if same:
-        assert await retried == receipt
-    else:
-        with pytest.raises(CinError) as caught:
-            await retried
+@pytest.mark.parametrize("ending", ["same bytes", "other bytes", "cut", "cancelled"])
+async def test_a_stalled_chunk_does_not_hold_up_a_retry_of_its_bytes(
+        spool: PartSpool, ending: str) -> None:
+    """A client whose chunk stalls mid-body retries it on a new connection: the retry
+    takes the range over at once, and the stalled request, however it ends, changes
+    nothing."""
+    data = pattern(3 * MiB, seed=5)
+    half = len(data) // 2
+    rest = data[half:] if ending == "same bytes" else pattern(len(data) - half, seed=6)
+    stalled = Gated(data[:half] + rest, cut=ending == "cut")
+    writing = asyncio.create_task(spool.write_chunk(UPLOAD, 1, 0, stalled, len(data), None))
+    await asyncio.wait_for(stalled.stalled.wait(), timeout=2)  # 1.5 MiB written, then nothing
+
+    retried = await asyncio.wait_for(put(spool, 0, data, md5=md5_b64(data)), timeout=2)
+    assert retried == ChunkReceipt(1, 0, len(data), hashlib.md5(data).hexdigest())
+    assert await collect(await spool.read_range(UPLOAD, 1, 0, len(data))) == data
+
+    if ending == "cancelled":
+        writing.cancel()
+    stalled.gate.set()
+    with pytest.raises((CinError, ConnectionResetError, asyncio.CancelledError)) as caught:
+        await asyncio.wait_for(writing, timeout=2)
+    if isinstance(caught.value, CinError):
         assert caught.value.code is Code.CONFLICT
+        assert caught.value.detail == "bytes 0-3145727 of part 1 were taken over by a newer " \
+                                      "request for them"
+    assert (await spool.part_state(UPLOAD, 1)).extents == (Extent(0, len(data)),)
+    assert await collect(await spool.read_range(UPLOAD, 1, 0, len(data))) == data
+    finished = await spool.finish_part(UPLOAD, 1)
+    assert finished.md5_hex == hashlib.md5(data).hexdigest()
+    await asyncio.wait_for(put(spool, 0, data), timeout=2)  # the range is free again
+
+
+async def test_a_retry_waits_for_a_write_of_the_stalled_chunk_already_under_way(
+        spool: PartSpool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stalled request may be inside a disk write when the retry comes: the retry
+    waits for that write (bounded by the disk, not the client), or it would land over
+    the retry's acknowledged bytes."""
+    data = pattern(2 * MiB, seed=7)
+    stale = pattern(2 * MiB, seed=8)
+    in_write, go = threading.Event(), threading.Event()
+    real_pwrite_all = part_spool_module._pwrite_all
+    blocked_once: list[bool] = []
+
+    def first_write_blocks(fd: int, buffers: Any, offset: int) -> None:
+        if not blocked_once:
+            blocked_once.append(True)
+            in_write.set()
+            assert go.wait(5)
+        real_pwrite_all(fd, buffers, offset)
+
+    monkeypatch.setattr(part_spool_module, "_pwrite_all", first_write_blocks)
+    stalled = Gated(stale)
+    writing = asyncio.create_task(spool.write_chunk(UPLOAD, 1, 0, stalled, len(stale), None))
+    assert await asyncio.to_thread(in_write.wait, 2)
+    retrying = asyncio.create_task(put(spool, 0, data))
+    done, _ = await asyncio.wait({retrying}, timeout=0.3)
+    assert not done  # the stalled request's write is still running
+    go.set()
+    await asyncio.wait_for(retrying, timeout=2)
+    stalled.gate.set()
+    with pytest.raises(CinError):
+        await asyncio.wait_for(writing, timeout=2)
+    assert await collect(await spool.read_range(UPLOAD, 1, 0, len(data))) == data
+
+
+async def test_a_chunk_being_made_durable_is_waited_for_then_compared(
+        spool: PartSpool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk whose body has all arrived is being fsync'd and journaled (disk work, not
+    the client's): a retry of it waits for that, then is compared with it."""
+    data = pattern(2000, seed=9)
+    in_fsync, go = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        if not in_fsync.is_set():
+            in_fsync.set()
+            assert go.wait(5)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writing = asyncio.create_task(put(spool, 0, data))
+    assert await asyncio.to_thread(in_fsync.wait, 2)
+    same = asyncio.create_task(put(spool, 0, data))
+    other = asyncio.create_task(put(spool, 0, pattern(2000, seed=10)))
+    done, _ = await asyncio.wait({same, other}, timeout=0.1)
+    assert not done
+    go.set()
+    receipt = await asyncio.wait_for(writing, timeout=2)
+    assert await asyncio.wait_for(same, timeout=2) == receipt
+    with pytest.raises(CinError) as caught:
+        await asyncio.wait_for(other, timeout=2)
+    assert caught.value.code is Code.CONFLICT
     assert await collect(await spool.read_range(UPLOAD, 1, 0, 2000)) == data
 
 

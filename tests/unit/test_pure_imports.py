@@ -29,6 +29,11 @@ PURE = [
     "common.config",
     "common.config.schema",
     "common.storage",  # the protocol and the driver table; drivers load when opened
+    "common.storage.drivers",
+    "common.storage.location_check",
+    # The part spool's decisions, apart from its IO.
+    "edge.multipart.part_ledger",
+    "edge.multipart.part_journal",
 ]
 
 

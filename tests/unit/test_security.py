@@ -1,5 +1,6 @@
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -7,6 +8,7 @@ from filestack import Security
 
 from common.config import AppConfig, SecurityMode
 from common.protocol.errors import CinError, Code
+from common.protocol.policy_patterns import PolicyPattern
 from common.protocol.security import (
     CALLS,
     MAX_POLICY_TEXT,
@@ -189,6 +191,48 @@ def test_allowed(fields: dict[str, Any], action: Action) -> None:
     assert authorize(app(), signed({"expiry": EXPIRY, **fields}), action, now=NOW).secured
 
 
+@pytest.mark.parametrize(("pattern", "matches", "misses"), [
+    (r"uploads/[a-z0-9_]+\.(png|jpe?g)", "uploads/cat_1.jpeg", "uploads/cat.gif"),
+    (r"(?i)UPLOADS/.*", "uploads/x", "other/uploads/x"),
+    (r"(?P<user>\d+)/.+", "42/a.txt", "x42/a.txt"),
+    (r"^in/[^/]*$", "in/a", "in/a/b"),
+    (r"a{2,3}|b+", "aaa", "aaaa"),
+])
+def test_ordinary_patterns_match_as_python_re_does(pattern: str, matches: str,
+                                                   misses: str) -> None:
+    policy = Policy.parse(encode_policy({"expiry": EXPIRY, "path": pattern}))
+    assert policy.path is not None
+    assert policy.path.fullmatch(matches) and not policy.path.fullmatch(misses)
+
+
+@pytest.mark.parametrize("key", ["path", "container", "url"])
+def test_a_catastrophic_pattern_is_matched_in_linear_time(key: str) -> None:
+    # Python's backtracking `re` takes about 4 s for 26 characters here (8 s for 27...).
+    creds = signed({"expiry": EXPIRY, key: "(a+)+$"})
+    text = "a" * 26 + "b"
+    action = Action.store(path=text, container=text, url=text)
+    started = time.monotonic()
+    assert fails(Code.POLICY_DENIES, creds, action).startswith(f"{key}:")
+    pattern = PolicyPattern("(a+)+$")
+    assert not pattern.fullmatch("a" * 100_000 + "b") and pattern.fullmatch("a" * 100_000)
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("pattern", [
+    r"(?=a)a", r"(?!x).*", r"(?<=a)b", r"(a)\1", r"(?P<x>a)(?P=x)",  # need backtracking
+    r"a\Z", "a{1001}", "\ud800",
+])
+def test_patterns_re2_cannot_run_are_refused(pattern: str) -> None:
+    with pytest.raises(CinError) as caught:
+        Policy.parse(encode_policy({"expiry": EXPIRY, "path": pattern}))
+    assert caught.value.code is Code.BAD_POLICY
+    assert (caught.value.detail or "").startswith("path:")
+
+
+def test_a_text_that_is_not_unicode_matches_no_pattern() -> None:
+    assert not PolicyPattern(".*").fullmatch("\ud800")
+
+
 def test_checks_run_in_a_fixed_order() -> None:
     creds = signed({"expiry": EXPIRY, "call": ["read"], "handle": "X", "path": "no"})
     assert fails(Code.POLICY_DENIES, creds, STORE).startswith("call:")
@@ -332,6 +376,11 @@ def test_malformed_signed_policy_is_bad_policy_through_authorize() -> None:
     fails(Code.BAD_POLICY, Credentials(policy=huge, signature=sign_policy(SECRET, huge)), READ)
 
 
+@pytest.mark.parametrize("policy", ["\ud800", "é" + PY_POLICY, PY_POLICY + "\udcff"])
+def test_policy_that_is_not_ascii_is_bad_policy_not_signed(policy: str) -> None:
+    fails(Code.BAD_POLICY, Credentials(policy=policy, signature=PY_SIGNATURE), READ)
+
+
 def test_parse_accepts_integral_floats_and_ignores_unknown_keys() -> None:
     policy = Policy.parse(b64('{"expiry": 1562763146.0, "maxSize": 1e3, "future": [1]}'))
     assert policy == Policy(expiry=EXPIRY, max_size=1000)
@@ -379,7 +428,7 @@ def test_basic_auth_header() -> None:
 
 @pytest.mark.parametrize("header", [
     "Bearer token", "Basic !!!", basic("user:secret"), basic("app:"), basic("app"),
-    "Basic " + base64.b64encode(b"app:\xff").decode(),
+    "Basic " + base64.b64encode(b"app:\xff").decode(), "Basic é", "Basic \udcff",
 ])
 def test_malformed_basic_auth(header: str) -> None:
     with pytest.raises(CinError) as caught:

@@ -1,5 +1,6 @@
-"""Expiry of interrupted REST stores at the coordinator: which files fail, what of theirs
-leaves the bucket, and a sweep that may stop anywhere.
+"""Expiry of interrupted REST stores at the coordinator: what of a failed store leaves the
+bucket, and a sweep that may stop anywhere. Which files fail is the state's, tested on
+every engine in tests/state/test_state_conformance.py.
 
 The state is the real SQLite store; the bucket is a fake that keeps objects and pending
 multipart uploads by key, so a crash between two steps of a sweep can be staged exactly.
@@ -7,19 +8,18 @@ multipart uploads by key, so a crash between two steps of a sweep can be staged 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from common.config import UploadExpiryConfig
+from common.config import StorageConfig, UploadExpiryConfig
 from common.protocol.file_status import FileStatus, IllegalTransition
 from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
-from coordinator.sqlite_state import _EXPIRED_STORES, _KEY_IN_USE, SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 from coordinator.store_expiry import StoreExpiry
 
 HOUR = 3600.0
@@ -114,20 +114,11 @@ async def stores(state: SqliteStateStore) -> SqliteStateStore:
 
 
 def expiry(state: SqliteStateStore, bucket: FakeBucket) -> StoreExpiry:
-    return StoreExpiry(state, cast(StorageSet, FakeStorage(bucket)), ["bucket"], SETTINGS,
+    # The driver table says which locations keep temp files: a local-disk one does.
+    driver = "local" if isinstance(bucket, LocalBucket) else "s3"
+    location = StorageConfig(name="bucket", provider="S3", driver=driver, container="c")
+    return StoreExpiry(state, cast(StorageSet, FakeStorage(bucket)), [location], SETTINGS,
                        clock=lambda: NOW)
-
-
-async def test_only_rest_stores_started_longer_than_the_store_ttl_ago_fail(
-        stores: SqliteStateStore) -> None:
-    ended = await stores.expire_stores(NOW - HOUR, NOW, 100)
-    assert [(e.handle, e.key) for e in ended] == [(handle_of("old"), "k/old")]
-    assert await status_of(stores, "old") is FileStatus.FAILED
-    for name, status in (("new", FileStatus.STARTED), ("done", FileStatus.COMPLETE),
-                         ("upload", FileStatus.STARTED)):
-        assert await status_of(stores, name) is status
-    assert [r.handle for r in await stores.pending_removals(10)] == [handle_of("old")]
-    assert await stores.expire_stores(NOW - HOUR, NOW, 100) == []  # not chosen again
 
 
 async def test_a_sweep_fails_the_store_and_removes_what_it_left_and_nothing_else(
@@ -198,39 +189,3 @@ async def test_temp_files_are_swept_where_the_driver_keeps_them(
     result = await expiry(state, local).sweep_once()
     assert result.temporary == 2
     assert local.swept == [HOUR]  # untouched for the store TTL
-
-
-@pytest.mark.parametrize(("query", "values", "index"), [
-    (_EXPIRED_STORES, (NOW, 10), "files_started"),
-    (_KEY_IN_USE, ("k", "c", "bucket", "h"), "files_key"),
-])
-async def test_the_sweep_reads_through_indexes(state: SqliteStateStore, tmp_path: Path,
-                                               query: str, values: tuple[object, ...],
-                                               index: str) -> None:
-    db = sqlite3.connect(tmp_path / "state.sqlite3")
-    try:
-        plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", values))
-    finally:
-        db.close()
-    assert f"USING INDEX {index}" in plan, plan
-    assert "SCAN files" not in plan and "SCAN uploads" not in plan, plan
-
-
-async def test_a_schema_4_database_gains_the_store_expiry_table(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    store = SqliteStateStore(path)
-    await store.open()
-    await add_store(store, "old", NOW - 2 * HOUR)
-    await store.close()
-    db = sqlite3.connect(path)  # make it what schema 4 was
-    db.executescript("DROP INDEX files_key; DROP TABLE store_removals; "
-                     "UPDATE meta SET value = '4' WHERE name = 'schema_version';")
-    db.close()
-
-    reopened = SqliteStateStore(path)
-    await reopened.open()
-    try:
-        assert len(await reopened.expire_stores(NOW - HOUR, NOW, 10)) == 1
-        assert len(await reopened.pending_removals(10)) == 1
-    finally:
-        await reopened.close()

@@ -1,16 +1,14 @@
-"""Reading ahead in a body's stream, holding a body to its declared length, and ending
-one that stalls."""
+"""Reading ahead in a body's stream, and holding a body to its declared length."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from common.protocol.errors import CinError, Code
 from edge.rest.intake import exactly, take_head
-from edge.rest.streams import read_ahead, stalls_after
+from edge.rest.streams import read_ahead
 
 
 async def stream(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -55,21 +53,3 @@ async def test_exactly_refuses_a_body_that_is_short_or_long(
         await read_all(exactly(declared, stream(*chunks)))
     assert refused.value.code is Code.INCOMPLETE_BODY
     assert says in str(refused.value)
-
-
-async def test_stalls_after_passes_a_body_that_keeps_coming() -> None:
-    assert await read_all(stalls_after(5, stream(b"ab", b"cd"))) == b"abcd"
-
-
-async def test_stalls_after_ends_a_body_that_stops_coming() -> None:
-    async def stalling() -> AsyncIterator[bytes]:
-        yield b"first"
-        await asyncio.Event().wait()
-        yield b"never"
-
-    received: list[bytes] = []
-    with pytest.raises(CinError) as stalled:
-        async for chunk in stalls_after(0.05, stalling()):
-            received.append(chunk)
-    assert received == [b"first"]
-    assert stalled.value.code is Code.BODY_TIMEOUT

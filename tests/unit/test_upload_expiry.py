@@ -1,4 +1,5 @@
-"""Expiry at the coordinator: which uploads expire, and a sweep that may stop anywhere.
+"""Expiry at the coordinator: a sweep that may stop anywhere. Which uploads expire is the
+state store's to choose (tests/state/test_state_conformance.py).
 
 The state is the real SQLite store; the bucket is a fake that records aborts, so a crash
 between two steps of a sweep can be staged exactly.
@@ -6,7 +7,6 @@ between two steps of a sweep can be staged exactly.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -19,7 +19,7 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry, describe_duration
-from coordinator.sqlite_state import _EXPIRED_UPLOADS, SCHEMA_VERSION, SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -95,75 +95,6 @@ async def uploads(state: SqliteStateStore) -> SqliteStateStore:
         key="k/s", filename="s.bin", mimetype="text/plain", size=1,
         status=FileStatus.STARTED, pop="us-east-1", uploaded=NOW - 2 * DAY), origin="rest")
     return state
-
-
-async def test_only_started_uploads_older_than_the_ttl_expire(uploads: SqliteStateStore) -> None:
-    ended = await uploads.expire_uploads(NOW - DAY, "expired: test", NOW, 100)
-    assert [(e.upload_id, e.storage_upload_id, e.key) for e in ended] == [
-        ("up-old", "s3-old", "k/old")]
-    assert await status_of(uploads, "old") is FileStatus.FAILED
-    for name, status in (("new", FileStatus.STARTED), ("transit", FileStatus.IN_TRANSIT),
-                         ("done", FileStatus.COMPLETE)):
-        assert await status_of(uploads, name) is status
-    # The reason stays with the upload, for the errors of late requests.
-    upload = await uploads.get_upload("up-old")
-    assert upload is not None and upload.failure == "expired: test"
-    assert (await uploads.get_upload("up-new")) is not None
-    assert [a.upload_id for a in await uploads.pending_aborts(10)] == ["up-old"]
-    # Once expired it is not chosen again.
-    assert await uploads.expire_uploads(NOW - DAY, "expired: test", NOW, 100) == []
-
-
-async def test_the_start_must_be_strictly_older_than_the_ttl(state: SqliteStateStore) -> None:
-    await add_upload(state, "edge", NOW - DAY)
-    assert await state.expire_uploads(NOW - DAY, "r", NOW, 10) == []
-    assert len(await state.expire_uploads(NOW - DAY + 0.001, "r", NOW, 10)) == 1
-
-
-async def test_expiry_works_in_batches(state: SqliteStateStore) -> None:
-    for index in range(5):
-        await add_upload(state, f"u{index}", NOW - 2 * DAY + index)
-    first = await state.expire_uploads(NOW - DAY, "r", NOW, 3)
-    second = await state.expire_uploads(NOW - DAY, "r", NOW, 3)
-    assert [e.upload_id for e in first] == ["up-u0", "up-u1", "up-u2"]  # oldest first
-    assert [e.upload_id for e in second] == ["up-u3", "up-u4"]
-
-
-async def test_finding_expired_uploads_reads_only_started_files(
-        state: SqliteStateStore, tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "state.sqlite3")
-    try:
-        plan = " | ".join(row[3] for row in db.execute(
-            f"EXPLAIN QUERY PLAN {_EXPIRED_UPLOADS}", (NOW, NOW, 10)))
-    finally:
-        db.close()
-    assert "USING INDEX files_started" in plan, plan
-    assert "SCAN files" not in plan and "SCAN uploads" not in plan, plan
-
-
-async def test_a_schema_3_database_gains_the_expiry_tables(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    store = SqliteStateStore(path)
-    await store.open()
-    await add_upload(store, "old", NOW - 2 * DAY)
-    await store.close()
-    db = sqlite3.connect(path)  # make it what schema 3 was
-    db.executescript("DROP INDEX files_started; DROP TABLE upload_aborts; "
-                     "UPDATE meta SET value = '3' WHERE name = 'schema_version';")
-    db.close()
-
-    reopened = SqliteStateStore(path)
-    await reopened.open()
-    assert len(await reopened.expire_uploads(NOW - DAY, "r", NOW, 10)) == 1
-    await reopened.close()
-    db = sqlite3.connect(path)
-    try:
-        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'"
-                          ).fetchone() == (str(SCHEMA_VERSION),)
-        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'files_started'"
-                          ).fetchone() == ("files_started",)
-    finally:
-        db.close()
 
 
 def expiry(state: SqliteStateStore, bucket: FakeBucket) -> UploadExpiry:

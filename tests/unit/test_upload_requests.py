@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from common.protocol.errors import CinError, Code
-from common.protocol.upload_api import CompleteRequest, PartRequest, StartRequest
+from common.protocol.upload_api import CompleteRequest, PartRequest, StartRequest, parse_body
 from edge.multipart.part_urls import new_target, verify_target
 
 SECRET = "internal-secret-for-tests"
@@ -43,12 +43,41 @@ def test_start_request_as_the_sdks_send_it() -> None:
     ({"filename": ["x"]}, "filename"),
     ({"store": "s3"}, "store"),
     ({"fii": "maybe"}, "fii"),
+    # isdigit() is true for these, and int() refuses the first and takes the rest.
+    ({"size": "\u00b2"}, "size"),
+    ({"size": "\u0663"}, "size"),
+    ({"size": "9" * 5000}, "size"),
+    ({"size": float("nan")}, "size"),
+    ({"size": 10**400}, "size"),
+    ({"filename": "\ud800.txt"}, "filename"),
+    ({"apikey": "KEY\udcff"}, "apikey"),
+    ({"mimetype": "text/\ud800"}, "mimetype"),
+    ({"store": {"path": "in/\ud800/"}}, "path"),
+    ({"store": {"container": "\udfff"}}, "container"),
 ])
 def test_start_request_names_the_bad_field(changes: dict[str, Any], named: str) -> None:
     with pytest.raises(CinError) as caught:
         StartRequest.parse(start_fields(**changes))
     assert caught.value.code is Code.BAD_PARAMETER
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b"\xff\xfe{}",
+    b"[]",
+    b'"text"',
+    b'{"size": ' + b"9" * 5000 + b"}",
+])
+def test_a_body_that_is_not_a_json_object_is_bad_parameter(body: bytes) -> None:
+    with pytest.raises(CinError) as caught:
+        parse_body(body)
+    assert caught.value.code is Code.BAD_PARAMETER
+
+
+def test_an_empty_body_is_an_empty_object() -> None:
+    assert parse_body(b"") == {} and parse_body(b' {"a": 1} ') == {"a": 1}
 
 
 def test_part_request_regular_and_fii() -> None:
@@ -76,6 +105,16 @@ def test_complete_request_lists_parts_and_tags() -> None:
     assert caught.value.code is Code.BAD_TAGS
 
 
+@pytest.mark.parametrize("parts", ["[" * 100_000, "5", "{}", "not json", '"[]"'])
+def test_complete_parts_given_as_a_string_must_be_a_json_list(parts: str) -> None:
+    with pytest.raises(CinError) as caught:
+        CompleteRequest.parse({"apikey": "KEY0123456", "upload_id": "u" * 32, "parts": parts})
+    assert caught.value.code is Code.BAD_PARAMETER
+    listed = CompleteRequest.parse({"apikey": "KEY0123456", "upload_id": "u" * 32,
+                                    "parts": '[{"part_number": 2, "etag": "e"}]'})
+    assert listed.parts == {2: "e"}
+
+
 def test_a_part_url_verifies_only_as_given() -> None:
     target = new_target("u" * 32, part=3, offset=65536, size=4096, md5=MD5, now=1000.0)
     url = target.url("https://pop.test:8443", SECRET)
@@ -96,6 +135,19 @@ def test_a_part_url_verifies_only_as_given() -> None:
     assert caught.value.code is Code.POLICY_EXPIRED
     with pytest.raises(CinError) as caught:
         verify_target({"part": "x"}, SECRET)
+    assert caught.value.code is Code.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("upload_id", "\ud800"), ("md5", "\udcff"), ("part", "\u0663"), ("part", " 3"),
+    ("offset", "1_0"), ("size", "9" * 5000), ("size", "05"), ("expires", "\u00b2"),
+    ("sig", "é"),
+])
+def test_a_part_url_with_text_cin_never_writes_is_refused(name: str, value: str) -> None:
+    query = dict(parse_qsl(urlsplit(new_target("u" * 32, part=3, offset=0, size=5, md5=MD5,
+                                               now=1000.0).url("https://p", SECRET)).query))
+    with pytest.raises(CinError) as caught:
+        verify_target({**query, name: value}, SECRET, now=1001.0)
     assert caught.value.code is Code.BAD_SIGNATURE
 
 

@@ -28,7 +28,7 @@ from common.config import Config
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, file_url
 from coordinator.events import UPLOAD, Delivery, file_events
-from coordinator.sqlite_state import SqliteStateStore
+from coordinator.state.sqlite import SqliteStateStore
 from coordinator.webhooks import WebhookSender, retry_delay
 
 # Fast enough that a few retries fit in well under a second.
@@ -134,7 +134,7 @@ async def sending(state: SqliteStateStore, config: Config,
 
 async def stored(state: SqliteStateStore, config: Config, handle: str, *, size: int = 5,
                  created: float | None = None) -> FileRecord:
-    """Store a file of APIKEY's, writing its fp.upload events as the registry does."""
+    """Store a file of APIKEY's, writing its fp.upload events as FileAuthority does."""
     record = FileRecord(handle=handle, apikey=APIKEY, storage="bucket", provider="s3",
                         container="cin-test", key=f"k/{handle}", filename="naïve.txt",
                         mimetype="text/plain", size=0, status=FileStatus.STARTED,

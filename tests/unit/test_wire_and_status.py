@@ -36,6 +36,8 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         msgpack.packb({"t": "lookup_file", "v": 99, "handle": "h"}),
         msgpack.packb({"t": "no_such", "v": 1}),
         msgpack.packb({"t": "lookup_file", "v": 1}),
+        msgpack.packb({"t": ["lookup_file"], "v": 1, "handle": "h"}),
+        msgpack.packb({"t": {"a": 1}, "v": 1}),
     ],
 )
 def test_malformed_messages_are_bad_message(body: bytes) -> None:
@@ -55,6 +57,13 @@ def test_signatures() -> None:
         assert caught.value.code is Code.BAD_INTERNAL_SIGNATURE
     with pytest.raises(CinError):
         wire.verify("s" * 16, body, None)
+
+
+@pytest.mark.parametrize("given", ["é", "\udcff", "0" * 63 + "é"])
+def test_a_signature_that_is_not_ascii_is_refused(given: str) -> None:
+    with pytest.raises(CinError) as caught:
+        wire.verify("s" * 16, b"payload", f"t=1000,v1={given}", now=1000)
+    assert caught.value.code is Code.BAD_INTERNAL_SIGNATURE
 
 
 def test_status_transitions() -> None:

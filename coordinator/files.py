@@ -15,18 +15,45 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.naming import clean_filename, new_handle, object_key
 from common.protocol.records import FileRecord, file_url
-from common.protocol.wire import StartFile
+from common.protocol.wire import StartFile, StartUpload
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator import events
 from coordinator.events import WebhookEvent
 from coordinator.keyed_locks import KeyedLocks
-from coordinator.state import StateStore
+from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator")
 
 
-class FileRegistry:
+def new_file_record(request: StartFile | StartUpload, *, pop: str, now: float) -> FileRecord:
+    """A new file as the coordinator names it, Started at `pop`: a fresh handle, the
+    client's file name made safe, and the key made of the request's path and that name.
+    A file stored whole (StartFile) comes with its tags and source URL; an upload in
+    parts (StartUpload) gets its tags when it completes."""
+    filename = clean_filename(request.filename)
+    record = FileRecord(
+        handle=new_handle(),
+        apikey=request.apikey,
+        storage=request.storage,
+        provider=request.provider,
+        container=request.container,
+        key=object_key(request.path, filename),
+        filename=filename,
+        mimetype=request.mimetype,
+        size=request.size,
+        status=FileStatus.STARTED,
+        pop=pop,
+        uploaded=now,
+        access=request.access,
+        region=request.region,
+    )
+    if isinstance(request, StartFile):
+        record = record.with_changes(source_url=request.source_url, tags=dict(request.tags))
+    return record
+
+
+class FileAuthority:
     def __init__(self, state: StateStore, config: Config, storage: StorageSet,
                  on_events: Callable[[], None] = lambda: None) -> None:
         self.state = state
@@ -39,25 +66,7 @@ class FileRegistry:
 
     async def start(self, request: StartFile) -> FileRecord:
         """Give a new file its handle and key, recorded as Started."""
-        filename = clean_filename(request.filename)
-        record = FileRecord(
-            handle=new_handle(),
-            apikey=request.apikey,
-            storage=request.storage,
-            provider=request.provider,
-            container=request.container,
-            key=object_key(request.path, filename),
-            filename=filename,
-            mimetype=request.mimetype,
-            size=request.size,
-            status=FileStatus.STARTED,
-            pop=request.pop,
-            uploaded=time.time(),
-            access=request.access,
-            region=request.region,
-            source_url=request.source_url,
-            tags=dict(request.tags),
-        )
+        record = new_file_record(request, pop=request.pop, now=time.time())
         stored = await self.state.create_file(record, request.origin)
         if stored.handle == record.handle:
             log.info("file %s started at %s: %s/%s", record.handle, record.pop,
@@ -112,9 +121,7 @@ class FileRegistry:
         """Remove a file: its object (unless `skip_storage`), then its record."""
         async with self._lock(handle):
             record = await self.get(handle)
-            if record.status in (FileStatus.STARTED, FileStatus.IN_TRANSIT):
-                raise CinError(Code.CONFLICT,
-                               f"{handle} is still uploading ({record.status.value})")
+            rules.check_delete(record)  # before the object goes; the store checks again
             if not skip_storage and record.etag is not None:
                 await self._delete_object(record)
             deleted = await self.state.delete_file(handle, events=self._events(events.DELETE))
@@ -131,7 +138,7 @@ class FileRegistry:
             await self.storage[record.storage].delete(record.container, record.key)
         except StorageError as exc:
             if exc.kind is not StorageErrorKind.NOT_FOUND:
-                raise exc.to_cin_error() from exc
+                raise
 
     async def _head(self, record: FileRecord) -> str | None:
         """The ETag of the object at the file's key now, or None if there is none."""
@@ -140,7 +147,7 @@ class FileRegistry:
         except StorageError as exc:
             if exc.kind is StorageErrorKind.NOT_FOUND:
                 return None
-            raise exc.to_cin_error() from exc
+            raise
         return info.etag
 
     def _events(self, action: str) -> Callable[[FileRecord], Sequence[WebhookEvent]]:

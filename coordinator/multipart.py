@@ -10,7 +10,6 @@ from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.limits import MIN_PART_SIZE
-from common.protocol.naming import new_handle, object_key
 from common.protocol.records import FileRecord, PartRecord, UploadRecord, upload_closed
 from common.protocol.wire import StartUpload
 from common.storage import (
@@ -20,9 +19,9 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.storage.storage_set import StorageSet
+from coordinator.files import FileAuthority, new_file_record
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
-from coordinator.registry import FileRegistry
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator.uploads")
@@ -33,9 +32,9 @@ def new_upload_id() -> str:
     return secrets.token_urlsafe(24)
 
 
-class UploadRegistry:
+class MultipartUploads:
     def __init__(self, state: StateStore, config: Config, storage: StorageSet,
-                 files: FileRegistry, pops: PopRegistry) -> None:
+                 files: FileAuthority, pops: PopRegistry) -> None:
         self.state = state
         self.config = config
         self.storage = storage
@@ -58,22 +57,14 @@ class UploadRegistry:
         # Before anything is created: with no POP to take the bytes, the start is refused.
         pop = self.pops.choose(asked=request.pop, client=client)
         now = time.time()
-        record = FileRecord(
-            handle=new_handle(), apikey=request.apikey, storage=request.storage,
-            provider=request.provider, container=request.container,
-            key=object_key(request.path, request.filename), filename=request.filename,
-            mimetype=request.mimetype, size=request.size, status=FileStatus.STARTED,
-            pop=pop, uploaded=now, access=request.access, region=request.region)
+        record = new_file_record(request, pop=pop, now=now)
         storage_upload_id = ""
         if record.size >= MIN_PART_SIZE:
             # Smaller files go in one PutObject (UploadRecord.in_one_put): two round
             # trips to the bucket fewer, and nothing left pending if the client gives up.
-            try:
-                storage_upload_id = await self.storage[record.storage].create_multipart(
-                    record.container, record.key, content_type=record.mimetype,
-                    access=Access(record.access))
-            except StorageError as exc:
-                raise exc.to_cin_error() from exc
+            storage_upload_id = await self.storage[record.storage].create_multipart(
+                record.container, record.key, content_type=record.mimetype,
+                access=Access(record.access))
         upload = UploadRecord(upload_id=new_upload_id(), handle=record.handle,
                               storage_upload_id=storage_upload_id, pop=pop,
                               fii=request.fii, created=now)
@@ -148,10 +139,7 @@ class UploadRegistry:
                                                         upload.storage_upload_id, completed)
             except StorageError as exc:
                 if exc.kind is not StorageErrorKind.NO_SUCH_UPLOAD:
-                    raise exc.to_cin_error() from exc
+                    raise
                 # Completed before, and the coordinator died before recording it.
-                try:
-                    info = await storage.head(record.container, record.key)
-                except StorageError as missing:
-                    raise missing.to_cin_error() from missing
+                info = await storage.head(record.container, record.key)
             return await self.files.stored(record.handle, info.size, info.etag)

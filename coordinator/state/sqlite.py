@@ -1,40 +1,27 @@
-"""The embedded StateStore: SQLite in WAL mode, driven by one dedicated thread.
+"""The embedded StateStore: SQLite in WAL mode, its schema and its queries.
 
-One thread owns the connection, so every statement is serialized without locks and the
-event loop never waits on the disk. A write returns only after its transaction has
-committed (with `synchronous=FULL` by default), so whatever the coordinator acknowledged
-survives a kill -9 or a power cut.
-
-Writes are committed in groups: the writes that arrive while the thread is busy go
-together in the next transaction, each inside a savepoint of its own, and none returns
-before that transaction has committed. Under load many writes then share one fsync of
-the WAL instead of queueing for one each; a lone write is committed at once, as before.
-A write that fails is rolled back to its savepoint and fails alone.
+The connection belongs to one thread (coordinator/state/sqlite_writer.py): each query
+here is a function of the connection that the writer runs there, a write inside a group
+commit that has returned only once it is on disk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
-from common.protocol.file_status import FileStatus, check_transition
+from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
-from coordinator.state import EventsFor, PendingAbort, PendingRemoval
-
-T = TypeVar("T")
-
-# Writes in one group commit, at most: bounds how long the first of them waits.
-MAX_GROUP = 256
+from coordinator.state import rules
+from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval
+from coordinator.state.sqlite_writer import SqliteWriter
 
 SCHEMA_VERSION = 5
 _SCHEMA = """
@@ -148,15 +135,15 @@ _UPLOAD_BY = {key: _UPLOAD_SELECT + f"{column} = ?"
 # The literal 'Started' (not a bound value) is what lets SQLite use `files_started`.
 # `files.uploaded` is the start of an upload's file, the indexed twin of `created`.
 _EXPIRED_UPLOADS = (
-    "SELECT files.handle, uploads.upload_id, files.storage, files.container, files.key, "
-    "uploads.storage_upload_id FROM files JOIN uploads ON uploads.handle = files.handle "
+    "SELECT uploads.upload_id, uploads.storage_upload_id, files.* "
+    "FROM files JOIN uploads ON uploads.handle = files.handle "
     "WHERE files.status = 'Started' AND files.uploaded < ? AND uploads.created < ? "
     "ORDER BY files.uploaded LIMIT ?")
 
 # A REST store's file is one that no Upload API upload brings (`uploads.handle` is
 # unique, so the NOT EXISTS is one index probe per Started file).
 _EXPIRED_STORES = (
-    "SELECT handle, storage, container, key FROM files "
+    "SELECT * FROM files "
     "WHERE status = 'Started' AND uploaded < ? "
     "AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.handle = files.handle) "
     "ORDER BY uploaded LIMIT ?")
@@ -173,63 +160,10 @@ class SqliteStateStore:
     def __init__(self, path: Path, *, synchronous: str = "full") -> None:
         self.path = path
         self.synchronous = synchronous.upper()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cin-sqlite")
-        self._db: sqlite3.Connection | None = None
-        # Writes waiting for the next group commit, with their callers' futures.
-        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._queue_lock = threading.Lock()
-        self._flush_scheduled = False
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._db is not None, "state store is not open"
-            return fn(self._db)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    async def _run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` (which writes) in the next group commit; return once it is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        with self._queue_lock:
-            self._queued.append((fn, future))
-            schedule, self._flush_scheduled = not self._flush_scheduled, True
-        if schedule:
-            loop.run_in_executor(self._executor, self._commit_group, loop)
-        return await future
-
-    def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the SQLite thread: every queued write (up to MAX_GROUP) in one transaction."""
-        with self._queue_lock:
-            group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
-            if self._queued:
-                self._executor.submit(self._commit_group, loop)
-            else:
-                self._flush_scheduled = False
-        db = self._db
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            if db is None:
-                raise RuntimeError("state store is not open")
-            db.execute("BEGIN IMMEDIATE")
-            for fn, _ in group:
-                db.execute("SAVEPOINT write")
-                try:
-                    outcomes.append((True, fn(db)))
-                except Exception as exc:
-                    db.execute("ROLLBACK TO write")
-                    outcomes.append((False, exc))
-                db.execute("RELEASE write")
-            db.execute("COMMIT")
-        except Exception as exc:
-            if db is not None and db.in_transaction:
-                db.execute("ROLLBACK")
-            outcomes = [(False, exc)] * len(group)
-        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+        self._writer = SqliteWriter()
 
     async def open(self) -> None:
-        def connect() -> None:
+        def connect() -> sqlite3.Connection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -239,64 +173,55 @@ class SqliteStateStore:
             db.executescript(_SCHEMA)
             db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(name) "
                        "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
-            self._db = db
+            return db
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await self._writer.open(connect)
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
-        self._executor.shutdown(wait=True)
+        await self._writer.close()
 
     async def sync_apps(self, apps: list[AppConfig]) -> None:
         rows = [(a.apikey, a.security, json.dumps(list(a.storage)), a.max_upload_size,
                  time.time()) for a in apps]
 
         def write(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.executemany(
-                    "INSERT INTO apps VALUES (?, ?, ?, ?, ?) ON CONFLICT(apikey) DO UPDATE SET "
-                    "security=excluded.security, storage=excluded.storage, "
-                    "max_upload_size=excluded.max_upload_size, updated=excluded.updated", rows)
+            db.executemany(
+                "INSERT INTO apps VALUES (?, ?, ?, ?, ?) ON CONFLICT(apikey) DO UPDATE SET "
+                "security=excluded.security, storage=excluded.storage, "
+                "max_upload_size=excluded.max_upload_size, updated=excluded.updated", rows)
 
-        await self._run_write(write)
+        await self._writer.write(write)
 
     async def create_file(self, record: FileRecord, origin: str) -> FileRecord:
         row = _to_row(record)
 
         def write(db: sqlite3.Connection) -> FileRecord:
-            with _transaction(db):
-                existing = db.execute("SELECT * FROM files WHERE origin = ?", (origin,))
-                found = existing.fetchone()
-                if found is not None:
-                    return _from_row(found, existing.description)
-                columns = ", ".join(("origin", *_FILE_COLUMNS))
-                marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
-                db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
-                           (origin, *row))
-                return record
+            existing = db.execute("SELECT * FROM files WHERE origin = ?", (origin,))
+            found = existing.fetchone()
+            if found is not None:
+                return _from_row(found, existing.description)
+            columns = ", ".join(("origin", *_FILE_COLUMNS))
+            marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
+            db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
+                       (origin, *row))
+            return record
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def create_upload(self, record: FileRecord, upload: UploadRecord,
                             origin: str) -> None:
         row = _to_row(record)
 
         def write(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                columns = ", ".join(("origin", *_FILE_COLUMNS))
-                marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
-                db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
-                           (origin, *row))
-                db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                           (upload.upload_id, upload.handle, upload.storage_upload_id,
-                            upload.pop, int(upload.fii), upload.created))
+            columns = ", ".join(("origin", *_FILE_COLUMNS))
+            marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
+            db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
+                       (origin, *row))
+            db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                       (upload.upload_id, upload.handle, upload.storage_upload_id,
+                        upload.pop, int(upload.fii), upload.created))
 
-        await self._run_write(write)
+        await self._writer.write(write)
 
     async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
                          handle: str | None = None) -> UploadRecord | None:
@@ -313,54 +238,39 @@ class SqliteStateStore:
                                 pop=found[3], fii=bool(found[4]), created=found[5],
                                 failure=found[6])
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
-        """Record the parts a POP holds and the tags, and move the file to In Transit,
-        in one transaction. A part this POP already stored stays stored; the POP's copy
-        replaces one stored from elsewhere, and the POP sends it."""
         def write(db: sqlite3.Connection) -> FileRecord:
-            with _transaction(db):
-                record = _file_for_update(db, handle)
-                if record.status is FileStatus.IN_TRANSIT:
-                    return record  # a repeated complete
-                check_transition(record.status, FileStatus.IN_TRANSIT)
-                db.executemany(
-                    "INSERT INTO parts VALUES (?, ?, ?, 'spooled', ?, NULL) "
-                    "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
-                    "state = 'spooled', size = excluded.size, etag = NULL "
-                    "WHERE parts.pop != excluded.pop OR parts.size != excluded.size",
-                    [(handle, part.number, part.pop, part.size) for part in parts])
-                updated = record.with_changes(status=FileStatus.IN_TRANSIT, tags=dict(tags))
-                db.execute("UPDATE files SET status = ?, tags = ? WHERE handle = ?",
-                           (updated.status.value, json.dumps(tags), handle))
-                return updated
+            record = _file_for_update(db, handle)
+            updated = rules.in_transit(record, tags)
+            if updated is None:
+                return record
+            recorded = {part.number: part for part in _parts(db, handle)}
+            _put_parts(db, handle, rules.held_parts(recorded, parts))
+            db.execute("UPDATE files SET status = ?, tags = ? WHERE handle = ?",
+                       (updated.status.value, json.dumps(updated.tags), handle))
+            return updated
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def part_stored(self, handle: str, part: PartRecord) -> None:
-        await self._write(
-            "INSERT INTO parts VALUES (?, ?, ?, 'stored', ?, ?) "
-            "ON CONFLICT(handle, part_number) DO UPDATE SET pop = excluded.pop, "
-            "state = 'stored', size = excluded.size, etag = excluded.etag",
-            (handle, part.number, part.pop, part.size, part.etag))
+        stored = rules.stored_part(part)
+
+        def write(db: sqlite3.Connection) -> None:
+            # Only whether the file is there: this is the busiest write of all.
+            if db.execute("SELECT 1 FROM files WHERE handle = ?", (handle,)).fetchone() is None:
+                raise CinError(Code.FILE_NOT_FOUND, handle)
+            _put_parts(db, handle, [stored])
+
+        await self._writer.write(write)
 
     async def parts_of(self, handle: str) -> list[PartRecord]:
-        def read(db: sqlite3.Connection) -> list[PartRecord]:
-            rows = db.execute("SELECT part_number, pop, state, size, etag FROM parts "
-                              "WHERE handle = ? ORDER BY part_number", (handle,)).fetchall()
-            return [PartRecord(*row) for row in rows]
-
-        return await self._run(read)
+        return await self._writer.read(lambda db: _parts(db, handle))
 
     async def get_file(self, handle: str) -> FileRecord | None:
-        def read(db: sqlite3.Connection) -> FileRecord | None:
-            cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
-            found = cursor.fetchone()
-            return _from_row(found, cursor.description) if found is not None else None
-
-        return await self._run(read)
+        return await self._writer.read(lambda db: _file(db, handle))
 
     async def set_status(
         self,
@@ -372,22 +282,15 @@ class SqliteStateStore:
         events: EventsFor | None = None,
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
-            with _transaction(db):
-                record = _file_for_update(db, handle)
-                check_transition(record.status, status)
-                changes: dict[str, Any] = {"status": status}
-                if size is not None:
-                    changes["size"] = size
-                if etag is not None:
-                    changes["etag"] = etag
-                updated = record.with_changes(**changes)
-                db.execute("UPDATE files SET status = ?, size = ?, etag = ? WHERE handle = ?",
-                           (updated.status.value, updated.size, updated.etag, handle))
-                if events is not None:
-                    _enqueue(db, events(updated))
-                return updated
+            updated = rules.with_status(_file_for_update(db, handle), status, size=size,
+                                        etag=etag)
+            db.execute("UPDATE files SET status = ?, size = ?, etag = ? WHERE handle = ?",
+                       (updated.status.value, updated.size, updated.etag, handle))
+            if events is not None:
+                _enqueue(db, events(updated))
+            return updated
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def overwrite_file(
         self,
@@ -399,57 +302,53 @@ class SqliteStateStore:
         events: EventsFor,
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
-            with _transaction(db):
-                record = _file_for_update(db, handle)
-                if record.status is not FileStatus.COMPLETE:
-                    raise CinError(Code.CONFLICT, f"{handle} is {record.status.value}")
-                updated = record.with_changes(size=size, etag=etag, mimetype=mimetype,
-                                              version=record.version + 1, hashes=None,
-                                              uploaded=time.time())
-                db.execute("UPDATE files SET size = ?, etag = ?, mimetype = ?, version = ?, "
-                           "hashes = NULL, uploaded = ? WHERE handle = ?",
-                           (size, etag, mimetype, updated.version, updated.uploaded, handle))
-                _enqueue(db, events(updated))
-                return updated
+            updated = rules.overwritten(_file_for_update(db, handle), size=size, etag=etag,
+                                        mimetype=mimetype, now=time.time())
+            db.execute("UPDATE files SET size = ?, etag = ?, mimetype = ?, version = ?, "
+                       "hashes = NULL, uploaded = ? WHERE handle = ?",
+                       (size, etag, mimetype, updated.version, updated.uploaded, handle))
+            _enqueue(db, events(updated))
+            return updated
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def delete_file(
         self, handle: str, *, events: EventsFor
     ) -> FileRecord:
         def write(db: sqlite3.Connection) -> FileRecord:
-            with _transaction(db):
-                record = _file_for_update(db, handle)
-                db.execute("DELETE FROM files WHERE handle = ?", (handle,))
-                _enqueue(db, events(record))
-                return record
+            record = _file_for_update(db, handle)
+            rules.check_delete(record)
+            db.execute("DELETE FROM files WHERE handle = ?", (handle,))
+            _enqueue(db, events(record))
+            return record
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     # ------------------------------------------------------------------ upload expiry
 
     async def expire_uploads(self, started_before: float, reason: str, now: float,
                              limit: int) -> list[PendingAbort]:
         def write(db: sqlite3.Connection) -> list[PendingAbort]:
-            with _transaction(db):
-                rows = db.execute(_EXPIRED_UPLOADS,
-                                  (started_before, started_before, limit)).fetchall()
-                ended = [PendingAbort(upload_id=row[1], handle=row[0], storage=row[2],
-                                      container=row[3], key=row[4],
-                                      storage_upload_id=row[5], reason=reason)
-                         for row in rows]
-                check_transition(FileStatus.STARTED, FileStatus.FAILED)
-                for abort in ended:
-                    db.execute("UPDATE files SET status = ? WHERE handle = ?",
-                               (FileStatus.FAILED.value, abort.handle))
-                    db.execute(
-                        "INSERT INTO upload_aborts VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
-                        "ON CONFLICT(upload_id) DO NOTHING",
-                        (abort.upload_id, abort.handle, abort.storage, abort.container,
-                         abort.key, abort.storage_upload_id, reason, now))
-                return ended
+            cursor = db.execute(_EXPIRED_UPLOADS, (started_before, started_before, limit))
+            file_columns = cursor.description[2:]
+            ended: list[PendingAbort] = []
+            for upload_id, storage_upload_id, *file_row in cursor.fetchall():
+                failed = rules.expired(_from_row(tuple(file_row), file_columns))
+                abort = PendingAbort(upload_id=upload_id, handle=failed.handle,
+                                     storage=failed.storage, container=failed.container,
+                                     key=failed.key, storage_upload_id=storage_upload_id,
+                                     reason=reason)
+                ended.append(abort)
+                db.execute("UPDATE files SET status = ? WHERE handle = ?",
+                           (failed.status.value, failed.handle))
+                db.execute(
+                    "INSERT INTO upload_aborts VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                    "ON CONFLICT(upload_id) DO NOTHING",
+                    (abort.upload_id, abort.handle, abort.storage, abort.container,
+                     abort.key, abort.storage_upload_id, reason, now))
+            return ended
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def pending_aborts(self, limit: int) -> list[PendingAbort]:
         def read(db: sqlite3.Connection) -> list[PendingAbort]:
@@ -459,7 +358,7 @@ class SqliteStateStore:
                 (limit,)).fetchall()
             return [PendingAbort(*row) for row in rows]
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def abort_done(self, upload_id: str, now: float) -> None:
         await self._write("UPDATE upload_aborts SET aborted = ? "
@@ -470,20 +369,22 @@ class SqliteStateStore:
     async def expire_stores(self, started_before: float, now: float,
                             limit: int) -> list[PendingRemoval]:
         def write(db: sqlite3.Connection) -> list[PendingRemoval]:
-            with _transaction(db):
-                rows = db.execute(_EXPIRED_STORES, (started_before, limit)).fetchall()
-                ended = [PendingRemoval(*row) for row in rows]
-                check_transition(FileStatus.STARTED, FileStatus.FAILED)
-                for removal in ended:
-                    db.execute("UPDATE files SET status = ? WHERE handle = ?",
-                               (FileStatus.FAILED.value, removal.handle))
-                    db.execute("INSERT INTO store_removals VALUES (?, ?, ?, ?, ?) "
-                               "ON CONFLICT(handle) DO NOTHING",
-                               (removal.handle, removal.storage, removal.container,
-                                removal.key, now))
-                return ended
+            cursor = db.execute(_EXPIRED_STORES, (started_before, limit))
+            ended: list[PendingRemoval] = []
+            for row in cursor.fetchall():
+                failed = rules.expired(_from_row(row, cursor.description))
+                removal = PendingRemoval(handle=failed.handle, storage=failed.storage,
+                                         container=failed.container, key=failed.key)
+                ended.append(removal)
+                db.execute("UPDATE files SET status = ? WHERE handle = ?",
+                           (failed.status.value, failed.handle))
+                db.execute("INSERT INTO store_removals VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT(handle) DO NOTHING",
+                           (removal.handle, removal.storage, removal.container,
+                            removal.key, now))
+            return ended
 
-        return await self._run_write(write)
+        return await self._writer.write(write)
 
     async def pending_removals(self, limit: int) -> list[PendingRemoval]:
         def read(db: sqlite3.Connection) -> list[PendingRemoval]:
@@ -491,7 +392,7 @@ class SqliteStateStore:
                               "ORDER BY ended LIMIT ?", (limit,)).fetchall()
             return [PendingRemoval(*row) for row in rows]
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def removal_done(self, handle: str) -> None:
         await self._write("DELETE FROM store_removals WHERE handle = ?", (handle,))
@@ -502,7 +403,7 @@ class SqliteStateStore:
             found = db.execute(_KEY_IN_USE, (key, container, storage, besides)).fetchone()
             return found is not None
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     # ------------------------------------------------------------------ webhook outbox
 
@@ -516,7 +417,7 @@ class SqliteStateStore:
                              text=json.loads(row[4]), created=row[5], attempts=row[6])
                     for row in rows]
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         skipped = list(excluding)
@@ -528,7 +429,7 @@ class SqliteStateStore:
             value = row.fetchone()[0]
             return float(value) if value is not None else None
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def delivery_done(self, delivery_id: int) -> None:
         await self._write("DELETE FROM outbox WHERE id = ?", (delivery_id,))
@@ -550,59 +451,51 @@ class SqliteStateStore:
             counts = dict(rows.fetchall())
             return {"pending": counts.get(0, 0), "abandoned": counts.get(1, 0)}
 
-        return await self._run(read)
+        return await self._writer.read(read)
 
     async def _write(self, statement: str, values: tuple[Any, ...]) -> None:
         def write(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(statement, values)
+            db.execute(statement, values)
 
-        await self._run_write(write)
+        await self._writer.write(write)
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         def write(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute("UPDATE files SET hashes = ? WHERE handle = ? AND version = ?",
-                           (json.dumps(hashes), handle, version))
+            record = _file(db, handle)
+            if record is not None and rules.hashes_apply(record, version):
+                db.execute("UPDATE files SET hashes = ? WHERE handle = ?",
+                           (json.dumps(hashes), handle))
 
-        await self._run_write(write)
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; the write stands all the same
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+        await self._writer.write(write)
 
 
-class _transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (the connection is in autocommit).
-
-    Inside a group commit it does nothing: the group's transaction and the write's own
-    savepoint (see `_commit_group`) commit or undo it."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.outermost = False
-
-    def __enter__(self) -> None:
-        self.outermost = not self.db.in_transaction
-        if self.outermost:
-            self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if self.outermost:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+def _file(db: sqlite3.Connection, handle: str) -> FileRecord | None:
+    cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
+    found = cursor.fetchone()
+    return _from_row(found, cursor.description) if found is not None else None
 
 
 def _file_for_update(db: sqlite3.Connection, handle: str) -> FileRecord:
-    cursor = db.execute("SELECT * FROM files WHERE handle = ?", (handle,))
-    found = cursor.fetchone()
-    if found is None:
+    """The file a change is about; FILE_NOT_FOUND if there is none."""
+    record = _file(db, handle)
+    if record is None:
         raise CinError(Code.FILE_NOT_FOUND, handle)
-    return _from_row(found, cursor.description)
+    return record
+
+
+def _parts(db: sqlite3.Connection, handle: str) -> list[PartRecord]:
+    rows = db.execute("SELECT part_number, pop, state, size, etag FROM parts "
+                      "WHERE handle = ? ORDER BY part_number", (handle,)).fetchall()
+    return [PartRecord(*row) for row in rows]
+
+
+def _put_parts(db: sqlite3.Connection, handle: str, parts: Sequence[PartRecord]) -> None:
+    """Record `parts`, each replacing what was recorded of it."""
+    db.executemany(
+        "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(handle, part_number) "
+        "DO UPDATE SET pop = excluded.pop, state = excluded.state, size = excluded.size, "
+        "etag = excluded.etag",
+        [(handle, part.number, part.pop, part.state, part.size, part.etag) for part in parts])
 
 
 def _enqueue(db: sqlite3.Connection, events: Sequence[WebhookEvent]) -> None:

@@ -1,0 +1,119 @@
+"""The one thread that owns the SQLite connection, and its group commits.
+
+One thread owns the connection, so every statement is serialized without locks and the
+event loop never waits on the disk. A write returns only after its transaction has
+committed (with `synchronous=FULL` by default), so whatever the coordinator acknowledged
+survives a kill -9 or a power cut.
+
+Writes are committed in groups: the writes that arrive while the thread is busy go
+together in the next transaction, each inside a savepoint of its own, and none returns
+before that transaction has committed. Under load many writes then share one fsync of
+the WAL instead of queueing for one each; a lone write is committed at once. A write that
+fails is rolled back to its savepoint and fails alone.
+
+The queries (coordinator/state/sqlite.py) see none of this: a read is a function of the
+connection, and so is a write, which runs inside a transaction it need not open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Writes in one group commit, at most: bounds how long the first of them waits.
+MAX_GROUP = 256
+
+
+class SqliteWriter:
+    """Runs functions of one connection on its own thread: reads one at a time, writes
+    in group commits."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cin-sqlite")
+        self._db: sqlite3.Connection | None = None
+        # Writes waiting for the next group commit, with their callers' futures.
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._queue_lock = threading.Lock()
+        self._flush_scheduled = False
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Make the connection (in autocommit mode) on the thread that will own it."""
+        def opened() -> None:
+            self._db = connect()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, opened)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn`, which only reads, on the connection's thread."""
+        def call() -> T:
+            assert self._db is not None, "state store is not open"
+            return fn(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in the next group commit; return once it is committed. `fn` runs in
+        a transaction (in a savepoint of its own): what it writes commits with the group,
+        or, if it raises, is undone and the error is raised here."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._queue_lock:
+            self._queued.append((fn, future))
+            schedule, self._flush_scheduled = not self._flush_scheduled, True
+        if schedule:
+            loop.run_in_executor(self._executor, self._commit_group, loop)
+        return await future
+
+    def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the SQLite thread: every queued write (up to MAX_GROUP) in one transaction."""
+        with self._queue_lock:
+            group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
+            if self._queued:
+                self._executor.submit(self._commit_group, loop)
+            else:
+                self._flush_scheduled = False
+        db = self._db
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            if db is None:
+                raise RuntimeError("state store is not open")
+            db.execute("BEGIN IMMEDIATE")
+            for fn, _ in group:
+                db.execute("SAVEPOINT write")
+                try:
+                    outcomes.append((True, fn(db)))
+                except Exception as exc:
+                    db.execute("ROLLBACK TO write")
+                    outcomes.append((False, exc))
+                db.execute("RELEASE write")
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db is not None and db.in_transaction:
+                db.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(group)
+        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # the caller was cancelled; the write stands all the same
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
