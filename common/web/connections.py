@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.config import Config, Listen
 from common.protocol.errors import CinError, Code
+from common.web.request_body import SERVER_ARGS
 from common.web.request_log import REQUEST_ID_HEADER, AccessLog, access_logger, request_id
 
 log = logging.getLogger("cin.connections")
@@ -67,8 +68,11 @@ class ConnectionCap:
 
 
 def handler_options(config: Config) -> dict[str, Any]:
-    """aiohttp `RequestHandler` settings from the config."""
-    return {"keepalive_timeout": config.timeouts.keep_alive,
+    """aiohttp `RequestHandler` settings from the config. The site builds its handlers
+    itself, so the apps' own `handler_args` (`SERVER_ARGS`: no inflating by aiohttp)
+    must come in here too, or a real process would inflate what the app tests do not."""
+    return {**SERVER_ARGS,
+            "keepalive_timeout": config.timeouts.keep_alive,
             "access_log_class": AccessLog,
             "access_log": access_logger if config.access_log else None}
 

@@ -16,7 +16,6 @@ import pytest
 from support import APIKEY, APP_SECRET, Network
 
 from common.protocol.security import encode_policy, sign_policy
-from coordinator.app import STATE_FILE
 
 # Compressible but not trivially so: a gzip stream of 200,000 bytes that spans many reads.
 ORIGINAL = b"".join(b"line %06d of the original file\n" % i for i in range(6_452))[:200_000]
@@ -40,7 +39,7 @@ def signed(**fields: Any) -> dict[str, str]:
 
 
 def file_count(network: Network) -> int:
-    path = network.config.coordinator.state_dir / STATE_FILE
+    path = network.config.coordinator.state.path
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()
         return int(count)

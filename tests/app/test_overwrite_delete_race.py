@@ -21,6 +21,7 @@ import pytest
 from support import APIKEY, APP_SECRET, Network
 
 from common.protocol.security import encode_policy, sign_policy
+from common.storage.drivers import LocalSettings, S3Settings, settings_of
 from coordinator.keys import STATE
 
 TRIALS = 40
@@ -44,9 +45,8 @@ async def bucket_lister(network: Network, container: str) -> AsyncIterator[
         Callable[[], Awaitable[set[str]]]]:
     """Lists every object key in the container, read from the bucket itself."""
     location = network.config.storage["bucket"]
-    if location.driver == "local":
-        assert location.root is not None
-        objects = location.root / container / "objects"
+    if isinstance(location.settings, LocalSettings):
+        objects = location.settings.root / container / "objects"
 
         async def on_disk() -> set[str]:
             return {json.loads(sidecar.read_text())["key"]
@@ -55,7 +55,8 @@ async def bucket_lister(network: Network, container: str) -> AsyncIterator[
         yield on_disk
         return
     async with aiobotocore.session.get_session().create_client(
-            "s3", endpoint_url=location.endpoint_url, region_name="us-east-1") as s3:
+            "s3", endpoint_url=settings_of(location, S3Settings).endpoint_url,
+            region_name="us-east-1") as s3:
 
         async def in_s3() -> set[str]:
             keys: set[str] = set()

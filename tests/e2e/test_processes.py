@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import hashlib
 import json
 import os
@@ -102,6 +103,25 @@ def test_store_at_one_pop_download_anywhere(deployment: Deployment, tmp_path: Pa
         assert sha256_file(target) == sha256_file(source)
         status, body = curl(f"{base}/{handle}/metadata?sha256=true&upload_status=true")
         assert json.loads(body) == {"sha256": sha256_file(source), "upload_status": "Complete"}
+
+    # A gzip body is inflated by cin, which checks the stream's end: a whole one is stored
+    # as its inflated bytes, a cut one is refused (real processes build their connection
+    # handlers apart from the app, so this is where aiohttp's own inflating would show).
+    packed = tmp_path / "report.pdf.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    store_url = f"{deployment.pop_url()}/api/store/S3?key={APIKEY}&filename=report.pdf"
+    status, body = curl("-X", "POST", "--data-binary", f"@{packed}", "-H",
+                        "Content-Encoding: gzip", store_url)
+    assert status == 200, body
+    assert json.loads(body)["size"] == source.stat().st_size
+    target = tmp_path / "inflated"
+    status, _ = curl("-o", str(target), f"{deployment.coordinator_url}/api/file/"
+                     f"{json.loads(body)['handle']}")
+    assert (status, sha256_file(target)) == (200, sha256_file(source))
+    packed.write_bytes(packed.read_bytes()[:50_000])
+    status, body = curl("-X", "POST", "--data-binary", f"@{packed}", "-H",
+                        "Content-Encoding: gzip", store_url)
+    assert status == 400 and json.loads(body)["code"] == "bad_content_encoding", body
 
 
 def test_coordinator_kill9_loses_nothing_it_acknowledged(deployment: Deployment,
