@@ -1,0 +1,74 @@
+"""A request's id on every log line it causes, at the POP and at the coordinator the POP
+calls for it; not only on the access log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from support import APIKEY, Network
+
+from common.web.log_context import RequestIdFilter
+
+
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
+    """What cin's log handler would write at INFO, through the filter it writes with."""
+    caplog.set_level(logging.INFO)
+    collected = Collected()
+    collected.addFilter(RequestIdFilter())
+    logging.getLogger().addHandler(collected)
+    try:
+        yield collected.records
+    finally:
+        logging.getLogger().removeHandler(collected)
+
+
+def of_request(records: list[logging.LogRecord], request_id: str) -> dict[str, list[str]]:
+    """The messages that carry `request_id`, by logger."""
+    found: dict[str, list[str]] = {}
+    for record in records:
+        if getattr(record, "request_id", None) == request_id:
+            found.setdefault(record.name, []).append(record.getMessage())
+    return found
+
+
+async def test_a_store_logs_under_the_clients_id_at_the_pop_and_the_coordinator(
+        network: Network, records: list[logging.LogRecord]) -> None:
+    response = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"x" * 100,
+                                      headers={"X-Request-Id": "abc123"})
+    assert response.status == 200 and response.headers["X-Request-Id"] == "abc123"
+    handle = (await response.json())["handle"]
+
+    lines = of_request(records, "abc123")
+    # The POP's own line, written in the shielded job that stores the bytes.
+    [stored] = lines["cin.edge.store"]
+    assert stored.startswith(f"{handle} stored: 100 bytes in cin-test/")
+    # The coordinator's, for the RPCs the POP made: the id crossed in their header.
+    assert any(f"file {handle} started at us-east-1" in line for line in lines["cin.coordinator"])
+    assert f"file {handle} complete (100 bytes)" in lines["cin.coordinator"]
+
+
+async def test_lines_of_another_request_or_of_none_do_not_take_the_id(
+        network: Network, records: list[logging.LogRecord]) -> None:
+    await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"first",
+                           headers={"X-Request-Id": "abc123"})
+    second = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"second")
+    made = second.headers["X-Request-Id"]
+    handle = (await second.json())["handle"]
+    assert made != "abc123"
+    assert any(handle in line for line in of_request(records, made)["cin.coordinator"])
+    assert not any(handle in line for lines in of_request(records, "abc123").values()
+                   for line in lines)
+    logging.getLogger("cin.test").info("no request here")
+    assert records[-1].request_id is None  # type: ignore[attr-defined]
