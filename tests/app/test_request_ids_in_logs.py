@@ -3,10 +3,13 @@ calls for it; not only on the access log line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
+import upload_client
 from support import APIKEY, Network
 
 from common.web.log_context import RequestIdFilter
@@ -72,3 +75,23 @@ async def test_lines_of_another_request_or_of_none_do_not_take_the_id(
                    for line in lines)
     logging.getLogger("cin.test").info("no request here")
     assert records[-1].request_id is None  # type: ignore[attr-defined]
+
+
+async def test_the_transfer_a_complete_starts_logs_under_the_completes_id(
+        network: Network, records: list[logging.LogRecord]) -> None:
+    payload = b"small enough for one put" * 40
+    pop = network.config.pops[0].public_url
+    async with aiohttp.ClientSession() as session:
+        start = await upload_client.start_upload(session, pop, len(payload))
+        parts = await upload_client.send_parts(session, pop, start["upload_id"], payload)
+    async with aiohttp.ClientSession(headers={"X-Request-Id": "complete-1"}) as session:
+        reply = await upload_client.complete(session, pop, start["upload_id"], len(payload),
+                                             parts)
+    handle = reply["handle"]
+    # The bucket transfer runs on after the answer, as a task the complete started.
+    async with asyncio.timeout(10):
+        while f"{handle} complete; spool freed" not in of_request(
+                records, "complete-1").get("cin.edge.transfer", []):
+            await asyncio.sleep(0.02)
+    lines = of_request(records, "complete-1")["cin.coordinator"]
+    assert f"file {handle} complete ({len(payload)} bytes)" in lines
