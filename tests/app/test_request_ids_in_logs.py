@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 import upload_client
-from support import APIKEY, Network
+from support import APIKEY, APP_SECRET, Network
 
+from common.protocol.security import encode_policy, sign_policy
 from common.web.log_context import RequestIdFilter
 
 
@@ -95,3 +97,19 @@ async def test_the_transfer_a_complete_starts_logs_under_the_completes_id(
             await asyncio.sleep(0.02)
     lines = of_request(records, "complete-1")["cin.coordinator"]
     assert f"file {handle} complete ({len(payload)} bytes)" in lines
+
+
+async def test_an_overwrite_at_the_coordinator_keeps_its_id_through_the_pop(
+        network: Network, records: list[logging.LogRecord]) -> None:
+    stored = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"old")
+    handle = (await stored.json())["handle"]
+    expiry = int(time.time()) + 600
+    policy = encode_policy({"expiry": expiry, "call": ["write"], "handle": handle})
+    response = await network.coordinator.post(
+        f"/api/file/{handle}", data=b"new bytes", headers={"X-Request-Id": "ow-1"},
+        params={"policy": policy, "signature": sign_policy(APP_SECRET, policy)})
+    assert response.status == 200, await response.text()
+    # The coordinator relays the body to a POP, which reports the new version back: the
+    # coordinator's line for that report carries the client's id.
+    assert f"file {handle} overwritten (version 2, 9 bytes)" in of_request(
+        records, "ow-1")["cin.coordinator"]
