@@ -10,6 +10,10 @@ request, written by aiohttp once the answer is sent (or the client has gone):
 the route is the pattern the request matched, never its path (which holds handles and
 keys), "-" for none; `in` is the bytes of the request body, `out` those sent (headers
 included); the status of a client that hung up first is 499.
+
+While a request runs its id is the context's request id (common/web/log_context.py), so
+every other line it causes carries it as well, and a POP passes it to the coordinator on
+each RPC it makes for the request: the coordinator takes it as its own request's id.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import secrets
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
+
+from common.web.log_context import REQUEST_ID_VAR
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -54,8 +60,13 @@ def route_of(request: web.BaseRequest) -> str:
 async def _note_request(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     request[ROUTE] = resource.canonical if resource is not None else NO_ROUTE
-    request_id(request)
-    return await handler(request)
+    # Reset after: a keep-alive connection's task runs its next request, and the lines
+    # between requests, in this same context.
+    token = REQUEST_ID_VAR.set(request_id(request))
+    try:
+        return await handler(request)
+    finally:
+        REQUEST_ID_VAR.reset(token)
 
 
 async def _send_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -70,7 +81,8 @@ class AccessLog(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %d in=%d out=%d %.3fs id=%s from=%s", request.method,
                          route_of(request), response.status, request.content.total_bytes,
-                         response.body_length, time, request_id(request), request.remote)
+                         response.body_length, time, request_id(request), request.remote,
+                         extra={"request_id": request_id(request)})
 
     @property
     def enabled(self) -> bool:

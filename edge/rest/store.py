@@ -154,13 +154,16 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
             raise failure from exc
         raise
     try:
-        return await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
-                                                      etag=info.etag))
+        stored = await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
+                                                        etag=info.etag))
     except CinError:
         # Not recorded as stored, so the client is told it failed: the object must go
         # too, or it would sit in the bucket with no file pointing at it.
         await _forget(app, record, info.etag)
         raise
+    log.info("%s stored: %d bytes in %s/%s", record.handle, info.size, record.container,
+             record.key)
+    return stored
 
 
 async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:
