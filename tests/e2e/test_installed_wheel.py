@@ -4,7 +4,9 @@ runs the dev network."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -64,6 +66,16 @@ def install(wheel: Path, tmp_path: Path) -> Path:
     return venv
 
 
+def container_healthcheck(python: Path) -> list[str]:
+    """The Containerfile's HEALTHCHECK command, run by `python`."""
+    text = (REPO / "Containerfile").read_text().replace("\\\n", "")
+    match = re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, flags=re.MULTILINE)
+    assert match, "the Containerfile has no HEALTHCHECK CMD [...]"
+    program, *args = json.loads(match.group(1))
+    assert program == "python"
+    return [str(python), *args]
+
+
 def test_the_wheel_installs_a_cin_that_runs_outside_the_checkout(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
@@ -91,8 +103,15 @@ def test_the_wheel_installs_a_cin_that_runs_outside_the_checkout(tmp_path: Path)
         assert "cin: wrote cin-dev.yaml" in network.output
         with urllib.request.urlopen("http://127.0.0.1:8701/health", timeout=10) as reply:
             assert reply.status == 200
+        # The image's health check, with the installed cin's Python, at the coordinator.
+        healthcheck = container_healthcheck(venv / "bin" / "python")
+        health_env = {**env, "CIN_HEALTH_URL": "http://127.0.0.1:8700/health"}
+        run(*healthcheck, cwd=empty, env=health_env)
     finally:
         assert network.stop() == 0, network.output
+    stopped = subprocess.run(healthcheck, cwd=empty, env=health_env, capture_output=True,
+                             timeout=60, check=False)
+    assert stopped.returncode != 0  # nothing answers: unhealthy
     written = (empty / "cin-dev.yaml").read_text()
     assert written == (REPO / "configs" / "dev.yaml").read_text()
     assert (empty / "var" / "coordinator").is_dir()
