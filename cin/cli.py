@@ -17,7 +17,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cin import client_commands, config_reference, dev_config
-from cin.serve import Service, StartError, coordinator_service, pop_service, run, serve
+from cin.serve import (
+    Service,
+    StartError,
+    check_addresses,
+    coordinator_service,
+    pop_service,
+    run,
+    serve,
+)
 from cin.storage_check import check_storage
 from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from common.config import Config, ConfigError
@@ -122,6 +130,7 @@ def _run_services(config: Config, services: list[Service], banner: bool = False)
             print(f"cin: apikey {apikeys}", flush=True)
         print("cin: ready", flush=True)
 
+    check_addresses(services)
     run(serve(services, config, on_ready=ready),
         config.loop_for(runs_pops=any(service.role == "pop" for service in services)))
     return EXIT_OK

@@ -16,6 +16,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -84,6 +85,30 @@ def _readable(what: str, path: Path) -> None:
         raise StartError(f"{what}: {exc.strerror or exc}") from exc
 
 
+def check_addresses(services: list[Service]) -> None:
+    """Raise StartError when a service's address cannot be listened on, before any service
+    starts: a node that cannot listen then stops with that one line, not after the others
+    have started and logged. (Binding again at start still reports a port taken since.)"""
+    for service in services:
+        host, port = service.listen.host, service.listen.port
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in addresses:
+                with socket.socket(family, kind, proto) as probe:
+                    # As asyncio's listeners do, so that a port in TIME_WAIT is not "in use".
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+        except OSError as exc:
+            raise _listen_error(service, exc) from exc
+
+
+def _listen_error(service: Service, exc: OSError) -> StartError:
+    # asyncio's own text repeats the address; the system's says only why.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return StartError(f"{service.name}: cannot listen on {service.listen}: {reason}")
+
+
 async def serve(services: list[Service], config: Config,
                 on_ready: Callable[[list[Service]], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
@@ -105,10 +130,7 @@ async def serve(services: list[Service], config: Config,
             try:
                 await site.start()
             except OSError as exc:
-                # asyncio's own text repeats the address; the system's says only why.
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise StartError(f"{service.name}: cannot listen on {service.listen}: "
-                                 f"{reason}") from exc
+                raise _listen_error(service, exc) from exc
             sites.append(site)
             log.info("%s listening on %s", service.name, service.listen)
         if on_ready is not None:

@@ -34,6 +34,24 @@ def test_an_address_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "Address already in use"], done.stderr
 
 
+def test_cin_dev_with_a_pop_address_in_use_starts_nothing(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data["pops"][-1]["listen"] = f"127.0.0.1:{port}"
+        path = write_config(data, tmp_path / "cin.yaml")
+        done = run_cin("dev", "-c", str(path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    name = data["pops"][-1]["name"]
+    # Not the coordinator's and the other POP's start and stop first.
+    assert done.stderr.strip().splitlines() == [
+        f"cin: cannot start: pop {name}: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"], done.stderr
+    assert done.stdout == ""
+
+
 def test_a_missing_tls_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     data = config_data(tmp_path)
     cert, key = tmp_path / "pop.crt", tmp_path / "pop.key"
