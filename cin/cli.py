@@ -10,11 +10,21 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from cin import client_commands, logs
-from cin.serve import Service, coordinator_service, pop_service, run, serve
+from cin import client_commands, config_reference, dev_config, logs
+from cin.serve import (
+    Service,
+    StartError,
+    check_addresses,
+    coordinator_service,
+    pop_service,
+    run,
+    serve,
+)
 from cin.storage_check import check_storage
 from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from common.config import Config, ConfigError
@@ -25,7 +35,6 @@ from common.protocol.security import CALLS, Policy, encode_policy, sign_policy
 # The exit statuses stay importable from here, where callers have always found them.
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
-DEFAULT_DEV_CONFIG = "configs/dev.yaml"
 DEFAULT_POLICY_LIFETIME = 3600  # seconds, as the Filestack SDKs default to
 
 
@@ -34,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(verbose=args.verbose)  # until the config says how
     try:
+        if args.command == "dev" and args.config is None:
+            args.config = dev_config.ensure(Path.cwd())
         # Only `cin sign --secret-env` runs without a config file.
         config = load_config(args.config) if args.config is not None else None
         if config is not None:
@@ -41,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(config, args))
     except ConfigError as exc:
         print(f"cin: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartError as exc:
+        print(f"cin: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UsageError as exc:
         print(f"cin: {args.command}: {exc}", file=sys.stderr)
@@ -53,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cin", description="cin, a content ingestion network")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging (as log_level: debug)")
+    parser.add_argument("--version", action="version", version=f"cin {metadata.version('cin')}",
+                        help="print cin's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     coordinator = commands.add_parser("coordinator", help="run the coordinator")
@@ -65,9 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     edge.set_defaults(run=_run_edge)
 
     dev = commands.add_parser("dev", help="run the coordinator and every POP in one process")
-    dev.add_argument("-c", "--config", default=DEFAULT_DEV_CONFIG,
-                     help=f"config file (default {DEFAULT_DEV_CONFIG})")
+    dev.add_argument("-c", "--config",
+                     help=f"config file (default {dev_config.FILE_NAME}, written with the "
+                          "dev network's settings if it is not there)")
     dev.set_defaults(run=_run_dev)
+
+    reference = commands.add_parser(
+        "config-reference", help="print the config reference (docs/config.md) as Markdown")
+    reference.set_defaults(run=_run_config_reference, config=None)
 
     check = commands.add_parser("storage-check",
                                 help="verify every configured storage location works")
@@ -110,6 +131,7 @@ def _run_services(config: Config, services: list[Service], banner: bool = False)
             print(f"cin: apikey {apikeys}", flush=True)
         print("cin: ready", flush=True)
 
+    check_addresses(services)
     run(serve(services, config, on_ready=ready),
         config.loop_for(runs_pops=any(service.role == "pop" for service in services)))
     return EXIT_OK
@@ -127,6 +149,10 @@ def _run_dev(config: Config, args: argparse.Namespace) -> int:
     services = [coordinator_service(config)]
     services += [pop_service(config, pop) for pop in config.pops]
     return _run_services(config, services, banner=True)
+
+
+def _run_config_reference(config: Config | None, args: argparse.Namespace) -> int:
+    return config_reference.main()
 
 
 def _run_storage_check(config: Config, args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def add_commands(commands: Any) -> None:
                     "resumably: after Ctrl-C or a failure the same command carries on. "
                     "Exit status: 0 done, 1 failed, 2 bad usage, 75 interrupted "
                     "(run it again to resume).")
-    upload.add_argument("files", nargs="+", metavar="FILE")
+    upload.add_argument("files", nargs="+", metavar="FILE", help="the files to upload")
     upload.add_argument("--pop", default="auto", metavar="auto|NAME",
                         help="the nearest POP (auto, the default) or the one named")
     upload.add_argument("--path", help="where in the bucket (ending in / for a folder)")
@@ -99,7 +99,7 @@ def add_commands(commands: Any) -> None:
 
     status = commands.add_parser("status", parents=[common],
                                  help="a file's upload status (Started, In Transit, ...)")
-    status.add_argument("handle")
+    status.add_argument("handle", help="the file's handle")
     status.add_argument("--wait", action="store_true", help="wait until it is Complete")
     status.add_argument("--max-wait", type=float, default=600.0, metavar="SECONDS",
                         help="give up waiting after this long (default 600)")
@@ -112,7 +112,7 @@ def add_commands(commands: Any) -> None:
     pops.set_defaults(run=run_pops)
 
     download = commands.add_parser("download", parents=[common], help="download a file")
-    download.add_argument("handle")
+    download.add_argument("handle", help="the file's handle")
     download.add_argument("-o", "--output", metavar="FILE",
                           help="where to save it (default: its name, here; - for stdout)")
     download.set_defaults(run=run_download)

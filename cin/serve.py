@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -29,6 +32,11 @@ from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 
 log = logging.getLogger("cin")
+
+
+class StartError(Exception):
+    """A node that cannot start as configured (its address is taken, a TLS file is missing
+    or unreadable): told in one line, like a config error, rather than a traceback."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,56 @@ def coordinator_service(config: Config) -> Service:
 def pop_service(config: Config, pop: PopConfig) -> Service:
     context = None
     if pop.tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(pop.tls.cert, pop.tls.key)
+        context = _tls_context(pop)
     return Service(f"pop {pop.name}", "pop", make_edge_app(config, pop), pop.listen, pop.public_url,
                    context)
+
+
+def _tls_context(pop: PopConfig) -> ssl.SSLContext:
+    assert pop.tls is not None
+    where = f"pop {pop.name}: tls"
+    for name, path in (("cert", pop.tls.cert), ("key", pop.tls.key)):
+        _readable(f"{where}.{name} {path}", path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(pop.tls.cert, pop.tls.key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise StartError(f"{where}: {pop.tls.cert} and {pop.tls.key} are not a "
+                         f"certificate and its key in PEM ({reason})") from exc
+    return context
+
+
+def _readable(what: str, path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise StartError(f"{what}: {exc.strerror or exc}") from exc
+
+
+def check_addresses(services: list[Service]) -> None:
+    """Raise StartError when a service's address cannot be listened on, before any service
+    starts: a node that cannot listen then stops with that one line, not after the others
+    have started and logged. (Binding again at start still reports a port taken since.)"""
+    for service in services:
+        host, port = service.listen.host, service.listen.port
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in addresses:
+                with socket.socket(family, kind, proto) as probe:
+                    # As asyncio's listeners do, so that a port in TIME_WAIT is not "in use".
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+        except OSError as exc:
+            raise _listen_error(service, exc) from exc
+
+
+def _listen_error(service: Service, exc: OSError) -> StartError:
+    # asyncio's own text repeats the address; the system's says only why.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return StartError(f"{service.name}: cannot listen on {service.listen}: {reason}")
 
 
 async def serve(services: list[Service], config: Config,
@@ -73,7 +127,10 @@ async def serve(services: list[Service], config: Config,
             runners.append(runner)
             site = GuardedSite(runner, service.listen, config, cap,
                                ssl_context=service.ssl_context)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _listen_error(service, exc) from exc
             sites.append(site)
             log.info("%s listening on %s", service.name, service.listen)
         if on_ready is not None:

@@ -119,13 +119,16 @@ def write_config(data: dict[str, Any], path: Path) -> Path:
 class CinProcess:
     """A `cin` command running as a real process, its output collected."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None,
+                 program: list[str] | None = None) -> None:
+        """`program` is the command that is `cin`: this Python's `-m cin` unless told."""
         self.args = args
         self.cwd = cwd
         self.lines: list[str] = []
         self._ready = threading.Event()
         env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cin", *args], cwd=cwd, env=env,
+        program = program or [sys.executable, "-m", "cin"]
+        self.proc = subprocess.Popen([*program, *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         threading.Thread(target=self._read, daemon=True).start()

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 EventLoop = Literal["uvloop", "asyncio"]
 # Each process's event loop when the config does not name one, chosen by `make bench`
@@ -32,6 +32,17 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ORIGIN_RE = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(\d{1,5}))?",
                         re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def doc(meaning: str, *, key: str | None = None, kind: str | None = None,
+        default: str | None = None, secret: bool = False) -> dict[str, Any]:
+    """A setting's entry in the config reference (docs/config.md, made by
+    `python -m cin.config_reference`), as a dataclass field's metadata:
+    `field(default=5.0, metadata=doc("..."))`. `key` is the YAML key when it is not the
+    field's name, `kind` and `default` say them in words where the annotation and the
+    field's default would not, and `secret` says the value may come from the environment
+    instead (`KEY_env: VARIABLE`). A field without it is not read from the file."""
+    return {"doc": meaning, "key": key, "kind": kind, "default": default, "secret": secret}
 
 
 class ConfigError(Exception):
@@ -56,8 +67,8 @@ class Listen:
 
 @dataclass(frozen=True)
 class TlsConfig:
-    cert: Path
-    key: Path
+    cert: Path = field(metadata=doc("the certificate chain (PEM) the POP serves HTTPS with"))
+    key: Path = field(metadata=doc("the certificate's private key (PEM)"))
 
 
 @dataclass(frozen=True)
@@ -65,10 +76,17 @@ class StorageConfig:
     """One storage location. `provider` is the name clients use (`/api/store/S3`)."""
 
     name: str
-    provider: str
-    driver: str  # a row of `common.storage.drivers.DRIVERS`
-    container: str  # default bucket (S3) or folder under the root (local)
-    containers: tuple[str, ...] = ()  # further containers a request may name
+    provider: str = field(metadata=doc(
+        "the name clients store to (`/api/store/S3`, `store.location`), case-insensitive",
+        default="s3"))
+    # A row of `common.storage.drivers.DRIVERS`.
+    driver: str = field(metadata=doc(
+        "the driver: `local` (a folder) or `s3` (any S3-compatible service); its own keys "
+        "follow", kind="a driver named below"))
+    container: str = field(metadata=doc(
+        "the default container: a bucket (s3) or a folder under `root` (local)"))
+    containers: tuple[str, ...] = field(default=(), metadata=doc(
+        "further containers a request may name", kind="list of strings"))
     # The driver's own keys (a local root; an S3 endpoint, region, addressing style), as
     # its row of the driver table reads them: `settings_of(config, S3Settings)`.
     settings: object = None
@@ -84,19 +102,32 @@ WEBHOOK_ACTIONS = ("fp.upload", "fp.overwrite", "fp.delete")
 class WebhookConfig:
     """One endpoint an app's file events are posted to, signed with its own secret."""
 
-    url: str
-    secret: str = field(repr=False)
-    actions: frozenset[str] = frozenset(WEBHOOK_ACTIONS)
+    url: str = field(metadata=doc("where the events are POSTed", kind="URL"))
+    secret: str = field(repr=False, metadata=doc(
+        "signs each delivery (at least 16 characters)", secret=True))
+    actions: frozenset[str] = field(default=frozenset(WEBHOOK_ACTIONS), metadata=doc(
+        "the events sent", kind="list of " + ", ".join(f"`{a}`" for a in WEBHOOK_ACTIONS),
+        default="all"))
 
 
 @dataclass(frozen=True)
 class AppConfig:
     apikey: str
-    secret: str = field(repr=False)  # never in a log line
-    security: SecurityMode
-    storage: tuple[str, ...]  # names of StorageConfig entries; the first is the default
-    max_upload_size: int
-    webhooks: tuple[WebhookConfig, ...] = ()
+    secret: str = field(repr=False, metadata=doc(  # never in a log line
+        "signs the app's policies and is its basic-auth password (at least 16 characters)",
+        secret=True))
+    security: SecurityMode = field(metadata=doc(
+        "`required`: every call needs a policy or the secret; `optional`: only overwrite, "
+        "delete and exif do", kind="`required` or `optional`", default="required"))
+    # Names of StorageConfig entries; the first is the default.
+    storage: tuple[str, ...] = field(metadata=doc(
+        "the `storage` locations the app stores to, one per provider; the first is the "
+        "default", kind="list of names"))
+    max_upload_size: int = field(metadata=doc(
+        "the largest file the app takes", kind="size", default="5GiB"))
+    webhooks: tuple[WebhookConfig, ...] = field(default=(), metadata=doc(
+        "endpoints the app's file events are posted to (`apps.<apikey>.webhooks[].*`)",
+        kind="list"))
 
     def webhook(self, url: str) -> WebhookConfig | None:
         return next((hook for hook in self.webhooks if hook.url == url), None)
@@ -106,21 +137,26 @@ class AppConfig:
 class WebhookDeliveryConfig:
     """How the coordinator's outbox worker delivers webhooks (seconds)."""
 
-    timeout: float = 10.0  # per attempt
-    first_retry: float = 5.0  # the delay after the first failure; doubles after each
-    max_interval: float = 3600.0  # backoff cap
-    give_up_after: float = 3 * 86400.0  # since the event; then it is kept as abandoned
-    concurrency: int = 8
+    timeout: float = field(default=10.0, metadata=doc("seconds one delivery attempt may take"))
+    first_retry: float = field(default=5.0, metadata=doc(
+        "seconds before the first retry; the delay doubles after each failure"))
+    max_interval: float = field(default=3600.0, metadata=doc(
+        "the longest delay between two attempts (seconds)"))
+    give_up_after: float = field(default=3 * 86400.0, metadata=doc(
+        "seconds after the event when delivery stops; the event is kept as abandoned"))
+    concurrency: int = field(default=8, metadata=doc("deliveries under way at once"))
 
 
 @dataclass(frozen=True)
 class UrlFetchConfig:
     """Store-from-URL: where a POP may fetch from, how much, for how long."""
 
-    allow_private: bool = False  # loopback, private, link-local destinations
-    max_size: int = 1024**3
-    timeout: float = 60.0
-    max_redirects: int = 5
+    allow_private: bool = field(default=False, metadata=doc(
+        "allow loopback, private and link-local destinations (never on a public POP)"))
+    max_size: int = field(default=1024**3, metadata=doc(
+        "the largest file a POP fetches", kind="size", default="1GiB"))
+    timeout: float = field(default=60.0, metadata=doc("seconds a whole fetch may take"))
+    max_redirects: int = field(default=5, metadata=doc("redirects a fetch follows"))
 
 
 ANY_ORIGIN = "*"
@@ -148,8 +184,12 @@ class CorsConfig:
     """The web origins whose pages may call cin from a browser. No origins (the default)
     is CORS off: browsers keep pages of other origins from reading cin's answers."""
 
-    origins: tuple[str, ...] = ()  # normalized; (ANY_ORIGIN,) allows every origin
-    max_age: int = 600  # seconds a browser may reuse a preflight's answer
+    # Normalized; (ANY_ORIGIN,) allows every origin.
+    origins: tuple[str, ...] = field(default=(), metadata=doc(
+        "origins (`scheme://host[:port]`) whose pages may call cin, or `\"*\"` alone for "
+        "any; none is CORS off", kind="list of origins"))
+    max_age: int = field(default=600, metadata=doc(
+        "seconds a browser may reuse a preflight's answer (at most 86400)"))
 
     @property
     def enabled(self) -> bool:
@@ -165,10 +205,13 @@ class HeartbeatConfig:
     """How often a POP tells the coordinator it is alive and how busy it is (seconds), and
     how long the coordinator goes on believing it without hearing again."""
 
-    interval: float = 5.0
+    interval: float = field(default=5.0, metadata=doc(
+        "seconds between two heartbeats of a POP (its health and load)"))
     # No heartbeat for this long and the POP is not handed out. When only `interval` is
     # set, the timeout is three intervals (at least this default).
-    timeout: float = 15.0
+    timeout: float = field(default=15.0, metadata=doc(
+        "seconds without a heartbeat after which a POP is down and not handed out; at "
+        "least twice `interval`", default="15, or three intervals if longer"))
 
 
 @dataclass(frozen=True)
@@ -183,9 +226,18 @@ class UploadExpiryConfig:
     bucket, and the temp files of a local-disk bucket untouched for as long.
     """
 
-    ttl: float = 24 * 3600.0  # a day: ample for a slow client, and no part lingers long
-    store_ttl: float = 3600.0  # an hour: far more than a store of 5 GiB takes
-    sweep_interval: float = 600.0  # how often the coordinator and each POP look
+    # A day: ample for a slow client, and no part lingers long.
+    ttl: float = field(default=24 * 3600.0, metadata=doc(
+        "seconds after its start when an upload still Started is failed, its bucket "
+        "upload aborted and its POP spool deleted (at least 60)"))
+    # An hour: far more than a store of 5 GiB takes.
+    store_ttl: float = field(default=3600.0, metadata=doc(
+        "seconds after a REST store's file is named when a store still Started is cut "
+        "(408 store_timeout), failed, and its leftovers removed (longer than "
+        "url_fetch.timeout)"))
+    sweep_interval: float = field(default=600.0, metadata=doc(
+        "seconds between two looks for expired uploads and stores, at the coordinator and "
+        "each POP"))
 
 
 # The embedded state engine's database, in `coordinator.state_dir` unless
@@ -197,10 +249,13 @@ STATE_FILE = "state.sqlite3"
 class SqliteStateConfig:
     """The embedded state engine: one SQLite database file, for one coordinator."""
 
-    path: Path
+    path: Path  # `coordinator.state` names it
     # FULL: a commit is on disk before the coordinator acknowledges it, even through a
     # power cut. NORMAL: it may be lost in a power cut, not in a crash of the process.
-    synchronous: Literal["full", "normal"] = "full"
+    synchronous: Literal["full", "normal"] = field(default="full", metadata=doc(
+        "`full`: a commit is on disk before it is acknowledged; `normal`: faster, and a "
+        "power cut (not a crash of cin) may lose the last commits",
+        key="sqlite_synchronous", kind="`full` or `normal`"))
 
 
 # Which engine keeps the coordinator's state (`coordinator.state`), with its settings;
@@ -216,26 +271,37 @@ class TimeoutsConfig:
 
     # A request's header block, from its first byte to its blank line: a slowloris client
     # trickling header lines is closed after this.
-    header: float = 30.0
+    header: float = field(default=30.0, metadata=doc(
+        "seconds a request's header block may take, first byte to blank line"))
     # A request body that sends no byte for this long (any body, on any route) is given
     # up: 408 body_timeout, and what the request had begun is cleaned up as for a client
     # that hangs up. Only time spent waiting on the client counts, never the time the
     # node itself takes to write what it has read.
-    body_idle: float = 60.0
+    body_idle: float = field(default=60.0, metadata=doc(
+        "seconds a request body may send no byte; then 408 body_timeout and its work "
+        "undone"))
     # A connection with no request under way (a new one that sends nothing, or one kept
     # alive after an answer) is closed after this. Longer than the idle time clients keep
     # a pooled connection for (aiohttp 15 s, browsers about a minute), so that a client
     # seldom reuses a connection just as it is closed.
-    keep_alive: float = 75.0
+    keep_alive: float = field(default=75.0, metadata=doc(
+        "seconds a connection with no request under way stays open"))
 
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
-    listen: Listen
-    public_url: str
-    state_dir: Path
-    internal_url: str  # where POPs reach the coordinator's internal API
-    state: StateConfig
+    listen: Listen = field(metadata=doc("the address it listens on", kind="HOST:PORT"))
+    public_url: str = field(metadata=doc(
+        "the URL clients reach it at; file URLs and handles' links start with it",
+        kind="URL"))
+    state_dir: Path = field(metadata=doc("the folder of its state (relative to the working "
+                                         "directory)"))
+    internal_url: str = field(metadata=doc(
+        "the URL POPs reach its internal API at", kind="URL", default="`public_url`"))
+    state: StateConfig = field(metadata=doc(
+        "the engine keeping files, uploads and the webhook outbox: `sqlite` "
+        "(`state_dir/state.sqlite3`) or `sqlite:///ABSOLUTE/PATH`", kind="string",
+        default="sqlite"))
 
 
 # Below this much free space on its spool (or a local-disk bucket) a POP says it is full.
@@ -244,24 +310,40 @@ MIN_FREE_SPACE = 256 * 1024**2
 
 @dataclass(frozen=True)
 class PopConfig:
-    name: str
-    region: str
-    listen: Listen
-    public_url: str
-    spool_dir: Path
-    tls: TlsConfig | None = None
+    name: str = field(metadata=doc(
+        "the POP's name (`cin edge --pop NAME`): lowercase letters, digits, `-`, `_`, `.`"))
+    region: str = field(metadata=doc("the region it serves, shown by `/pops`",
+                                     default="`name`"))
+    listen: Listen = field(metadata=doc("the address it listens on", kind="HOST:PORT"))
+    public_url: str = field(metadata=doc("the URL clients and the coordinator reach it at",
+                                         kind="URL"))
+    spool_dir: Path = field(metadata=doc(
+        "where it keeps bytes until they are in the bucket; on a disk that survives a "
+        "restart"))
+    tls: TlsConfig | None = field(default=None, metadata=doc(
+        "serve HTTPS with `tls.cert` and `tls.key`", kind="mapping", default="HTTP"))
     # Clients in these networks are sent to this POP when they do not pick one themselves
     # (the most specific network wins, and only while the POP is healthy).
-    networks: tuple[IpNetwork, ...] = ()
-    # Bytes that must stay free on each file system the POP writes to; 0: no floor.
-    min_free_space: int = MIN_FREE_SPACE
+    networks: tuple[IpNetwork, ...] = field(default=(), metadata=doc(
+        "client networks sent to this POP while it is healthy (the most specific wins)",
+        kind="list of CIDR prefixes"))
+    min_free_space: int = field(default=MIN_FREE_SPACE, metadata=doc(
+        "bytes that must stay free on each file system the POP writes to (its spool, a "
+        "local-disk bucket); below it the POP refuses new bytes with 507 and reports "
+        "itself full; 0: no floor", kind="size"))
 
 
 @dataclass(frozen=True)
 class Config:
     source: str
-    event_loop: EventLoop | None  # None: each process takes its role's default (loop_for)
-    internal_secret: str = field(repr=False)
+    # None: each process takes its role's default (loop_for).
+    event_loop: EventLoop | None = field(metadata=doc(
+        "the event loop of every process", kind="`uvloop` or `asyncio`",
+        default=f"{POP_EVENT_LOOP} for POPs and `cin dev`, {COORDINATOR_EVENT_LOOP} for "
+                "the coordinator"))
+    internal_secret: str = field(repr=False, metadata=doc(
+        "signs messages between POPs and the coordinator; the same on every node, at "
+        "least 16 characters", secret=True))
     coordinator: CoordinatorConfig
     pops: tuple[PopConfig, ...]
     storage: Mapping[str, StorageConfig]
@@ -275,11 +357,17 @@ class Config:
     # Client connections one process holds at once; past it a new connection is answered
     # 503 too_many_connections and closed, rather than queued (a POP's file descriptors,
     # memory and spool bandwidth are finite). Each connection takes a file descriptor.
-    max_connections: int = 4096
-    access_log: bool = True  # one INFO line per request, logger `cin.access`
-    log_format: LogFormat = "text"
-    log_level: LogLevel = "info"  # `cin -v` lowers it to debug
-    shutdown_timeout: float = 30.0
+    max_connections: int = field(default=4096, metadata=doc(
+        "client connections one process holds at once; past it a new one is answered 503 "
+        "too_many_connections (raise `ulimit -n` above it)"))
+    access_log: bool = field(default=True, metadata=doc(
+        "one INFO line per request, logger `cin.access`"))
+    log_format: LogFormat = field(default="text", metadata=doc(
+        "`text` (one readable line) or `json` (one JSON object per line, with the request id)"))
+    log_level: LogLevel = field(default="info", metadata=doc(
+        "debug, info, warning or error; `cin -v` lowers it to debug"))
+    shutdown_timeout: float = field(default=30.0, metadata=doc(
+        "seconds requests in flight get to finish after SIGTERM or SIGINT"))
 
     def loop_for(self, *, runs_pops: bool) -> EventLoop:
         """The event loop of a process that runs POPs (alone, or with the coordinator, as

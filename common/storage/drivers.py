@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from common.config.schema import doc
 
 if TYPE_CHECKING:
     from common.config import StorageConfig
@@ -81,7 +83,7 @@ def settings_of(config: StorageConfig, kind: type[S]) -> S:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    root: Path  # containers are folders under it
+    root: Path = field(metadata=doc("the folder whose subfolders are the containers"))
 
     @classmethod
     def read(cls, reader: SettingsReader, base: Path) -> LocalSettings:
@@ -107,9 +109,14 @@ AddressingStyle = Literal["auto", "path", "virtual"]
 
 @dataclass(frozen=True)
 class S3Settings:
-    endpoint_url: str | None = None  # None means AWS
-    region: str | None = None  # None means detect it from the bucket
-    addressing_style: AddressingStyle = "auto"
+    endpoint_url: str | None = field(default=None, metadata=doc(  # None means AWS
+        "the S3 service's URL (MinIO, Ceph, R2, a regional AWS endpoint)", kind="URL",
+        default="AWS"))
+    region: str | None = field(default=None, metadata=doc(  # None: detect it
+        "the bucket's region", default="detected from the bucket"))
+    addressing_style: AddressingStyle = field(default="auto", metadata=doc(
+        "bucket in the host name (`virtual`) or in the path (`path`)",
+        kind="`auto` or `path` or `virtual`"))
 
     @classmethod
     def read(cls, reader: SettingsReader, base: Path) -> S3Settings:

@@ -1,4 +1,5 @@
-"""The README's quickstart, run verbatim against `cin dev -c configs/dev.yaml`."""
+"""The README's quickstart, run verbatim against `cin dev -c configs/dev.yaml`, as pasted
+into a fresh shell in a checkout after `make dev`."""
 
 from __future__ import annotations
 
@@ -72,10 +73,15 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
     try:
         assert "cin: apikey DEMOAPIKEY0123456789" in network.output
         assert "cin: pop eu-west-1 at http://127.0.0.1:8702" in network.output
-        # `cin` as a reader who ran `make dev` has it: the project's venv on the PATH.
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        # A fresh shell in a checkout after `make dev`: a `.venv` beside the configs, and
+        # nothing of it on the PATH, so the blocks find `cin` only as they say to.
+        (tmp_path / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+        venv_bin = str(Path(sys.prefix) / "bin")
+        path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                               if entry and Path(entry).resolve() != Path(venv_bin).resolve())
+        env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
         # The SDK's state (resume files, the POP choice) in the test's own directory.
-        env = {**os.environ, "PATH": path, "CIN_STATE_DIR": str(tmp_path / "cin-state")}
+        env.update(PATH=path, CIN_STATE_DIR=str(tmp_path / "cin-state"))
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_script()],
                               cwd=tmp_path, capture_output=True, text=True, timeout=180,
                               check=False, env=env)
