@@ -92,7 +92,7 @@ async def test_the_transfer_a_complete_starts_logs_under_the_completes_id(
     handle = reply["handle"]
     # The bucket transfer runs on after the answer, as a task the complete started.
     async with asyncio.timeout(10):
-        while f"{handle} complete; spool freed" not in of_request(
+        while f"{handle} Complete; spool freed" not in of_request(
                 records, "complete-1").get("cin.edge.transfer", []):
             await asyncio.sleep(0.02)
     lines = of_request(records, "complete-1")["cin.coordinator"]
