@@ -225,6 +225,22 @@ class TimeoutsConfig:
     keep_alive: float = 75.0
 
 
+MetricsAuth = Literal["internal", "none"]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where a service's Prometheus metrics (`/metrics`) are served, and to whom."""
+
+    # "internal": a scrape must send `Authorization: Bearer <internal_secret>`, as a POP
+    # does on the internal API. "none": anyone who reaches the address may read them;
+    # meant with a `listen` address that only the monitoring network reaches.
+    auth: MetricsAuth = "internal"
+    # An address of their own (HOST:PORT) instead of the service's public listener,
+    # which then answers /metrics 404.
+    listen: Listen | None = None
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen
@@ -232,6 +248,7 @@ class CoordinatorConfig:
     state_dir: Path
     internal_url: str  # where POPs reach the coordinator's internal API
     state: StateConfig
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # Below this much free space on its spool (or a local-disk bucket) a POP says it is full.
@@ -251,6 +268,7 @@ class PopConfig:
     networks: tuple[IpNetwork, ...] = ()
     # Bytes that must stay free on each file system the POP writes to; 0: no floor.
     min_free_space: int = MIN_FREE_SPACE
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)
