@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from cin import client_commands
+from cin import client_commands, logs
 from cin.serve import Service, coordinator_service, pop_service, run, serve
 from cin.storage_check import check_storage
 from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
@@ -33,11 +32,12 @@ DEFAULT_POLICY_LIFETIME = 3600  # seconds, as the Filestack SDKs default to
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(verbose=args.verbose)  # until the config says how
     try:
         # Only `cin sign --secret-env` runs without a config file.
         config = load_config(args.config) if args.config is not None else None
+        if config is not None:
+            logs.configure(config.log_format, config.log_level, verbose=args.verbose)
         return int(args.run(config, args))
     except ConfigError as exc:
         print(f"cin: config error: {exc}", file=sys.stderr)
@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cin", description="cin, a content ingestion network")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (as log_level: debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     coordinator = commands.add_parser("coordinator", help="run the coordinator")

@@ -1,4 +1,8 @@
-"""The coordinator's side of the POP protocol: one signed msgpack RPC route."""
+"""The coordinator's side of the POP protocol: one signed msgpack RPC route.
+
+A POP sends the `X-Request-Id` of the client request it calls for; the request-id
+middleware (common/web/request_log.py) takes it as this request's id, so the lines the
+coordinator writes for the call name the client's request."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from common.protocol.errors import CinError, Code
+from common.web.request_log import REQUEST_ID_HEADER, request_id
 from coordinator.keys import POPS, SESSION
 
 log = logging.getLogger("cin.coordinator.proxy")
@@ -29,6 +30,8 @@ TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
 
 async def overwrite(request: web.Request) -> web.StreamResponse:
     headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+    # The POP's lines for the overwrite, and its calls back here, under this request's id.
+    headers[REQUEST_ID_HEADER] = request_id(request)
     session = request.app[SESSION]
     for pop in request.app[POPS].by_preference():
         url = pop.public_url + request.path_qs

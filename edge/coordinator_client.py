@@ -18,6 +18,8 @@ import aiohttp
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.protocol.records import FileRecord
+from common.web.log_context import current_request_id
+from common.web.request_log import REQUEST_ID_HEADER
 
 log = logging.getLogger("cin.edge.coordinator")
 
@@ -73,6 +75,10 @@ class CoordinatorClient:
     async def _post(self, body: bytes, wait_seconds: float) -> wire.Message:
         headers = {"Content-Type": wire.CONTENT_TYPE,
                    wire.SIGNATURE_HEADER: wire.sign(self.secret, body)}
+        request_id = current_request_id()
+        if request_id is not None:
+            # The coordinator logs its part of the request under the client's own id.
+            headers[REQUEST_ID_HEADER] = request_id
         async with self.session.post(self.url, data=body, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=wait_seconds)) as response:
             payload = await response.read()

@@ -227,12 +227,15 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     timeouts = _timeouts(timeouts_reader) if timeouts_reader else TimeoutsConfig()
     max_connections = top.count("max_connections", Config.max_connections)
     access_log = top.flag("access_log", Config.access_log)
+    log_format = top.choice("log_format", ("text", "json"), Config.log_format)
+    log_level = top.choice("log_level", ("debug", "info", "warning", "error"), Config.log_level)
     top.done()
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
                   heartbeat=heartbeat, upload_expiry=expiry, timeouts=timeouts,
                   max_connections=max_connections, access_log=access_log,
+                  log_format=log_format, log_level=log_level,
                   shutdown_timeout=shutdown_timeout)
 
 

@@ -21,6 +21,10 @@ EventLoop = Literal["uvloop", "asyncio"]
 POP_EVENT_LOOP: EventLoop = "asyncio"
 COORDINATOR_EVENT_LOOP: EventLoop = "uvloop"
 SecurityMode = Literal["required", "optional"]
+# How log lines are written: one readable line each, or one JSON object each (for a
+# log shipper). Either way every line a request caused names its request id.
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # An origin as browsers send it in `Origin`: scheme://host[:port], nothing after. Any
@@ -291,6 +295,8 @@ class Config:
     # memory and spool bandwidth are finite). Each connection takes a file descriptor.
     max_connections: int = 4096
     access_log: bool = True  # one INFO line per request, logger `cin.access`
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "info"  # `cin -v` lowers it to debug
     shutdown_timeout: float = 30.0
 
     def loop_for(self, *, runs_pops: bool) -> EventLoop:

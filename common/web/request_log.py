@@ -11,6 +11,10 @@ the route is the pattern the request matched, never its path (which holds handle
 keys), "-" for none; `in` is the bytes of the request body, `out` those sent (headers
 included); the status of a client that hung up first is 499. The same figures go to the
 app's Prometheus metrics (common/web/metrics.py), when it has them.
+
+While a request runs its id is the context's request id (common/web/log_context.py), so
+every other line it causes carries it as well, and a POP passes it to the coordinator on
+each RPC it makes for the request: the coordinator takes it as its own request's id.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from common.protocol.errors import Code
+from common.web.log_context import REQUEST_ID_VAR
 from common.web.metrics import METRICS
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -60,10 +65,15 @@ def route_of(request: web.BaseRequest) -> str:
 async def _note_request(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     route = request[ROUTE] = resource.canonical if resource is not None else NO_ROUTE
-    request_id(request)
+    # Reset after: a keep-alive connection's task runs its next request, and the lines
+    # between requests, in this same context.
+    token = REQUEST_ID_VAR.set(request_id(request))
     metrics = request.app.get(METRICS)
     if metrics is None:
-        return await handler(request)
+        try:
+            return await handler(request)
+        finally:
+            REQUEST_ID_VAR.reset(token)
     started = time.perf_counter()
     status = Code.INTERNAL.status  # what an error that escapes the error middleware is
     try:
@@ -77,6 +87,7 @@ async def _note_request(request: web.Request, handler: Handler) -> web.StreamRes
         status = exc.status
         raise
     finally:
+        REQUEST_ID_VAR.reset(token)
         metrics.observe_request(request.method, route, status, time.perf_counter() - started,
                                 request.content.total_bytes)
 
@@ -93,7 +104,8 @@ class AccessLog(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %d in=%d out=%d %.3fs id=%s from=%s", request.method,
                          route_of(request), response.status, request.content.total_bytes,
-                         response.body_length, time, request_id(request), request.remote)
+                         response.body_length, time, request_id(request), request.remote,
+                         extra={"request_id": request_id(request)})
 
     @property
     def enabled(self) -> bool:

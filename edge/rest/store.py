@@ -165,6 +165,8 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
         metrics.upload("store", FileStatus.FAILED)
         await _forget(app, record, info.etag)
         raise
+    log.info("%s stored: %d bytes in %s/%s", record.handle, info.size, record.container,
+             record.key)
     metrics.upload("store", stored.status)
     return stored
 

@@ -45,6 +45,7 @@ def test_s3_example_reads_secrets_from_the_environment(monkeypatch: pytest.Monke
     assert hook.actions == {"fp.upload", "fp.overwrite", "fp.delete"}
     assert config.webhook_delivery.give_up_after == 3 * 86400
     assert config.upload_expiry == UploadExpiryConfig()  # the example shows the defaults
+    assert (config.log_format, config.log_level) == ("json", "info")
     # Secrets stay out of reprs, so a logged config never carries them.
     assert "of-length" not in repr(config)
 
@@ -131,6 +132,10 @@ def test_missing_environment_secret_names_the_key(monkeypatch: pytest.MonkeyPatc
         (lambda d: d.update(max_connections=0), "max_connections", "at least 1"),
         (lambda d: d.update(max_connections=10.5), "max_connections", "whole number"),
         (lambda d: d.update(access_log="off"), "access_log", "true or false"),
+        (lambda d: d.update(log_format="logfmt"), "log_format", "one of text, json"),
+        (lambda d: d.update(log_level="verbose"), "log_level",
+         "one of debug, info, warning, error"),
+        (lambda d: d.update(log_level="INFO"), "log_level", "got 'INFO'"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_file_and_key(mutate: Any, key: str, words: str) -> None:
@@ -198,6 +203,15 @@ def test_timeouts_and_the_connection_cap_have_defaults_and_can_be_set() -> None:
     config = parse(data)
     assert config.timeouts == TimeoutsConfig(header=30, body_idle=5, keep_alive=75)
     assert (config.max_connections, config.access_log) == (100, False)
+
+
+def test_logs_are_text_at_info_unless_set() -> None:
+    defaults = parse(base())
+    assert (defaults.log_format, defaults.log_level) == ("text", "info")
+    data = base()
+    data.update(log_format="json", log_level="warning")
+    config = parse(data)
+    assert (config.log_format, config.log_level) == ("json", "warning")
 
 
 def test_webhooks_default_to_every_action() -> None:
