@@ -22,6 +22,7 @@ from common.config.schema import (
     CoordinatorConfig,
     CorsConfig,
     HeartbeatConfig,
+    MetricsConfig,
     PopConfig,
     SqliteStateConfig,
     StorageConfig,
@@ -67,6 +68,9 @@ def sections() -> list[Section]:
         Section("coordinator", "`coordinator.*`", (CoordinatorConfig, SqliteStateConfig)),
         Section("pops[]", "`pops[].*`: one item per POP", (PopConfig,)),
         Section("pops[].tls", "`pops[].tls.*`", (TlsConfig,)),
+        Section("coordinator.metrics", "`coordinator.metrics.*`: the coordinator's "
+                "`/metrics`", (MetricsConfig,)),
+        Section("pops[].metrics", "`pops[].metrics.*`: a POP's `/metrics`", (MetricsConfig,)),
         Section("storage.<name>", "`storage.<name>.*`: one entry per storage location",
                 (StorageConfig,),
                 "`<name>` is how apps refer to the location: lowercase letters, digits, "

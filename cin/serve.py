@@ -28,6 +28,8 @@ from aiohttp import web
 from common.config import Config, EventLoop, Listen, PopConfig
 from common.web.connections import ConnectionCap, GuardedSite
 from common.web.drain import DRAIN
+from common.web.http import error_middleware
+from common.web.metrics import METRICS, METRICS_PATH, scrape
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 
@@ -47,11 +49,13 @@ class Service:
     listen: Listen
     public_url: str
     ssl_context: ssl.SSLContext | None = None
+    metrics_listen: Listen | None = None  # its /metrics on an address of their own
 
 
 def coordinator_service(config: Config) -> Service:
     return Service("coordinator", "coordinator", make_coordinator_app(config),
-                   config.coordinator.listen, config.coordinator.public_url)
+                   config.coordinator.listen, config.coordinator.public_url,
+                   metrics_listen=config.coordinator.metrics.listen)
 
 
 def pop_service(config: Config, pop: PopConfig) -> Service:
@@ -59,7 +63,16 @@ def pop_service(config: Config, pop: PopConfig) -> Service:
     if pop.tls is not None:
         context = _tls_context(pop)
     return Service(f"pop {pop.name}", "pop", make_edge_app(config, pop), pop.listen, pop.public_url,
-                   context)
+                   context, metrics_listen=pop.metrics.listen)
+
+
+def metrics_app(service: web.Application) -> web.Application:
+    """The app that serves `service`'s /metrics on their own address: the same figures,
+    the same check of who scrapes."""
+    app = web.Application(middlewares=[error_middleware])
+    app[METRICS] = service[METRICS]
+    app.router.add_get(METRICS_PATH, scrape)
+    return app
 
 
 def _tls_context(pop: PopConfig) -> ssl.SSLContext:
@@ -120,6 +133,7 @@ async def serve(services: list[Service], config: Config,
     _check_descriptors(config.max_connections)
     runners: list[web.AppRunner] = []
     sites: list[GuardedSite] = []
+    side: list[web.AppRunner] = []  # the metrics apps on addresses of their own
     try:
         for service in services:
             runner = web.AppRunner(service.app, shutdown_timeout=shutdown_timeout)
@@ -133,6 +147,12 @@ async def serve(services: list[Service], config: Config,
                 raise _listen_error(service, exc) from exc
             sites.append(site)
             log.info("%s listening on %s", service.name, service.listen)
+            if service.metrics_listen is not None:
+                metrics_runner = web.AppRunner(metrics_app(service.app))
+                await metrics_runner.setup()
+                side.append(metrics_runner)
+                await GuardedSite(metrics_runner, service.metrics_listen, config, cap).start()
+                log.info("%s metrics on %s", service.name, service.metrics_listen)
         if on_ready is not None:
             on_ready(services)
         await stop.wait()
@@ -144,6 +164,8 @@ async def serve(services: list[Service], config: Config,
             await _stop([(runner, site) for service, runner, site in started
                          if service.role == role], shutdown_timeout)
         for runner in runners[len(sites):]:  # set up, but failed before listening
+            await runner.cleanup()
+        for runner in side:  # last: the figures stay readable while the services stop
             await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

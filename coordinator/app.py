@@ -13,7 +13,7 @@ from aiohttp import web
 from common.config import Config
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
-from common.web import body_idle, cors, drain, file_routes, request_log
+from common.web import body_idle, cors, drain, file_routes, metrics, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -22,6 +22,7 @@ from coordinator.expiry import UploadExpiry
 from coordinator.files import FileAuthority
 from coordinator.keys import (
     CONFIG,
+    COORDINATOR_METRICS,
     EXPIRY,
     FILES,
     HASHES,
@@ -33,6 +34,7 @@ from coordinator.keys import (
     STORE_EXPIRY,
 )
 from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import open_state_store
@@ -59,11 +61,12 @@ class LocalFiles:
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    async with open_state_store(config.coordinator.state) as state:
+    config, figures = app[CONFIG], app[COORDINATOR_METRICS]
+    async with open_state_store(config.coordinator.state,
+                                on_transaction=figures.sqlite_transaction) as state:
         await state.sync_apps(list(config.apps.values()))
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
-            sender = WebhookSender(state, config, session)
+            sender = WebhookSender(state, config, session, metrics=figures)
             app[STATE] = state
             app[SESSION] = session
             app[STORAGE] = storage
@@ -108,6 +111,14 @@ def make_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
     app[file_routes.FILE_SOURCE] = LocalFiles(app)
+    metrics.install(app, config.coordinator.metrics, config.internal_secret)
+    figures = app[COORDINATOR_METRICS] = CoordinatorMetrics(app[metrics.METRICS].registry)
+
+    async def read_at_scrape() -> None:
+        if STATE in app:
+            await figures.read(app[STATE], app[POPS])
+
+    app[metrics.METRICS].on_scrape(read_at_scrape)
     # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
     # unless its heartbeats say it is gone.
     app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(

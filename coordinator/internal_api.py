@@ -12,24 +12,28 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.storage import StorageError
 from common.web.http import read_bounded
-from coordinator.keys import CONFIG, FILES, HASHES, MULTIPART, POPS
+from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, MULTIPART, POPS
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
+    msg_type = "-"  # not read, not signed, or not a message
     try:
         body = await read_bounded(request, wire.MAX_MESSAGE_BYTES)
         wire.verify(request.app[CONFIG].internal_secret, body,
                     request.headers.get(wire.SIGNATURE_HEADER))
-        reply = await dispatch(request.app, wire.decode(body))
-        status = 200
+        msg = wire.decode(body)
+        msg_type = msg.TYPE  # a registered type: decode takes no other
+        reply = await dispatch(request.app, msg)
+        status, outcome = 200, "ok"
     except CinError as error:
-        reply, status = wire.ErrorReply.of(error), error.status
+        reply, status, outcome = wire.ErrorReply.of(error), error.status, error.code.wire
     except StorageError as exc:  # as the HTTP error middleware maps it
         mapped = exc.to_cin_error()
-        reply, status = wire.ErrorReply.of(mapped), mapped.status
+        reply, status, outcome = wire.ErrorReply.of(mapped), mapped.status, mapped.code.wire
+    request.app[COORDINATOR_METRICS].message(msg_type, outcome)
     return web.Response(body=wire.encode(reply), status=status,
                         content_type=wire.CONTENT_TYPE)
 
@@ -71,6 +75,7 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             return wire.FileReply(await files.get(handle))
         case wire.PopHeartbeat():
             app[POPS].heard(msg)
+            app[COORDINATOR_METRICS].heartbeat(msg.pop)  # a configured POP: heard() checks
             return wire.Ack()
         case wire.GetMetadata(handle=handle, query=query):
             record = await files.get(handle)

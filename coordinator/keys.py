@@ -10,6 +10,7 @@ from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry
 from coordinator.files import FileAuthority
 from coordinator.metadata import HashCache
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import StateStore
@@ -17,6 +18,7 @@ from coordinator.store_expiry import StoreExpiry
 
 CONFIG = web.AppKey("config", Config)
 STATE = web.AppKey("state", StateStore)
+COORDINATOR_METRICS = web.AppKey("coordinator_metrics", CoordinatorMetrics)
 STORAGE = web.AppKey("storage", StorageSet)
 FILES = web.AppKey("files", FileAuthority)
 HASHES = web.AppKey("hashes", HashCache)

@@ -25,6 +25,7 @@ import aiohttp
 
 from common.config import Config
 from coordinator.events import Delivery
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator.webhooks")
@@ -50,8 +51,10 @@ def retry_delay(attempt: int, first: float, cap: float,
 
 class WebhookSender:
     def __init__(self, state: StateStore, config: Config, session: aiohttp.ClientSession,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: CoordinatorMetrics | None = None) -> None:
         self.state = state
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self.config = config
         self.settings = config.webhook_delivery
         self.session = session
@@ -116,10 +119,14 @@ class WebhookSender:
                         delivery.endpoint)
             await self.state.delivery_failed(delivery.id, "endpoint no longer configured",
                                              retry_at=None)
+            self.metrics.delivery("abandoned")
             return
+        posted = time.perf_counter()
         error = await self._post(delivery, hook.secret)
+        took = time.perf_counter() - posted
         if error is None:
             await self.state.delivery_done(delivery.id)
+            self.metrics.delivery("delivered", took)
             log.info("webhook %d (%s) delivered to %s", delivery.id, delivery.action,
                      delivery.endpoint)
             return
@@ -129,11 +136,13 @@ class WebhookSender:
             log.error("webhook %d to %s abandoned after %d attempts: %s", delivery.id,
                       delivery.endpoint, attempts, error)
             await self.state.delivery_failed(delivery.id, error, retry_at=None)
+            self.metrics.delivery("abandoned", took)
             return
         delay = retry_delay(attempts, self.settings.first_retry, self.settings.max_interval)
         log.warning("webhook %d to %s failed (%s); attempt %d, next in %.1fs", delivery.id,
                     delivery.endpoint, error, attempts, delay)
         await self.state.delivery_failed(delivery.id, error, retry_at=now + delay)
+        self.metrics.delivery("retry", took)
 
     async def _post(self, delivery: Delivery, secret: str) -> str | None:
         """Send one attempt; None when delivered, else what went wrong."""

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
-from common.web import body_idle, cors, drain, file_routes, request_log
+from common.web import body_idle, cors, drain, file_routes, metrics, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -22,6 +22,7 @@ from edge.jobs import jobs_ctx
 from edge.keys import (
     CONFIG,
     COORDINATOR,
+    EDGE_METRICS,
     FETCHER,
     PART_SPOOL,
     POP,
@@ -30,6 +31,7 @@ from edge.keys import (
     SWEEPER,
     TRANSFER,
 )
+from edge.metrics import EdgeMetrics
 from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
@@ -61,7 +63,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[COORDINATOR] = client
             app[file_routes.FILE_SOURCE] = RemoteFiles(client)
             app[FETCHER] = fetcher
-            transfer = PartTransfer(parts, storage, client, pop.name)
+            transfer = PartTransfer(parts, storage, client, pop.name, app[EDGE_METRICS])
             app[TRANSFER] = transfer
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
                 pop.name, parts, client, storage, elsewhere=HolderRedirect(config))
@@ -97,6 +99,15 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app[file_routes.FILE_CONFIG] = config
     app[POP] = pop
     app[DISK_SPACE] = DiskSpace.of(config, pop)
+    metrics.install(app, pop.metrics, config.internal_secret)
+    edge_metrics = app[EDGE_METRICS] = EdgeMetrics(app[metrics.METRICS].registry)
+
+    async def read_at_scrape() -> None:
+        await edge_metrics.read_spool(pop.spool_dir)
+        if TRANSFER in app:
+            app[TRANSFER].show_in(edge_metrics)
+
+    app[metrics.METRICS].on_scrape(read_at_scrape)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
     # Last: the POP registers once everything it serves with is open, and its leave goes

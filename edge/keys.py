@@ -7,6 +7,7 @@ from aiohttp import web
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
@@ -21,4 +22,5 @@ STAGING = web.AppKey("staging", Staging)
 FETCHER = web.AppKey("fetcher", UrlFetcher)
 PART_SPOOL = web.AppKey("part_spool", PartSpool)
 TRANSFER = web.AppKey("transfer", PartTransfer)
+EDGE_METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 SWEEPER = web.AppKey("sweeper", SpoolSweeper)

@@ -29,6 +29,7 @@ from common.config.schema import (
     HeartbeatConfig,
     IpNetwork,
     Listen,
+    MetricsConfig,
     PopConfig,
     SqliteStateConfig,
     StateConfig,
@@ -248,6 +249,7 @@ def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
         state_dir=state_dir,
         internal_url=r.url("internal_url", public_url),
         state=_state(r, state_dir),
+        metrics=_metrics(r),
     )
     r.done()
     return config
@@ -302,9 +304,24 @@ def _pops(top: _Reader, base: Path) -> tuple[PopConfig, ...]:
             tls=tls,
             networks=_networks(r, pops),
             min_free_space=_floor(r, "min_free_space", MIN_FREE_SPACE),
+            metrics=_metrics(r),
         ))
         r.done()
     return tuple(pops)
+
+
+def _metrics(r: _Reader) -> MetricsConfig:
+    """A service's `metrics:` block: who may scrape `/metrics`, and on which address."""
+    reader = r.child("metrics", None)
+    if reader is None:
+        return MetricsConfig()
+    if not isinstance(reader.data, dict):
+        raise r.fail("metrics", "must be a mapping (auth, listen)")
+    config = MetricsConfig(
+        auth=reader.choice("auth", ("internal", "none"), MetricsConfig.auth),
+        listen=reader.listen("listen") if reader.raw("listen", None) is not None else None)
+    reader.done()
+    return config
 
 
 def _floor(r: _Reader, name: str, default: int) -> int:

@@ -288,6 +288,22 @@ class TimeoutsConfig:
         "seconds a connection with no request under way stays open"))
 
 
+MetricsAuth = Literal["internal", "none"]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where a service's Prometheus metrics (`/metrics`) are served, and to whom."""
+
+    # "none" is meant with a `listen` address that only the monitoring network reaches.
+    auth: MetricsAuth = field(default="internal", metadata=doc(
+        "`internal`: a scrape must send `Authorization: Bearer <internal_secret>`; "
+        "`none`: anyone who reaches the address may read them"))
+    listen: Listen | None = field(default=None, metadata=doc(
+        "an address of their own instead of the service's public listener, which then "
+        "answers /metrics 404", kind="HOST:PORT", default="the service's own"))
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen = field(metadata=doc("the address it listens on", kind="HOST:PORT"))
@@ -302,6 +318,7 @@ class CoordinatorConfig:
         "the engine keeping files, uploads and the webhook outbox: `sqlite` "
         "(`state_dir/state.sqlite3`) or `sqlite:///ABSOLUTE/PATH`", kind="string",
         default="sqlite"))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # Below this much free space on its spool (or a local-disk bucket) a POP says it is full.
@@ -331,6 +348,7 @@ class PopConfig:
         "bytes that must stay free on each file system the POP writes to (its spool, a "
         "local-disk bucket); below it the POP refuses new bytes with 507 and reports "
         "itself full; 0: no floor", kind="size"))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ class Code(Enum):
     BAD_CONTENT_ENCODING = ErrorSpec(400, "the body is not a whole stream of its "
                                           "Content-Encoding")
     # Who may do what.
+    NOT_AUTHENTICATED = ErrorSpec(401, "this route needs the internal secret as a bearer "
+                                       "token")
     UNKNOWN_APIKEY = ErrorSpec(403, "the apikey is not known")
     URL_FORBIDDEN = ErrorSpec(403, "the source URL points at a forbidden address")
     CONTAINER_NOT_ALLOWED = ErrorSpec(403, "the container is not allowed for this storage")

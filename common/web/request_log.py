@@ -9,7 +9,8 @@ request, written by aiohttp once the answer is sent (or the client has gone):
 
 the route is the pattern the request matched, never its path (which holds handles and
 keys), "-" for none; `in` is the bytes of the request body, `out` those sent (headers
-included); the status of a client that hung up first is 499.
+included); the status of a client that hung up first is 499. The same figures go to the
+app's Prometheus metrics (common/web/metrics.py), when it has them.
 
 While a request runs its id is the context's request id (common/web/log_context.py), so
 every other line it causes carries it as well, and a POP passes it to the coordinator on
@@ -18,15 +19,19 @@ each RPC it makes for the request: the coordinator takes it as its own request's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
+import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
+from common.protocol.errors import Code
 from common.web.log_context import REQUEST_ID_VAR
+from common.web.metrics import METRICS
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -59,14 +64,32 @@ def route_of(request: web.BaseRequest) -> str:
 @web.middleware
 async def _note_request(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
-    request[ROUTE] = resource.canonical if resource is not None else NO_ROUTE
+    route = request[ROUTE] = resource.canonical if resource is not None else NO_ROUTE
     # Reset after: a keep-alive connection's task runs its next request, and the lines
     # between requests, in this same context.
     token = REQUEST_ID_VAR.set(request_id(request))
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        try:
+            return await handler(request)
+        finally:
+            REQUEST_ID_VAR.reset(token)
+    started = time.perf_counter()
+    status = Code.INTERNAL.status  # what an error that escapes the error middleware is
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = Code.CLIENT_CLOSED.status
+        raise
+    except web.HTTPException as exc:  # a redirect the error middleware lets through
+        status = exc.status
+        raise
     finally:
         REQUEST_ID_VAR.reset(token)
+        metrics.observe_request(request.method, route, status, time.perf_counter() - started,
+                                request.content.total_bytes)
 
 
 async def _send_request_id(request: web.Request, response: web.StreamResponse) -> None:

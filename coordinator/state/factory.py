@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from common.config import StateConfig
 from coordinator.state.protocol import StateStore
@@ -11,12 +11,16 @@ from coordinator.state.sqlite import SqliteStateStore
 
 
 @contextlib.asynccontextmanager
-async def open_state_store(config: StateConfig) -> AsyncIterator[StateStore]:
+async def open_state_store(config: StateConfig, *,
+                           on_transaction: Callable[[float], None] | None = None,
+                           ) -> AsyncIterator[StateStore]:
     """`async with open_state_store(config.coordinator.state) as state:` the engine's
-    store, open; closed (its last writes committed) on leaving."""
+    store, open; closed (its last writes committed) on leaving. `on_transaction` is told
+    the seconds each write transaction took (from any thread)."""
     # One engine so far. Another comes with its own config type in StateConfig and is
     # chosen here by it.
-    store = SqliteStateStore(config.path, synchronous=config.synchronous)
+    store = SqliteStateStore(config.path, synchronous=config.synchronous,
+                             on_transaction=on_transaction)
     await store.open()
     try:
         yield store

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +157,11 @@ _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", 
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path, *, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "full",
+                 on_transaction: Callable[[float], None] | None = None) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
-        self._writer = SqliteWriter()
+        self._writer = SqliteWriter(on_commit=on_transaction)
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -34,7 +35,9 @@ class SqliteWriter:
     """Runs functions of one connection on its own thread: reads one at a time, writes
     in group commits."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_commit: Callable[[float], None] | None = None) -> None:
+        # Told the seconds of each group commit, on this writer's thread.
+        self._on_commit = on_commit
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cin-sqlite")
         self._db: sqlite3.Connection | None = None
         # Writes waiting for the next group commit, with their callers' futures.
@@ -89,6 +92,7 @@ class SqliteWriter:
                 self._flush_scheduled = False
         db = self._db
         outcomes: list[tuple[bool, Any]] = []
+        started = time.perf_counter()
         try:
             if db is None:
                 raise RuntimeError("state store is not open")
@@ -106,6 +110,8 @@ class SqliteWriter:
             if db is not None and db.in_transaction:
                 db.execute("ROLLBACK")
             outcomes = [(False, exc)] * len(group)
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started)
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, ok, value)
 

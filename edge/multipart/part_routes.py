@@ -32,7 +32,7 @@ from common.protocol.upload_access import authorize_upload, check_sent
 from common.protocol.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds
 from common.web.http import read_json
 from common.web.request_auth import app_of, request_credentials
-from edge.keys import CONFIG, COORDINATOR, PART_SPOOL, POP, TRANSFER
+from edge.keys import CONFIG, COORDINATOR, EDGE_METRICS, PART_SPOOL, POP, TRANSFER
 from edge.multipart.part_urls import new_target, verify_target
 
 READ_BYTES = 256 * 1024
@@ -175,6 +175,7 @@ async def complete(request: web.Request) -> web.Response:
             # Every part went to the bucket before the client completed: no report is
             # left to answer Complete, so the spool is freed here.
             await request.app[TRANSFER].complete(record, upload)
+        request.app[EDGE_METRICS].upload("upload_api", record.status)
     config = request.app[CONFIG]
     return web.json_response({
         "handle": record.handle,

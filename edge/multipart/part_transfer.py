@@ -31,6 +31,7 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import Access, StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import FinishedPart, PartSpool
 
 log = logging.getLogger("cin.edge.transfer")
@@ -60,12 +61,15 @@ def backoff(first: float = FIRST_RETRY, cap: float = MAX_RETRY) -> Iterator[floa
 
 class PartTransfer:
     def __init__(self, spool: PartSpool, storage: StorageSet, coordinator: CoordinatorClient,
-                 pop: str) -> None:
+                 pop: str, metrics: EdgeMetrics | None = None) -> None:
         self.spool = spool
         self.storage = storage
         self.coordinator = coordinator
         self.pop = pop
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._waiting = 0  # transfers waiting for a slot
+        self._sending = 0  # and holding one
+        self.metrics = metrics if metrics is not None else EdgeMetrics()
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._sizes: dict[tuple[str, int], int] = {}  # the bytes each transfer sends
         # Parts this process stored, with their sizes: complete does not send them again.
@@ -74,6 +78,11 @@ class PartTransfer:
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    def show_in(self, metrics: EdgeMetrics) -> None:
+        """Set the transfer gauges of a scrape: waiting for a slot, and sending."""
+        metrics.parts_sending.set(self._sending)
+        metrics.parts_queued.set(self._waiting)
 
     def backlog(self) -> tuple[int, int]:
         """Transfers queued for or sending to the bucket, and their bytes: the outbound
@@ -183,6 +192,7 @@ class PartTransfer:
             await self._free_if_ended(upload)  # completed, or aborted as it expired
             return
         self._stored[(upload.upload_id, part.part)] = part.size
+        self.metrics.stored("upload_api", part.size)
         await self._report(record, upload, wire.PartStored(
             upload_id=upload.upload_id, part=part.part, size=part.size, etag=etag,
             pop=self.pop))
@@ -201,6 +211,7 @@ class PartTransfer:
             await self._free_if_ended(upload)
             return
         size = sum(part.size for part in parts)
+        self.metrics.stored("upload_api", size)
         await self._report(record, upload,
                            wire.FileStored(handle=record.handle, size=size, etag=etag))
 
@@ -215,14 +226,23 @@ class PartTransfer:
         None when it cannot succeed."""
         retries = backoff()
         while True:
-            async with self._slots:
-                try:
-                    return await attempt()
-                except StorageError as exc:
-                    if exc.kind in _FINAL:
-                        log.error("%s of %s cannot be stored: %s", what, record.handle, exc)
-                        return None
-                    failure = exc
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+            self._sending += 1
+            try:
+                return await attempt()
+            except StorageError as exc:
+                self.metrics.transfer_failed(exc.kind)
+                if exc.kind in _FINAL:
+                    log.error("%s of %s cannot be stored: %s", what, record.handle, exc)
+                    return None
+                failure = exc
+            finally:
+                self._sending -= 1
+                self._slots.release()
             delay = next(retries)
             log.warning("%s of %s not stored (%s); retry in %.1fs", what, record.handle,
                         failure, delay)

@@ -23,6 +23,7 @@ from aiohttp import web
 from common.config import AppConfig, StorageConfig
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
+from common.protocol.file_status import FileStatus
 from common.protocol.naming import clean_filename, valid_text
 from common.protocol.records import FileRecord, file_url
 from common.protocol.security import authorize
@@ -34,7 +35,7 @@ from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, POP, STAGING, STORAGE
+from edge.keys import CONFIG, COORDINATOR, EDGE_METRICS, FETCHER, POP, STAGING, STORAGE
 from edge.rest.intake import (
     IncomingFile,
     exactly,
@@ -130,7 +131,7 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
                  params: StoreParams) -> FileRecord:
     """Name the file, put its bytes in the bucket, record it stored; a failure on the
     way is recorded too, so that no file stays Started."""
-    coordinator = app[COORDINATOR]
+    coordinator, metrics = app[COORDINATOR], app[EDGE_METRICS]
     record = await coordinator.file(start)
     storage = app[STORAGE][record.storage]
     # A store still Started after the store TTL is taken for one whose POP died: the
@@ -147,22 +148,26 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
                    else exc)
         reason = str(failure) or type(failure).__name__
         log.warning("storing %s failed: %s", record.handle, reason)
+        metrics.upload("store", FileStatus.FAILED)
         with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
             await asyncio.shield(coordinator.file(
                 wire.FileFailed(handle=record.handle, reason=reason[:200])))
         if failure is not exc:
             raise failure from exc
         raise
+    metrics.stored("store", info.size)
     try:
         stored = await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
                                                         etag=info.etag))
     except CinError:
         # Not recorded as stored, so the client is told it failed: the object must go
         # too, or it would sit in the bucket with no file pointing at it.
+        metrics.upload("store", FileStatus.FAILED)
         await _forget(app, record, info.etag)
         raise
     log.info("%s stored: %d bytes in %s/%s", record.handle, info.size, record.container,
              record.key)
+    metrics.upload("store", stored.status)
     return stored
 
 

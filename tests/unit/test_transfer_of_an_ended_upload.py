@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from common.protocol import wire
 from common.protocol.file_status import FileStatus
@@ -21,6 +22,7 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 
@@ -85,8 +87,10 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
     finished = await spool.finish_part(UPLOAD_ID, 1)
     record, upload = RECORD, UPLOAD
     bucket, coordinator = Bucket(kind), Coordinator()
+    registry = CollectorRegistry()
+    metrics = EdgeMetrics(registry)
     transfer = PartTransfer(spool, cast(StorageSet, {"bucket": bucket}),
-                            cast(CoordinatorClient, coordinator), "us-east-1")
+                            cast(CoordinatorClient, coordinator), "us-east-1", metrics)
 
     real_sleep = asyncio.sleep
     slept: list[float] = []
@@ -113,3 +117,9 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
         assert bucket.attempts > 2 and slept
         assert await spool.upload_meta(UPLOAD_ID) is not None
     assert coordinator.told == []
+    # Every failed send is counted, by kind; none is left waiting or sending.
+    assert registry.get_sample_value("cin_transfer_errors_total",
+                                     {"kind": kind.value}) == bucket.attempts
+    transfer.show_in(metrics)
+    assert registry.get_sample_value("cin_transfer_parts_in_flight") == 0
+    assert registry.get_sample_value("cin_transfer_parts_queued") == 0
