@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from common.config import Config
+from common.config import Config, SqliteStateConfig
 from common.config.loader import parse_config
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
@@ -30,6 +30,14 @@ SECURE_SECRET = "secure-app-secret-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123"
 INTERNAL_SECRET = "test-internal-secret-0123"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def sqlite_state(config: Config) -> Path:
+    """The coordinator's SQLite database file, for a test that reads it directly (the
+    test networks keep their state in SQLite unless they say otherwise)."""
+    state = config.coordinator.state
+    assert isinstance(state, SqliteStateConfig), "this network's state is not SQLite"
+    return state.path
 
 
 def free_port() -> int:

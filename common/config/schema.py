@@ -199,9 +199,19 @@ class SqliteStateConfig:
     synchronous: Literal["full", "normal"] = "full"
 
 
-# Which engine keeps the coordinator's state (`coordinator.state`), with its settings;
-# a union once there is more than one.
-StateConfig = SqliteStateConfig
+@dataclass(frozen=True)
+class PostgresStateConfig:
+    """A PostgreSQL database, which several coordinators can share."""
+
+    # A libpq URL (postgresql://USER@HOST:PORT/DATABASE). What it leaves out comes from
+    # the environment as libpq's PG* variables say (PGPASSWORD, PGUSER, PGHOST, ...). It
+    # may hold a password: never shown, in a repr, a log line or an error.
+    url: str = field(repr=False)
+    pool_size: int = 10  # connections each coordinator holds at most
+
+
+# Which engine keeps the coordinator's state (`coordinator.state`), with its settings.
+StateConfig = SqliteStateConfig | PostgresStateConfig
 
 
 @dataclass(frozen=True)
