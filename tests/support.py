@@ -55,7 +55,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 networks: dict[str, list[str]] | None = None,
                 upload_expiry: dict[str, Any] | None = None,
                 url_fetch_timeout: float = 5,
-                timeouts: dict[str, Any] | None = None) -> dict[str, Any]:
+                timeouts: dict[str, Any] | None = None,
+                state: str | None = None) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
@@ -64,7 +65,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
     config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
     `networks` maps POP names to the client networks sent to them; `upload_expiry` is the
     config's `upload_expiry:` section (its `store_ttl` must be longer than
-    `url_fetch_timeout`); `timeouts` is the config's `timeouts:` section."""
+    `url_fetch_timeout`); `timeouts` is the config's `timeouts:` section; `state` is
+    `coordinator.state` (none: SQLite under `root`)."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -109,6 +111,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["upload_expiry"] = upload_expiry
     if timeouts is not None:
         data["timeouts"] = timeouts
+    if state is not None:
+        data["coordinator"]["state"] = state
     for pop in data["pops"]:
         if networks and pop["name"] in networks:
             pop["networks"] = networks[pop["name"]]
