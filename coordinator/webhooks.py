@@ -74,10 +74,19 @@ class WebhookSender:
             while True:
                 await self._step()
         finally:
+            unsent = list(self._in_flight)
             for task in self._in_flight.values():
                 task.cancel()
-            # Cancelled deliveries stay in the outbox and are sent again after a restart.
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            # Cancelled deliveries stay in the outbox, due now rather than when this
+            # coordinator's claim on them would run out: another coordinator, or this
+            # one restarted, sends them at once.
+            if unsent:
+                try:
+                    await self.state.release_deliveries(unsent, self.clock())
+                except Exception:
+                    log.exception("could not release %d webhook deliveries; they are "
+                                  "sent again once their claims run out", len(unsent))
 
     async def _step(self) -> None:
         self._wake.clear()

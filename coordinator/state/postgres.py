@@ -338,6 +338,11 @@ class PostgresStateStore:
 
         return await in_transaction(self.pool, write)
 
+    async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
+        await in_transaction(self.pool, lambda db: db.execute(
+            "UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[]) "
+            "AND NOT abandoned", now, list(delivery_ids)))
+
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         value = await self.pool.fetchval(
             "SELECT MIN(next_attempt) FROM outbox WHERE NOT abandoned "

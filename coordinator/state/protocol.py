@@ -199,6 +199,12 @@ class StateStore(Protocol):
         claims at once never take the same delivery."""
         ...
 
+    async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
+        """Claimed deliveries that will not be sent after all (their coordinator is
+        stopping): due again at `now`, for any coordinator, rather than when the claim
+        would have run out."""
+        ...
+
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         """When the earliest pending delivery not in `excluding` (those being sent) is due."""
         ...

@@ -419,6 +419,13 @@ class SqliteStateStore:
 
         return await self._writer.write(write)
 
+    async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ? AND abandoned = 0",
+                           [(now, delivery_id) for delivery_id in delivery_ids])
+
+        await self._writer.write(write)
+
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         skipped = list(excluding)
 

@@ -550,3 +550,16 @@ async def test_a_claimed_delivery_is_taken_once_and_not_due_until_its_claim_ends
     (retried,) = await store.claim_deliveries(300.0, 10, until=500.0)
     assert (retried.id, retried.attempts) == (every[1].id, 1)
     assert await store.outbox_counts() == {"pending": 5, "abandoned": 0}
+
+
+async def test_released_deliveries_are_due_again_at_once(store: StateStore) -> None:
+    await store.create_file(record(), origin="o")
+    await store.set_status(HANDLE, COMPLETE, events=one_event("fp.upload"))
+    (claimed,) = await store.claim_deliveries(100.0, 10, until=1000.0)
+    await store.release_deliveries([claimed.id], now=120.0)  # its coordinator is stopping
+    assert await store.next_delivery_time() == 120.0
+    (again,) = await store.claim_deliveries(120.0, 10, until=1000.0)
+    assert (again.id, again.attempts) == (claimed.id, 0)
+    await store.delivery_failed(again.id, "gone", retry_at=None)
+    await store.release_deliveries([again.id], now=130.0)  # abandoned stays abandoned
+    assert await store.outbox_counts() == {"pending": 0, "abandoned": 1}

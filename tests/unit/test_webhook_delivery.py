@@ -397,3 +397,17 @@ async def test_two_workers_on_one_outbox_send_each_event_once(tmp_path: Path) ->
                              "every delivery to be recorded")
     assert sorted(hit.document["id"] for hit in receiver.hits) == sorted(ids)
     assert len(receiver.arrived) == len(handles)
+
+
+async def test_a_stopping_worker_leaves_what_it_was_sending_due_at_once(
+        tmp_path: Path) -> None:
+    async with Receiver(hang=frozenset({"/hook"})) as receiver, \
+            opened_state(tmp_path) as state:
+        config = make_config(tmp_path, [receiver.url("/hook")], timeout=30)
+        await stored(state, config, "s" * 20)
+        async with sending(state, config):
+            await eventually(lambda: len(receiver.arrived) == 1, "the event to be sent")
+            assert await state.due_deliveries(time.time(), 10) == []  # claimed
+        # Stopped mid-send: the next worker need not wait out the claim (30 s and more).
+        (due,) = await state.due_deliveries(time.time(), 10)
+        assert due.text["handle"] == "s" * 20
