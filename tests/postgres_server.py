@@ -140,7 +140,10 @@ class PostgresServer:
 def running_server() -> Iterator[PostgresServer]:
     """A started server, stopped and its files removed on leaving."""
     bindir = server_bindir()
-    root = Path(tempfile.mkdtemp(prefix="cin-postgres-"))
+    # As root, the server's user must reach the directory: not under a TMPDIR that only
+    # root can enter.
+    root = Path(tempfile.mkdtemp(prefix="cin-postgres-",
+                                 dir="/tmp" if os.geteuid() == 0 else None))
     server = PostgresServer(bindir, root, free_port())
     try:
         server.start()
