@@ -8,6 +8,9 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # The real filestack-js (Node) the end-to-end tests drive, as tests/js/package-lock.json pins it.
 JS       := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
+# The PostgreSQL server binaries the tests start a throwaway server from
+# (tests/postgres_server.py): Debian's package, installed when they are missing.
+PG_STAMP := $(VENV)/.postgresql-server
 
 .PHONY: dev test lint typecheck bench bench-quick clean
 
@@ -25,10 +28,22 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
+$(PG_STAMP): $(STAMP)
+	@if [ -n "$$CIN_POSTGRES_BINDIR" ] || [ "$$CIN_SKIP_POSTGRES" = 1 ] \
+	    || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else \
+	    echo "The tests need PostgreSQL's server: sudo apt-get install postgresql" \
+	         "(or set CIN_POSTGRES_BINDIR, or CIN_SKIP_POSTGRES=1 to skip them)" >&2; \
+	    exit 1; \
+	fi
+	touch $(PG_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/cin dev -c configs/dev.yaml
 
-test: $(STAMP) $(JS_STAMP)
+test: $(STAMP) $(JS_STAMP) $(PG_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest -q

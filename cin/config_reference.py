@@ -24,6 +24,7 @@ from common.config.schema import (
     HeartbeatConfig,
     MetricsConfig,
     PopConfig,
+    PostgresStateConfig,
     SqliteStateConfig,
     StorageConfig,
     TimeoutsConfig,
@@ -65,7 +66,8 @@ def sections() -> list[Section]:
                 "The sections below (`coordinator`, `pops`, `storage`, `apps`, ...) are "
                 "top-level keys too; `coordinator`, `pops`, `storage` and `apps` are "
                 "required."),
-        Section("coordinator", "`coordinator.*`", (CoordinatorConfig, SqliteStateConfig)),
+        Section("coordinator", "`coordinator.*`", (CoordinatorConfig, SqliteStateConfig,
+                                                        PostgresStateConfig)),
         Section("pops[]", "`pops[].*`: one item per POP", (PopConfig,)),
         Section("pops[].tls", "`pops[].tls.*`", (TlsConfig,)),
         Section("coordinator.metrics", "`coordinator.metrics.*`: the coordinator's "

@@ -4,7 +4,10 @@ Events wait in the state store's outbox (written with the change they report), s
 receiver that is down, slow or failing never holds up an upload, and a coordinator that
 is killed picks up where it stopped. Delivery is at least once: a receiver can see an
 event twice (say, if the coordinator dies between the receiver's 200 and recording it)
-and recognises it by its `id`. Events are not ordered across retries.
+and recognises it by its `id`. Coordinators sharing one database each claim the events
+they send (`StateStore.claim_deliveries`), so no two send one event at the same time; an
+event a coordinator was sending when it died is sent again once its claim runs out.
+Events are not ordered across retries.
 
 Signature, as Filestack signs its webhooks (and filestack-python verifies them):
 `FS-Timestamp: <unix seconds>`, `FS-Signature: hex HMAC-SHA256(secret, "<ts>.<body>")`.
@@ -33,6 +36,9 @@ log = logging.getLogger("cin.coordinator.webhooks")
 DELIVERED = frozenset({200, 201, 204})
 IDLE_POLL = 5.0  # seconds between outbox checks when nothing woke the worker
 USER_AGENT = "cin-webhooks/1"
+# Seconds a claim on a delivery outlasts its attempt's timeout: time to record how the
+# attempt went, on a loaded coordinator.
+CLAIM_MARGIN = 10.0
 
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
@@ -71,10 +77,19 @@ class WebhookSender:
             while True:
                 await self._step()
         finally:
+            unsent = list(self._in_flight)
             for task in self._in_flight.values():
                 task.cancel()
-            # Cancelled deliveries stay in the outbox and are sent again after a restart.
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            # Cancelled deliveries stay in the outbox, due now rather than when this
+            # coordinator's claim on them would run out: another coordinator, or this
+            # one restarted, sends them at once.
+            if unsent:
+                try:
+                    await self.state.release_deliveries(unsent, self.clock())
+                except Exception:
+                    log.exception("could not release %d webhook deliveries; they are "
+                                  "sent again once their claims run out", len(unsent))
 
     async def _step(self) -> None:
         self._wake.clear()
@@ -86,7 +101,11 @@ class WebhookSender:
         now = self.clock()
         free = self.settings.concurrency - len(self._in_flight)
         if free > 0:
-            due = await self.state.due_deliveries(now, free + len(self._in_flight))
+            # Claimed, not only read: another coordinator on the same database does not
+            # send these while this one does. The claim outlasts an attempt, so it ends
+            # only for a coordinator that died sending.
+            due = await self.state.claim_deliveries(
+                now, free, until=now + self.settings.timeout + CLAIM_MARGIN)
             for delivery in due:
                 if delivery.id not in self._in_flight and len(self._in_flight) < \
                         self.settings.concurrency:

@@ -6,14 +6,18 @@ use: S3 is therefore a real `ThreadedMotoServer` on a free loopback port.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from moto.s3.exceptions import NoSuchUpload
 from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
+from postgres_server import PostgresServer, PostgresUnavailable, running_server
 from support import Network, free_port, start_network
 
 
@@ -21,6 +25,36 @@ from support import Network, free_port, start_network
 async def network(tmp_path: Path) -> AsyncIterator[Network]:
     async with start_network(tmp_path) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (tests/postgres_server.py). One that
+    cannot be had fails the tests that need it, with why; CIN_SKIP_POSTGRES=1 skips them
+    instead, by choice."""
+    if os.environ.get("CIN_SKIP_POSTGRES") == "1":
+        pytest.skip("CIN_SKIP_POSTGRES=1: the PostgreSQL tests are skipped")
+    try:
+        with running_server() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+async def postgres_database(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    name = f"cin_test_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(postgres_server.url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres_server.url(name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

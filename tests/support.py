@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from common.config import Config
+from common.config import Config, SqliteStateConfig
 from common.config.loader import parse_config
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
@@ -30,6 +30,14 @@ SECURE_SECRET = "secure-app-secret-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123"
 INTERNAL_SECRET = "test-internal-secret-0123"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def sqlite_state(config: Config) -> Path:
+    """The coordinator's SQLite database file, for a test that reads it directly (the
+    test networks keep their state in SQLite unless they say otherwise)."""
+    state = config.coordinator.state
+    assert isinstance(state, SqliteStateConfig), "this network's state is not SQLite"
+    return state.path
 
 
 def free_port() -> int:
@@ -47,7 +55,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
                 networks: dict[str, list[str]] | None = None,
                 upload_expiry: dict[str, Any] | None = None,
                 url_fetch_timeout: float = 5,
-                timeouts: dict[str, Any] | None = None) -> dict[str, Any]:
+                timeouts: dict[str, Any] | None = None,
+                state: str | None = None) -> dict[str, Any]:
     """A network like configs/dev.yaml, on free ports, with its state under `root`.
 
     Two apps: APIKEY with optional security (like the dev app) and SECURE_APIKEY with
@@ -56,7 +65,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
     config's `cors:` section (none: CORS off); `heartbeat` is the POPs' heartbeat;
     `networks` maps POP names to the client networks sent to them; `upload_expiry` is the
     config's `upload_expiry:` section (its `store_ttl` must be longer than
-    `url_fetch_timeout`); `timeouts` is the config's `timeouts:` section."""
+    `url_fetch_timeout`); `timeouts` is the config's `timeouts:` section; `state` is
+    `coordinator.state` (none: SQLite under `root`)."""
     coordinator_port, east_port, west_port = free_port(), free_port(), free_port()
     if s3_endpoint is None:
         storage: dict[str, Any] = {"driver": "local", "root": str(root / "bucket")}
@@ -101,6 +111,8 @@ def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "ci
         data["upload_expiry"] = upload_expiry
     if timeouts is not None:
         data["timeouts"] = timeouts
+    if state is not None:
+        data["coordinator"]["state"] = state
     for pop in data["pops"]:
         if networks and pop["name"] in networks:
             pop["networks"] = networks[pop["name"]]

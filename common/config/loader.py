@@ -31,6 +31,7 @@ from common.config.schema import (
     Listen,
     MetricsConfig,
     PopConfig,
+    PostgresStateConfig,
     SqliteStateConfig,
     StateConfig,
     StorageConfig,
@@ -255,18 +256,23 @@ def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
     return config
 
 
-_STATE_FORMS = "sqlite (the default) or sqlite:///ABSOLUTE/PATH"
+_STATE_FORMS = ("sqlite (the default), sqlite:///ABSOLUTE/PATH or "
+                "postgresql://USER@HOST:PORT/DATABASE")
 
 
 def _state(r: _Reader, state_dir: Path) -> StateConfig:
-    """`coordinator.state`: the engine that keeps the coordinator's state, and where."""
-    value = r.text("state", "sqlite")
+    """`coordinator.state` (or `state_env`: the environment variable that holds it): the
+    engine that keeps the coordinator's state, and where."""
+    value = r.secret("state", "sqlite")
     synchronous = r.choice("sqlite_synchronous", ("full", "normal"), "full")
+    pool_size = r.count("postgres_pool_size", PostgresStateConfig.pool_size)
     if value == "sqlite":
         return SqliteStateConfig(state_dir / STATE_FILE, synchronous)
     scheme, url, rest = value.partition("://")
     if not url:
-        raise r.fail("state", f"must be {_STATE_FORMS} (got {value!r})")
+        # Not repeated back when it came from the environment: it may be a secret.
+        given = f" (got {value!r})" if "state_env" not in r.data else ""
+        raise r.fail("state", f"must be {_STATE_FORMS}{given}")
     # Only the scheme is repeated back: a database URL may carry a password.
     if scheme == "sqlite":
         if not rest.startswith("/") or not rest.strip("/"):
@@ -274,7 +280,9 @@ def _state(r: _Reader, state_dir: Path) -> StateConfig:
                                   "absolute path, with three slashes")
         return SqliteStateConfig(Path(rest), synchronous)
     if scheme in ("postgresql", "postgres"):
-        raise r.fail("state", f"the PostgreSQL engine is not available yet: use {_STATE_FORMS}")
+        if "sqlite_synchronous" in r.data:
+            raise r.fail("sqlite_synchronous", "applies to the SQLite engine only")
+        return PostgresStateConfig(value, pool_size=pool_size)
     raise r.fail("state", f"must be {_STATE_FORMS} (got a {scheme}:// URL)")
 
 

@@ -258,9 +258,21 @@ class SqliteStateConfig:
         key="sqlite_synchronous", kind="`full` or `normal`"))
 
 
-# Which engine keeps the coordinator's state (`coordinator.state`), with its settings;
-# a union once there is more than one.
-StateConfig = SqliteStateConfig
+@dataclass(frozen=True)
+class PostgresStateConfig:
+    """A PostgreSQL database, which several coordinators can share."""
+
+    # A libpq URL (postgresql://USER@HOST:PORT/DATABASE). What it leaves out comes from
+    # the environment as libpq's PG* variables say (PGPASSWORD, PGUSER, PGHOST, ...). It
+    # may hold a password: never shown, in a repr, a log line or an error.
+    url: str = field(repr=False)
+    pool_size: int = field(default=10, metadata=doc(
+        "PostgreSQL connections each coordinator holds at most (with a "
+        "`postgresql://` state)", key="postgres_pool_size"))
+
+
+# Which engine keeps the coordinator's state (`coordinator.state`), with its settings.
+StateConfig = SqliteStateConfig | PostgresStateConfig
 
 
 @dataclass(frozen=True)
@@ -316,8 +328,10 @@ class CoordinatorConfig:
         "the URL POPs reach its internal API at", kind="URL", default="`public_url`"))
     state: StateConfig = field(metadata=doc(
         "the engine keeping files, uploads and the webhook outbox: `sqlite` "
-        "(`state_dir/state.sqlite3`) or `sqlite:///ABSOLUTE/PATH`", kind="string",
-        default="sqlite"))
+        "(`state_dir/state.sqlite3`), `sqlite:///ABSOLUTE/PATH`, or "
+        "`postgresql://USER@HOST:PORT/DATABASE` (PG* environment variables fill in the "
+        "rest); `state_env: VARIABLE` reads it from the environment instead",
+        kind="string", default="sqlite"))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from common.config import StateConfig
+from common.config import PostgresStateConfig, StateConfig
 from coordinator.state.protocol import StateStore
 from coordinator.state.sqlite import SqliteStateStore
 
@@ -16,11 +16,15 @@ async def open_state_store(config: StateConfig, *,
                            ) -> AsyncIterator[StateStore]:
     """`async with open_state_store(config.coordinator.state) as state:` the engine's
     store, open; closed (its last writes committed) on leaving. `on_transaction` is told
-    the seconds each write transaction took (from any thread)."""
-    # One engine so far. Another comes with its own config type in StateConfig and is
-    # chosen here by it.
-    store = SqliteStateStore(config.path, synchronous=config.synchronous,
-                             on_transaction=on_transaction)
+    the seconds each write transaction took (from any thread; SQLite only so far)."""
+    store: StateStore
+    if isinstance(config, PostgresStateConfig):
+        # Imported here: a coordinator on SQLite never loads the PostgreSQL driver.
+        from coordinator.state.postgres import PostgresStateStore
+        store = PostgresStateStore(config)
+    else:
+        store = SqliteStateStore(config.path, synchronous=config.synchronous,
+                                 on_transaction=on_transaction)
     await store.open()
     try:
         yield store

@@ -192,6 +192,19 @@ class StateStore(Protocol):
         first (then the oldest)."""
         ...
 
+    async def claim_deliveries(self, now: float, limit: int, until: float) -> list[Delivery]:
+        """Take up to `limit` deliveries due at `now` (as `due_deliveries` chooses them)
+        to send: none of them is due again, for this coordinator or another, until
+        `until` (a coordinator that dies while sending leaves them to be taken then). Two
+        claims at once never take the same delivery."""
+        ...
+
+    async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
+        """Claimed deliveries that will not be sent after all (their coordinator is
+        stopping): due again at `now`, for any coordinator, rather than when the claim
+        would have run out."""
+        ...
+
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         """When the earliest pending delivery not in `excluding` (those being sent) is due."""
         ...

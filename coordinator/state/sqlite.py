@@ -409,16 +409,23 @@ class SqliteStateStore:
     # ------------------------------------------------------------------ webhook outbox
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        def read(db: sqlite3.Connection) -> list[Delivery]:
-            rows = db.execute(
-                "SELECT id, apikey, endpoint, action, text, created, attempts FROM outbox "
-                "WHERE abandoned = 0 AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
-                (now, limit)).fetchall()
-            return [Delivery(id=row[0], apikey=row[1], endpoint=row[2], action=row[3],
-                             text=json.loads(row[4]), created=row[5], attempts=row[6])
-                    for row in rows]
+        return await self._writer.read(lambda db: _due(db, now, limit))
 
-        return await self._writer.read(read)
+    async def claim_deliveries(self, now: float, limit: int, until: float) -> list[Delivery]:
+        def write(db: sqlite3.Connection) -> list[Delivery]:
+            deliveries = _due(db, now, limit)
+            db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ?",
+                           [(until, delivery.id) for delivery in deliveries])
+            return deliveries
+
+        return await self._writer.write(write)
+
+    async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE outbox SET next_attempt = ? WHERE id = ? AND abandoned = 0",
+                           [(now, delivery_id) for delivery_id in delivery_ids])
+
+        await self._writer.write(write)
 
     async def next_delivery_time(self, excluding: Collection[int] = ()) -> float | None:
         skipped = list(excluding)
@@ -497,6 +504,16 @@ def _put_parts(db: sqlite3.Connection, handle: str, parts: Sequence[PartRecord])
         "DO UPDATE SET pop = excluded.pop, state = excluded.state, size = excluded.size, "
         "etag = excluded.etag",
         [(handle, part.number, part.pop, part.state, part.size, part.etag) for part in parts])
+
+
+def _due(db: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
+    rows = db.execute(
+        "SELECT id, apikey, endpoint, action, text, created, attempts FROM outbox "
+        "WHERE abandoned = 0 AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+        (now, limit)).fetchall()
+    return [Delivery(id=row[0], apikey=row[1], endpoint=row[2], action=row[3],
+                     text=json.loads(row[4]), created=row[5], attempts=row[6])
+            for row in rows]
 
 
 def _enqueue(db: sqlite3.Connection, events: Sequence[WebhookEvent]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, sqlite_state
 
 from common.protocol.security import encode_policy, sign_policy
 
@@ -39,7 +39,7 @@ def signed(**fields: Any) -> dict[str, str]:
 
 
 def file_count(network: Network) -> int:
-    path = network.config.coordinator.state.path
+    path = sqlite_state(network.config)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()
         return int(count)

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from small_disk import small_disk
-from support import APIKEY, Network, config_data, to_config
+from support import APIKEY, Network, config_data, sqlite_state, to_config
 from upload_client import PART, start_upload
 
 from common.storage.drivers import LocalSettings, settings_of
@@ -86,7 +86,7 @@ async def store(network: Network, payload: bytes, *, form: bool = False,
 
 
 def files_by_status(network: Network) -> list[str]:
-    path = network.config.coordinator.state.path
+    path = sqlite_state(network.config)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return [row[0] for row in db.execute("SELECT status FROM files")]
 

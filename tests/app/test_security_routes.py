@@ -22,7 +22,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, APP_SECRET, SECURE_APIKEY, SECURE_SECRET, Network, start_network
+from support import (
+    APIKEY,
+    APP_SECRET,
+    SECURE_APIKEY,
+    SECURE_SECRET,
+    Network,
+    sqlite_state,
+    start_network,
+)
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage.drivers import LocalSettings, settings_of
@@ -66,7 +74,7 @@ async def store(network: Network, data: Any = b"secret bytes", *, apikey: str = 
 
 
 def count_files(network: Network) -> int:
-    with sqlite3.connect(network.config.coordinator.state.path) as db:
+    with sqlite3.connect(sqlite_state(network.config)) as db:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()
     return int(count)
 

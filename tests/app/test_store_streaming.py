@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, sqlite_state
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
@@ -36,7 +36,7 @@ def staged_files(network: Network) -> list[Path]:
 
 def files_by_status(network: Network) -> list[tuple[str, str, str]]:
     """(status, key, container) of every file the coordinator has, from its database."""
-    path = network.config.coordinator.state.path
+    path = sqlite_state(network.config)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return list(db.execute("SELECT status, key, container FROM files"))
 

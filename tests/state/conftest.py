@@ -4,7 +4,6 @@ once per engine of tests/state_engines.py, each time on a database of its own.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from state_engines import ENGINES, Engine, engine_config
@@ -13,8 +12,8 @@ from coordinator.state import StateStore
 
 
 @pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
-    return Engine(request.param, engine_config(request.param, tmp_path))
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return Engine(request.param, engine_config(request.param, request))
 
 
 @pytest.fixture

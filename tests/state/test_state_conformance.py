@@ -525,3 +525,41 @@ async def test_outbox_retries_and_abandons(store: StateStore) -> None:
     assert last.action == "fp.delete"
     await store.delivery_done(last.id)
     assert await store.outbox_counts() == {"pending": 0, "abandoned": 1}
+
+
+async def test_a_claimed_delivery_is_taken_once_and_not_due_until_its_claim_ends(
+        store: StateStore) -> None:
+    for index in range(6):
+        handle = f"{index:020d}"
+        await store.create_file(record(handle), origin=handle)
+        await store.set_status(handle, COMPLETE, size=index, events=one_event("fp.upload"))
+    every = await store.due_deliveries(now=100.0, limit=10)
+    # Two coordinators claiming at once take different deliveries, the oldest first.
+    first, second = await asyncio.gather(store.claim_deliveries(100.0, 4, until=200.0),
+                                         store.claim_deliveries(100.0, 4, until=200.0))
+    assert len(first) + len(second) == 6
+    assert sorted(d.id for d in first + second) == sorted(d.id for d in every)
+    assert await store.claim_deliveries(150.0, 10, until=250.0) == []
+    assert await store.due_deliveries(now=150.0, limit=10) == []
+    assert await store.next_delivery_time() == 200.0
+    # A claim that ran out (its coordinator died sending) is taken again.
+    await store.delivery_done(every[0].id)
+    await store.delivery_failed(every[1].id, "HTTP 503", retry_at=300.0)
+    again = await store.claim_deliveries(200.0, 10, until=400.0)
+    assert [d.id for d in again] == [d.id for d in every[2:]]
+    (retried,) = await store.claim_deliveries(300.0, 10, until=500.0)
+    assert (retried.id, retried.attempts) == (every[1].id, 1)
+    assert await store.outbox_counts() == {"pending": 5, "abandoned": 0}
+
+
+async def test_released_deliveries_are_due_again_at_once(store: StateStore) -> None:
+    await store.create_file(record(), origin="o")
+    await store.set_status(HANDLE, COMPLETE, events=one_event("fp.upload"))
+    (claimed,) = await store.claim_deliveries(100.0, 10, until=1000.0)
+    await store.release_deliveries([claimed.id], now=120.0)  # its coordinator is stopping
+    assert await store.next_delivery_time() == 120.0
+    (again,) = await store.claim_deliveries(120.0, 10, until=1000.0)
+    assert (again.id, again.attempts) == (claimed.id, 0)
+    await store.delivery_failed(again.id, "gone", retry_at=None)
+    await store.release_deliveries([again.id], now=130.0)  # abandoned stays abandoned
+    assert await store.outbox_counts() == {"pending": 0, "abandoned": 1}

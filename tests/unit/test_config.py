@@ -4,7 +4,13 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, SqliteStateConfig, TimeoutsConfig, UploadExpiryConfig
+from common.config import (
+    ConfigError,
+    PostgresStateConfig,
+    SqliteStateConfig,
+    TimeoutsConfig,
+    UploadExpiryConfig,
+)
 from common.config.loader import load_config, parse_config
 from common.storage.drivers import LocalSettings, S3Settings
 
@@ -176,13 +182,12 @@ def test_the_state_is_sqlite_under_the_state_dir_unless_named() -> None:
 
 
 @pytest.mark.parametrize(("state", "words"), [
-    ("postgresql://cin:hunter22@db.internal/cin", "PostgreSQL engine is not available yet"),
-    ("postgres://db.internal/cin", "PostgreSQL engine is not available yet"),
     ("mysql://cin:hunter22@db.internal/cin", "got a mysql:// URL"),
     ("sqlite://relative/state.db", "absolute path, with three slashes"),
     ("sqlite:///", "absolute path, with three slashes"),
-    ("sqlite3", "sqlite (the default) or sqlite:///ABSOLUTE/PATH (got 'sqlite3')"),
-    ("/var/lib/cin/state.db", "sqlite (the default) or sqlite:///ABSOLUTE/PATH"),
+    ("sqlite3", "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE "
+                "(got 'sqlite3')"),
+    ("/var/lib/cin/state.db", "sqlite (the default), sqlite:///ABSOLUTE/PATH or"),
 ])
 def test_a_state_engine_cin_does_not_have_is_a_config_error(state: str, words: str) -> None:
     data = base()
@@ -192,6 +197,45 @@ def test_a_state_engine_cin_does_not_have_is_a_config_error(state: str, words: s
     assert caught.value.key == "coordinator.state"
     assert words in caught.value.problem
     assert "hunter22" not in str(caught.value)  # a database URL's password is not echoed
+
+
+def test_the_state_may_be_a_postgresql_url_given_or_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = base()
+    data["coordinator"]["state"] = "postgresql://cin:hunter22@db.internal/cin"
+    state = parse(data).coordinator.state
+    assert state == PostgresStateConfig("postgresql://cin:hunter22@db.internal/cin",
+                                        pool_size=10)
+    assert "hunter22" not in repr(state)
+    data = base()
+    data["coordinator"].update(state_env="CIN_TEST_STATE", postgres_pool_size=4)
+    monkeypatch.setenv("CIN_TEST_STATE", "postgres://db.internal/cin")
+    assert parse(data).coordinator.state == PostgresStateConfig("postgres://db.internal/cin",
+                                                                pool_size=4)
+
+
+@pytest.mark.parametrize(("settings", "key", "words"), [
+    ({"state_env": "CIN_TEST_UNSET"}, "coordinator.state_env",
+     "environment variable CIN_TEST_UNSET is not set"),
+    ({"state_env": "CIN_TEST_STATE"}, "coordinator.state",
+     "must be sqlite (the default), sqlite:///ABSOLUTE/PATH or postgresql://"),
+    ({"state": "postgresql://cin:hunter22@db/cin", "sqlite_synchronous": "normal"},
+     "coordinator.sqlite_synchronous", "applies to the SQLite engine only"),
+    ({"state": "postgresql://cin:hunter22@db/cin", "postgres_pool_size": 0},
+     "coordinator.postgres_pool_size", "at least 1"),
+])
+def test_a_postgresql_state_that_cannot_be_used_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch, settings: dict[str, object], key: str,
+        words: str) -> None:
+    monkeypatch.delenv("CIN_TEST_UNSET", raising=False)
+    monkeypatch.setenv("CIN_TEST_STATE", "hunter22")  # not a URL: a password, misplaced
+    data = base()
+    data["coordinator"].update(settings)
+    with pytest.raises(ConfigError) as caught:
+        parse(data)
+    assert caught.value.key == key
+    assert words in caught.value.problem
+    assert "hunter22" not in str(caught.value)
 
 
 def test_timeouts_and_the_connection_cap_have_defaults_and_can_be_set() -> None:

@@ -376,3 +376,38 @@ async def test_a_hanging_receiver_does_not_hold_up_a_store(tmp_path: Path) -> No
         assert receiver.hits == []  # nothing was answered while the network ran
     assert sorted(json.loads(body)["text"]["size"] for body in receiver.arrived) == [10, 11]
 
+
+
+async def test_two_workers_on_one_outbox_send_each_event_once(tmp_path: Path) -> None:
+    # As two coordinators on one database do: each sends what it claimed, and every
+    # request hangs until all have arrived, so a second send of an event would be made
+    # while the first is still under way.
+    async with Receiver(hang=frozenset({"/hook"})) as receiver, \
+            opened_state(tmp_path) as state:
+        config = make_config(tmp_path, [receiver.url("/hook")])
+        handles = [f"{index:020d}" for index in range(6)]
+        for handle in handles:
+            await stored(state, config, handle)
+        ids = {row.id for row in await pending(state)}
+        async with sending(state, config), sending(state, config):
+            await eventually(lambda: len(receiver.arrived) >= len(handles),
+                             "every event to be sent")
+            receiver.release.set()
+            await eventually(counts_are(state, {"pending": 0, "abandoned": 0}),
+                             "every delivery to be recorded")
+    assert sorted(hit.document["id"] for hit in receiver.hits) == sorted(ids)
+    assert len(receiver.arrived) == len(handles)
+
+
+async def test_a_stopping_worker_leaves_what_it_was_sending_due_at_once(
+        tmp_path: Path) -> None:
+    async with Receiver(hang=frozenset({"/hook"})) as receiver, \
+            opened_state(tmp_path) as state:
+        config = make_config(tmp_path, [receiver.url("/hook")], timeout=30)
+        await stored(state, config, "s" * 20)
+        async with sending(state, config):
+            await eventually(lambda: len(receiver.arrived) == 1, "the event to be sent")
+            assert await state.due_deliveries(time.time(), 10) == []  # claimed
+        # Stopped mid-send: the next worker need not wait out the claim (30 s and more).
+        (due,) = await state.due_deliveries(time.time(), 10)
+        assert due.text["handle"] == "s" * 20

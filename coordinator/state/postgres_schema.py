@@ -1,0 +1,150 @@
+"""The PostgreSQL engine's schema, as numbered migrations applied once each.
+
+Every coordinator applies the migrations it knows when it opens the store; several may
+start at once, so they take turns under an advisory lock, and each migration commits with
+its row in `schema_migrations` (a coordinator that stops half way leaves no half-applied
+migration behind). A migration is never edited once released: a change of schema is a new
+entry at the end of MIGRATIONS.
+
+The tables are SQLite's (coordinator/state/sqlite.py), in PostgreSQL's types: times are
+unix seconds (double precision), JSON objects are kept as the text cin wrote (an event's
+body is then the same bytes on every retry, as receivers expect).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coordinator.state.postgres_retry import Db
+
+# Which advisory lock the migrations are applied under: any constant, the same for every
+# coordinator ("cin" and a schema counter, as bytes).
+MIGRATION_LOCK = 0x63696E_0001
+
+_SCHEMA_1 = """
+CREATE TABLE apps (
+    apikey TEXT PRIMARY KEY,
+    security TEXT NOT NULL,
+    storage TEXT NOT NULL,              -- JSON list of storage location names
+    max_upload_size BIGINT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE files (
+    handle TEXT PRIMARY KEY,
+    origin TEXT NOT NULL UNIQUE,        -- who asked for it: makes StartFile idempotent
+    apikey TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    container TEXT NOT NULL,
+    key TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    mimetype TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    pop TEXT NOT NULL,
+    uploaded DOUBLE PRECISION NOT NULL,
+    access TEXT NOT NULL,
+    region TEXT,
+    source_url TEXT,
+    tags TEXT NOT NULL,                 -- JSON object
+    version INTEGER NOT NULL,
+    etag TEXT,
+    hashes TEXT                         -- JSON object, for `version`
+);
+-- Files still Started, by age: what expiry looks through.
+CREATE INDEX files_started ON files (uploaded) WHERE status = 'Started';
+-- The files at a key: before a failed store's leftovers go, whether they are another's.
+CREATE INDEX files_key ON files (key);
+CREATE TABLE parts (
+    handle TEXT NOT NULL REFERENCES files(handle) ON DELETE CASCADE,
+    part_number INTEGER NOT NULL,
+    pop TEXT NOT NULL,
+    state TEXT NOT NULL,                -- spooled | stored
+    size BIGINT NOT NULL,
+    etag TEXT,
+    PRIMARY KEY (handle, part_number)
+);
+CREATE TABLE uploads (
+    upload_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL UNIQUE REFERENCES files(handle) ON DELETE CASCADE,
+    storage_upload_id TEXT NOT NULL,
+    pop TEXT NOT NULL,
+    fii BOOLEAN NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
+-- Uploads ended without their file (they expired), and whether the bucket's multipart
+-- upload is aborted yet. No reference to `uploads`: the abort is owed even once the
+-- file's record is deleted.
+CREATE TABLE upload_aborts (
+    upload_id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    container TEXT NOT NULL,
+    key TEXT NOT NULL,
+    storage_upload_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ended DOUBLE PRECISION NOT NULL,
+    aborted DOUBLE PRECISION            -- when the bucket confirmed it; NULL until then
+);
+CREATE INDEX upload_aborts_pending ON upload_aborts (ended) WHERE aborted IS NULL;
+-- Failed REST stores whose leftovers in the bucket are still to be removed.
+CREATE TABLE store_removals (
+    handle TEXT PRIMARY KEY,
+    storage TEXT NOT NULL,
+    container TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ended DOUBLE PRECISION NOT NULL
+);
+-- Webhook events waiting to be delivered, written in the transaction of the change they
+-- report. A delivered row is deleted; one that ran out of retries stays, abandoned.
+CREATE TABLE outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- the event id receivers see
+    apikey TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    action TEXT NOT NULL,
+    text TEXT NOT NULL,                 -- JSON object
+    created DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt DOUBLE PRECISION NOT NULL,  -- also pushed on while a coordinator sends it
+    last_error TEXT,
+    abandoned BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX outbox_due ON outbox (next_attempt, id) WHERE NOT abandoned;
+"""
+
+# (version, what it does, the statements). Append only.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
+)
+
+
+async def migrate(db: Db) -> list[int]:
+    """Apply the migrations this database has not had, in order; returns their versions.
+    Coordinators starting together take turns: the lock is held until all are applied."""
+    await db.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+            "applied DOUBLE PRECISION NOT NULL)")
+        rows = await db.fetch("SELECT version FROM schema_migrations")
+        have = {row["version"] for row in rows}
+        newer = max(have, default=0)
+        if newer > MIGRATIONS[-1][0]:
+            # A newer cin migrated this database: its schema may not be what this one reads.
+            raise RuntimeError(f"the state database has schema version {newer}; this cin "
+                               f"knows up to {MIGRATIONS[-1][0]}: upgrade cin")
+        applied: list[int] = []
+        for version, description, statements in MIGRATIONS:
+            if version in have:
+                continue
+            async with db.transaction():
+                await db.execute(statements)
+                await db.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                                 version, description, time.time())
+            applied.append(version)
+        return applied
+    finally:
+        await db.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
