@@ -1,0 +1,137 @@
+"""`/openapi.json` is true: schemathesis sends generated requests to every operation a live
+POP and a live coordinator describe (real processes), and every answer must be a
+documented status with a body that matches its schema, and never a 5xx.
+
+Requests carry the test app's apikey (and a real handle, upload id and a loopback URL to
+fetch) half the time, so that they get past authentication and reach the handlers."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
+from support import APIKEY, CinProcess, config_data, write_config
+
+pytestmark = pytest.mark.e2e
+
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+EXAMPLES_PER_OPERATION = 25
+
+
+class Network:
+    """A coordinator and one POP, each its own `cin` process, with one stored file and one
+    started upload for requests to name."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = config_data(root)
+        config = write_config(self.data, root / "cin.yaml")
+        self.coordinator_url = str(self.data["coordinator"]["public_url"])
+        self.pop_url = str(self.data["pops"][0]["public_url"])
+        self.processes = [CinProcess(["coordinator", "-c", str(config)], root).wait_ready()]
+        self.processes.append(CinProcess(
+            ["edge", "-c", str(config), "--pop", self.data["pops"][0]["name"]],
+            root).wait_ready())
+        self.handle = post(f"{self.pop_url}/api/store/S3?key={APIKEY}&filename=a.txt",
+                           b"some bytes", "application/octet-stream")["handle"]
+        start = {"apikey": APIKEY, "filename": "b.bin", "size": 10}
+        self.upload_id = post(f"{self.pop_url}/multipart/start", json.dumps(start).encode(),
+                              "application/json")["upload_id"]
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def post(url: str, body: bytes, content_type: str) -> Any:
+    request = urllib.request.Request(url, body, {"Content-Type": content_type})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
+        return json.load(answer)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    started = Network(tmp_path_factory.mktemp("openapi"))
+    yield started
+    started.stop()
+
+
+def known_values(case: Any, network: Network, use: bool) -> None:
+    """Put the app's apikey, the real handle and upload id, and a loopback URL where the
+    generated request has a place for them."""
+    if isinstance(case.body, dict) and "url" in case.body:
+        # Never let a generated URL reach past loopback.
+        case.body["url"] = f"{network.coordinator_url}/api/file/{network.handle}"
+    if not use:
+        return
+    for fields in (case.query, case.body):
+        if isinstance(fields, dict):  # the app's security is optional: no policy needed
+            fields.pop("policy", None)
+            fields.pop("signature", None)
+    if case.query is not None and "key" in case.query:
+        case.query["key"] = APIKEY
+    if case.path_parameters and "handle" in case.path_parameters:
+        case.path_parameters["handle"] = network.handle
+    if case.path_parameters and "provider" in case.path_parameters:
+        case.path_parameters["provider"] = "S3"
+    if isinstance(case.body, dict) and case.media_type == "application/json":
+        if "apikey" in case.body:
+            case.body["apikey"] = APIKEY
+        if "upload_id" in case.body:
+            case.body["upload_id"] = network.upload_id
+
+
+def check_every_operation(network: Network, base_url: str) -> list[str]:
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    labels = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # the description itself is valid
+        operation = result.ok()
+
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(), use_known=st.booleans())
+        def check(case: Any, use_known: bool) -> None:
+            known_values(case, network, use_known)
+            case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=30)
+
+        check()
+        labels.append(operation.label)
+    return labels
+
+
+def served_description(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/openapi.json", timeout=10) as answer:  # noqa: S310
+        description: dict[str, Any] = json.load(answer)
+    return description
+
+
+def test_pop_answers_as_its_description_says(network: Network) -> None:
+    description = served_description(network.pop_url)
+    assert description["openapi"] == "3.1.0"
+    assert description["servers"] == [{"url": network.pop_url}]
+    labels = check_every_operation(network, network.pop_url)
+    assert "POST /api/store/{provider}" in labels
+    assert "POST /multipart/complete" in labels
+
+
+def test_coordinator_answers_as_its_description_says(network: Network) -> None:
+    description = served_description(network.coordinator_url)
+    assert description["servers"] == [{"url": network.coordinator_url}]
+    # Only the routes the coordinator serves: the bytes go to POPs.
+    assert "/api/store/{provider}" not in description["paths"]
+    assert "/multipart/upload" not in description["paths"]
+    labels = check_every_operation(network, network.coordinator_url)
+    assert "GET /pops" in labels
