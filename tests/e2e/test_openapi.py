@@ -8,6 +8,7 @@ fetch) half the time, so that they get past authentication and reach the handler
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +18,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import APIKEY, CinProcess, config_data, write_config
+from support import APIKEY, APP_SECRET, CinProcess, config_data, write_config
+
+from common.protocol.security import encode_policy, sign_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +48,16 @@ class Network:
         self.processes.append(CinProcess(
             ["edge", "-c", str(config), "--pop", self.data["pops"][0]["name"]],
             root).wait_ready())
-        self.handle = post(f"{self.pop_url}/api/store/S3?key={APIKEY}&filename=a.txt",
-                           b"some bytes", "application/octet-stream")["handle"]
+        self.handle = self.store()
         start = {"apikey": APIKEY, "filename": "b.bin", "size": 10}
         self.upload_id = post(f"{self.pop_url}/multipart/start", json.dumps(start).encode(),
                               "application/json")["upload_id"]
+
+    def store(self) -> str:
+        """The handle of a new file."""
+        reply = post(f"{self.pop_url}/api/store/S3?key={APIKEY}&filename=a.txt",
+                     b"some bytes", "application/octet-stream")
+        return str(reply["handle"])
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -69,26 +78,27 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 
 def known_values(case: Any, network: Network, use: bool) -> None:
-    """Put the app's apikey, the real handle and upload id, and a loopback URL where the
-    generated request has a place for them."""
+    """Put the app's apikey, a signed policy, a real handle and upload id, and a loopback
+    URL where the generated request has a place for them."""
     if isinstance(case.body, dict) and "url" in case.body:
         # Never let a generated URL reach past loopback.
         case.body["url"] = f"{network.coordinator_url}/api/file/{network.handle}"
     if not use:
         return
-    for fields in (case.query, case.body):
-        if isinstance(fields, dict):  # the app's security is optional: no policy needed
-            fields.pop("policy", None)
-            fields.pop("signature", None)
-    if case.query is not None and "key" in case.query:
-        case.query["key"] = APIKEY
+    # An overwrite or a delete needs a policy even where the app's security is optional.
+    text = encode_policy({"expiry": int(time.time()) + 3600})
+    credentials = {"policy": text, "signature": sign_policy(APP_SECRET, text)}
+    if any(parameter.name == "key" for parameter in case.operation.iter_parameters()):
+        case.query = {**(case.query or {}), "key": APIKEY, **credentials}
     if case.path_parameters and "handle" in case.path_parameters:
-        case.path_parameters["handle"] = network.handle
+        # A delete takes a file of its own, so that the others still find theirs.
+        case.path_parameters["handle"] = (network.store() if case.method == "DELETE"
+                                          else network.handle)
     if case.path_parameters and "provider" in case.path_parameters:
         case.path_parameters["provider"] = "S3"
     if isinstance(case.body, dict) and case.media_type == "application/json":
         if "apikey" in case.body:
-            case.body["apikey"] = APIKEY
+            case.body.update(apikey=APIKEY, **credentials)
         if "upload_id" in case.body:
             case.body["upload_id"] = network.upload_id
 
@@ -100,9 +110,14 @@ def check_every_operation(network: Network, base_url: str) -> list[str]:
         assert isinstance(result, Ok), result  # the description itself is valid
         operation = result.ok()
 
+        # Requests as described, and requests that break the description (wrong types,
+        # missing fields): both must get a documented answer.
+        cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                          operation.as_strategy(GenerationMode.NEGATIVE))
+
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(), use_known=st.booleans())
+        @given(case=cases, use_known=st.booleans())
         def check(case: Any, use_known: bool) -> None:
             known_values(case, network, use_known)
             case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=30)
