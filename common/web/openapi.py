@@ -201,12 +201,16 @@ def _download(operation_id: str, handle: Schema) -> Schema:
 
 
 def _metadata(operation_id: str, handle: Schema) -> Schema:
+    # `key` is the storage key's flag too: true/false asks for it, any other value is
+    # the apikey (no apikey is a boolean).
     flags = [_query(name, f"include {name}", {"type": "boolean"}) for name in (
         "size", "mimetype", "filename", "uploaded", "writeable", "cloud", "source_url",
-        "location", "path", "container", "key", "md5", "sha256", "exif")]
+        "upload_status", "upload_tags", "location", "path", "container", "md5", "sha1",
+        "sha224", "sha256", "sha384", "sha512", "exif")]
+    key = _query("key", "the app's apikey; or true/false: include the storage key")
     return {"get": {
         "operationId": operation_id, "summary": "A file's metadata",
-        "parameters": [handle, _APIKEY, *_CREDENTIALS, *flags],
+        "parameters": [handle, key, *_CREDENTIALS, *flags],
         "responses": _responses(_ref("Metadata"), _FILE_ERRORS)}}
 
 
