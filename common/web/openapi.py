@@ -87,6 +87,7 @@ def _schemas() -> dict[str, Schema]:
         "PartUrlReply": _object({"url": _text(), "location_url": _text(),
                                  "headers": _TAGS}),
         "CommitReply": _object({"part": _int(1), "size": _int()}),
+        "PartReceipt": _object({"part": _int(1), "offset": _int(), "size": _int()}),
         "CompleteReply": _object({
             "handle": _text(), "url": _text(), "filename": _text(), "size": _int(1),
             "mimetype": _text(), "status": {"enum": ["Stored", "InTransit"]},
@@ -269,6 +270,7 @@ def _upload_parts() -> dict[str, Schema]:
         "parts": listed, "filename": _text(), "size": _int(1), "uri": _text(),
         "region": _text(), "fii": {"type": "boolean"}, "upload_tags": _TAGS})
     return {
+        "/multipart/part": {"put": _put_part()},
         "/multipart/upload": _post("multipartUpload", "Where to PUT a part", part,
                                    "PartUrlReply", _UPLOAD_ERRORS),
         "/multipart/commit": _post("multipartCommit", "Every chunk of a part is sent",
@@ -277,6 +279,25 @@ def _upload_parts() -> dict[str, Schema]:
         "/multipart/complete": _post("multipartComplete", "Every part is sent", complete,
                                      "CompleteReply", (*_UPLOAD_ERRORS, 507)),
     }
+
+
+def _put_part() -> Schema:
+    """The PUT to the URL `/multipart/upload` answers: its query is signed as a whole."""
+    signed = {"upload_id": _text(), "part": _int(1), "offset": _int(), "size": _int(1),
+              "expires": _int(), "sig": _text()}
+    params = [{"name": name, "in": "query", "required": True, "schema": schema}
+              for name, schema in signed.items()]
+    params += [_query("md5", "the part's MD5 as the client announced it, base64"),
+               _query("whole", "the PUT carries the whole part", {"enum": ["1"]})]
+    headers = {name: {"schema": _text()}
+               for name in ("ETag", "Cin-Throughput", "Cin-Next-Chunk-Size")}
+    ok = {"description": "the bytes are durable at this POP", "headers": headers,
+          "content": {_JSON: {"schema": _ref("PartReceipt")}}}
+    return {"operationId": "multipartPart", "summary": "Send a part's (or a chunk's) bytes",
+            "parameters": params,
+            "requestBody": {"required": True, "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}},
+            "responses": _responses(None, (*_UPLOAD_ERRORS, 507), {"200": ok})}
 
 
 def _get(operation_id: str, summary: str, reply: str) -> Schema:

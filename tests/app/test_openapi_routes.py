@@ -17,10 +17,10 @@ from common.web.openapi import Role, describe, error_schema
 from coordinator.app import make_app as make_coordinator
 from edge.app import make_app as make_pop
 
-# Not part of the public description: the coordinator's RPCs, the description itself, the
-# part PUT (its URL comes signed from /multipart/upload), and the CDN forms that only
-# prefix a security segment or an apikey to `/{handle}` and `/{handle}/metadata`.
-UNDESCRIBED = ("/internal/", "/openapi.json", "/multipart/part", "/security=", "/{apikey")
+# Not part of the public description: the coordinator's RPCs, the description itself, and
+# the CDN forms that only prefix a security segment or an apikey to `/{handle}` and
+# `/{handle}/metadata`.
+UNDESCRIBED = ("/internal/", "/openapi.json", "/security=", "/{apikey")
 
 
 @pytest.fixture

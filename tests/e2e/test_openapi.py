@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import schemathesis
@@ -52,6 +53,10 @@ class Network:
         start = {"apikey": APIKEY, "filename": "b.bin", "size": 10}
         self.upload_id = post(f"{self.pop_url}/multipart/start", json.dumps(start).encode(),
                               "application/json")["upload_id"]
+        part = {"apikey": APIKEY, "upload_id": self.upload_id, "part": 1, "size": 10}
+        url = post(f"{self.pop_url}/multipart/upload", json.dumps(part).encode(),
+                   "application/json")["url"]
+        self.part_query = dict(parse_qsl(urlsplit(url).query))
 
     def store(self) -> str:
         """The handle of a new file."""
@@ -83,6 +88,11 @@ def known_values(case: Any, network: Network, use: bool) -> None:
     if isinstance(case.body, dict) and "url" in case.body:
         # Never let a generated URL reach past loopback.
         case.body["url"] = f"{network.coordinator_url}/api/file/{network.handle}"
+    if case.operation.path == "/multipart/part":
+        # The query is signed: only the body is generated, or is the part's own 10 bytes.
+        case.query = dict(network.part_query)
+        if use:
+            case.body = b"0123456789"
     if not use:
         return
     # An overwrite or a delete needs a policy even where the app's security is optional.
