@@ -42,7 +42,7 @@ FILE_SOURCE = web.AppKey("file_source", FileSource)
 FILE_STORAGE = web.AppKey("file_storage", StorageSet)
 FILE_IN_TRANSIT = web.AppKey("file_in_transit", InTransitServer)
 
-_APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
+APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
 
 def request_handle(request: web.Request) -> str:
@@ -113,7 +113,7 @@ def add_routes(app: web.Application, overwrite: Handler) -> None:
     handle = f"{{handle:{HANDLE_PATTERN}}}"
     # A standard-alphabet policy may hold `/`, so the security value may span segments.
     security = f"security={{{SECURITY_SEGMENT}:.+}}"
-    apikey = f"{{apikey:{_APIKEY_PATTERN}}}"
+    apikey = f"{{apikey:{APIKEY_PATTERN}}}"
     for prefix in ("", f"/{security}", f"/{apikey}", f"/{apikey}/{security}"):
         app.router.add_get(f"{prefix}/{handle}", download)
     app.router.add_get(f"/{handle}/metadata", metadata)

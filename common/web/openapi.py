@@ -16,6 +16,7 @@ from aiohttp import web
 
 from common.protocol.errors import Code
 from common.protocol.naming import HANDLE_PATTERN
+from common.web.file_routes import APIKEY_PATTERN
 
 Role = Literal["pop", "coordinator"]
 Schema = dict[str, Any]
@@ -140,6 +141,9 @@ _SIGNATURE = _query("signature", "the policy's HMAC-SHA256, hex")
 _CREDENTIALS = [_POLICY, _SIGNATURE]
 _HANDLE = {"name": "handle", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": f"^{HANDLE_PATTERN}$"}}
+# The CDN form the Filestack SDKs build with the apikey in the path.
+_CDN_APIKEY = {"name": "apikey", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": f"^{APIKEY_PATTERN}$"}}
 _ANY_HANDLE = {"name": "handle", "in": "path", "required": True, "schema": _text()}
 
 
@@ -187,10 +191,10 @@ def _store() -> Schema:
                                 (*_EVERY_ROUTE, 413, 415, 507))}}
 
 
-def _download(operation_id: str, handle: Schema) -> Schema:
+def _download(operation_id: str, handle: Schema, apikey: Schema = _APIKEY) -> Schema:
     return {"get": {
         "operationId": operation_id, "summary": "Download a file's bytes",
-        "parameters": [handle, _APIKEY, *_CREDENTIALS,
+        "parameters": [handle, apikey, *_CREDENTIALS,
                        _query("dl", "answer as an attachment", {"type": "boolean"})],
         "responses": _responses(None, (*_FILE_ERRORS, 416), {
             "200": _bytes("the file"),
@@ -236,6 +240,7 @@ def _file_api() -> dict[str, Schema]:
         "/api/file/{handle}": api,
         "/api/file/{handle}/metadata": _metadata("metadata", _ANY_HANDLE),
         "/{handle}": _download("cdnDownload", _HANDLE),
+        "/{apikey}/{handle}": _download("cdnAppDownload", _HANDLE, _CDN_APIKEY),
         "/{handle}/metadata": _metadata("cdnMetadata", _HANDLE),
     }
 

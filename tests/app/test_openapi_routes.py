@@ -13,14 +13,16 @@ from support import config_data, to_config
 
 from common.config import Config
 from common.protocol.errors import Code
+from common.protocol.naming import HANDLE_PATTERN
+from common.web.file_routes import APIKEY_PATTERN
 from common.web.openapi import Role, describe, error_schema
 from coordinator.app import make_app as make_coordinator
 from edge.app import make_app as make_pop
 
 # Not part of the public description: the coordinator's RPCs, the description itself, and
-# the CDN forms that only prefix a security segment or an apikey to `/{handle}` and
-# `/{handle}/metadata`.
-UNDESCRIBED = ("/internal/", "/openapi.json", "/security=", "/{apikey")
+# the CDN forms with a security segment (a path parameter that may hold `/`, which
+# OpenAPI cannot describe).
+UNDESCRIBED = ("/internal/", "/openapi.json")
 
 
 @pytest.fixture
@@ -32,8 +34,10 @@ def registered(app: web.Application) -> set[tuple[str, str]]:
     routes = set()
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
-        path = path.replace(f"{{handle:{'[A-Za-z0-9]{20}'}}}", "{handle}")
-        if route.method in ("HEAD", "OPTIONS") or path.startswith(UNDESCRIBED):
+        path = path.replace(f"{{handle:{HANDLE_PATTERN}}}", "{handle}")
+        path = path.replace(f"{{apikey:{APIKEY_PATTERN}}}", "{apikey}")
+        if (route.method in ("HEAD", "OPTIONS") or path.startswith(UNDESCRIBED)
+                or "/security=" in path):
             continue
         routes.add((route.method, path))
     return routes

@@ -23,6 +23,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -32,7 +34,8 @@ from common.protocol.security import encode_policy, sign_policy
 
 pytestmark = pytest.mark.e2e
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance,
+          content_type_conformance, response_headers_conformance]
 EXAMPLES_PER_OPERATION = 25
 
 
@@ -104,6 +107,8 @@ def known_values(case: Any, network: Network, use: bool) -> None:
         # A delete takes a file of its own, so that the others still find theirs.
         case.path_parameters["handle"] = (network.store() if case.method == "DELETE"
                                           else network.handle)
+    if case.path_parameters and "apikey" in case.path_parameters:
+        case.path_parameters["apikey"] = APIKEY
     if case.path_parameters and "provider" in case.path_parameters:
         case.path_parameters["provider"] = "S3"
     if isinstance(case.body, dict) and case.media_type == "application/json":
