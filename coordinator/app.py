@@ -13,7 +13,7 @@ from aiohttp import web
 from common.config import Config
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
-from common.web import body_idle, cors, drain, file_routes, metrics, request_log
+from common.web import body_idle, cors, drain, file_routes, metrics, openapi, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -129,4 +129,5 @@ def make_app(config: Config) -> web.Application:
     upload_routes.add_routes(app)
     pop_routes.add_routes(app)
     file_routes.add_routes(app, overwrite_proxy.overwrite)
+    openapi.install(app, "coordinator", config.coordinator.public_url)
     return app

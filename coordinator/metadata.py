@@ -13,7 +13,7 @@ from typing import Any
 
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.flags import query_flag
+from common.protocol.flags import is_flag_value, query_flag
 from common.protocol.records import HASH_ALGORITHMS, FileRecord
 from common.storage.storage_set import StorageSet
 from coordinator.keyed_locks import KeyedLocks
@@ -32,6 +32,8 @@ def requested_fields(query: Mapping[str, str]) -> list[str]:
     chosen: list[str] = []
     named = False
     for name in ALL_FIELDS:
+        if name == "key" and not is_flag_value(query.get(name, "")):
+            continue  # `key=APIKEY` names the app, not the storage key field
         wanted = query_flag(query, name)
         if wanted is None:
             continue

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
-from common.web import body_idle, cors, drain, file_routes, metrics, request_log
+from common.web import body_idle, cors, drain, file_routes, metrics, openapi, request_log
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -118,4 +118,5 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     file_routes.add_routes(app, overwrite.overwrite)
     start_routes.add_routes(app)
     part_routes.add_routes(app)
+    openapi.install(app, "pop", pop.public_url)
     return app

@@ -18,7 +18,7 @@ from aiohttp import web
 from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.flags import query_flag
+from common.protocol.flags import is_flag_value, query_flag
 from common.protocol.naming import HANDLE_PATTERN, is_handle
 from common.protocol.records import FileRecord
 from common.protocol.security import Action
@@ -42,7 +42,7 @@ FILE_SOURCE = web.AppKey("file_source", FileSource)
 FILE_STORAGE = web.AppKey("file_storage", StorageSet)
 FILE_IN_TRANSIT = web.AppKey("file_in_transit", InTransitServer)
 
-_APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
+APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
 
 def request_handle(request: web.Request) -> str:
@@ -56,8 +56,10 @@ async def find_file(request: web.Request) -> FileRecord:
     """The file a File API request names. An apikey given with it (query `key`, or the
     CDN path) must be the file's own: another app's file is as good as missing."""
     record = await request.app[FILE_SOURCE].lookup(request_handle(request))
-    apikey = (request.match_info.get("apikey") or request.query.get("key")
-              or request.query.get("apikey"))
+    key = request.query.get("key")
+    if key is not None and is_flag_value(key):
+        key = None  # `key=true` asks metadata for the storage key; it names no app
+    apikey = request.match_info.get("apikey") or key or request.query.get("apikey")
     if apikey and apikey != record.apikey:
         raise CinError(Code.FILE_NOT_FOUND, record.handle)
     return record
@@ -111,7 +113,7 @@ def add_routes(app: web.Application, overwrite: Handler) -> None:
     handle = f"{{handle:{HANDLE_PATTERN}}}"
     # A standard-alphabet policy may hold `/`, so the security value may span segments.
     security = f"security={{{SECURITY_SEGMENT}:.+}}"
-    apikey = f"{{apikey:{_APIKEY_PATTERN}}}"
+    apikey = f"{{apikey:{APIKEY_PATTERN}}}"
     for prefix in ("", f"/{security}", f"/{apikey}", f"/{apikey}/{security}"):
         app.router.add_get(f"{prefix}/{handle}", download)
     app.router.add_get(f"/{handle}/metadata", metadata)

@@ -88,6 +88,21 @@ async def test_metadata_fields_are_switchable(network: Network) -> None:
                                       "sha256": hashlib.sha256(b"hello world").hexdigest()}
 
 
+async def test_metadata_key_is_the_apikey_or_the_key_field(network: Network) -> None:
+    """`key` is both the apikey and the storage key's flag: its value says which."""
+    reply = await store(network, form(b"hello world"))
+    handle = reply["handle"]
+    for client in (network.pop, network.coordinator):
+        response = await client.get(f"/api/file/{handle}/metadata",
+                                    params={"key": APIKEY, "size": "true"})
+        assert (response.status, await response.json()) == (200, {"size": 11})
+        response = await client.get(f"/{handle}/metadata", params={"key": "true"})
+        assert (response.status, await response.json()) == (200, {"key": reply["key"]})
+        # Another app's apikey still finds nothing.
+        response = await client.get(f"/{handle}/metadata", params={"key": "OTHERAPIKEY0"})
+        assert response.status == 404
+
+
 async def test_hashes_are_computed_once_per_file(network: Network) -> None:
     reply = await store(network, form(b"hash me once"))
     handle = reply["handle"]
