@@ -7,6 +7,7 @@ use: S3 is therefore a real `ThreadedMotoServer` on a free loopback port.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,19 @@ from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer
 from postgres_server import PostgresServer, PostgresUnavailable, running_server
 from support import Network, free_port, start_network
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`cin`'s command sets up the root logger (`cin.logs.configure`) with a handler on the
+    stderr of the moment, which pytest closes after the test that called it; a later test
+    logging through it would hit a closed stream. Each test gets the root logger back as
+    it found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
