@@ -19,12 +19,13 @@ from common.protocol.flags import query_flag
 from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Action, authorize
 from common.protocol.sniff import choose_mimetype, is_mimetype
-from common.storage import Access, Storage, StorageError, StorageErrorKind
+from common.storage import Access, StorageError
 from common.web.file_routes import find_file
 from common.web.request_auth import app_of, request_credentials
 from edge.jobs import JOBS
 from edge.keys import CONFIG, COORDINATOR, FETCHER, STAGING, STORAGE
 from edge.rest.intake import open_incoming, receive, stage_within
+from edge.rest.own_object import remove_own_object
 from edge.rest.staging import StagedBody
 
 log = logging.getLogger("cin.edge.overwrite")
@@ -90,7 +91,9 @@ async def _put(app: web.Application, record: FileRecord, staged: StagedBody,
                 # Deleted while the bytes went up: the delete kept what it found at the
                 # key if it was not the file's recorded version, so these bytes would
                 # stay in the bucket with no file to remove them through.
-                await _remove_unrecorded(storage, record, info.etag)
+                if await remove_own_object(storage, record, info.etag):
+                    log.info("overwrite of %s arrived after its delete: its bytes are "
+                             "removed", record.handle)
                 raise
             # The bucket has the new bytes but the record does not say so: downloads
             # answer 410 until an overwrite is recorded. The client is told to retry.
@@ -98,21 +101,3 @@ async def _put(app: web.Application, record: FileRecord, staged: StagedBody,
             raise
     finally:
         await staged.remove()
-
-
-async def _remove_unrecorded(storage: Storage, record: FileRecord, etag: str) -> None:
-    """Delete the object this overwrite put, unless something else has replaced it since.
-
-    Another store may have put a file of its own at the same key (an explicit path), and
-    a later overwrite of this file puts bytes whose own POP cleans up after them."""
-    try:
-        if (await storage.head(record.container, record.key)).etag != etag:
-            return
-        await storage.delete(record.container, record.key)
-    except StorageError as exc:
-        if exc.kind is not StorageErrorKind.NOT_FOUND:
-            log.error("overwrite of deleted file %s left %s/%s in the bucket: %s",
-                      record.handle, record.container, record.key, exc)
-        return
-    log.info("overwrite of %s arrived after its delete: its bytes are removed",
-             record.handle)

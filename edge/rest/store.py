@@ -30,7 +30,6 @@ from common.protocol.security import authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
 from common.protocol.store_admission import admit_store
 from common.protocol.store_params import StoreParams
-from common.storage import StorageError
 from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
@@ -45,6 +44,7 @@ from edge.rest.intake import (
     stage_within,
     take_head,
 )
+from edge.rest.own_object import remove_own_object
 from edge.rest.staging import FLUSH_BYTES as STAGING_BATCH_BYTES
 from edge.rest.staging import StagedBody
 
@@ -172,14 +172,7 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
 
 
 async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:
-    storage = app[STORAGE][record.storage]
-    try:
-        info = await storage.head(record.container, record.key)
-        if info.etag == etag:  # only our own object, never a newer upload's
-            await storage.delete(record.container, record.key)
-    except StorageError as exc:
-        log.error("could not remove unrecorded object %s/%s: %s", record.container,
-                  record.key, exc)
+    await remove_own_object(app[STORAGE][record.storage], record, etag)
     try:
         await app[COORDINATOR].file(wire.FileFailed(handle=record.handle,
                                                     reason="not recorded as stored"))
