@@ -55,8 +55,8 @@ from common.storage._protocol import (
 )
 from common.storage._rules import check_key, check_part_list, clip_range
 from common.storage.drivers import LocalSettings, settings_of
+from common.streams import read_ahead
 from common.threads import in_thread, in_thread_releasing
-from edge.rest.streams import read_ahead
 
 if TYPE_CHECKING:
     from common.config import StorageConfig

@@ -15,10 +15,10 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from common.protocol.errors import CinError, Code
 from common.protocol.security import Grant
+from common.streams import read_ahead
 from common.web.request_body import body_chunks, is_encoded
 from edge.rest.base64stream import decode_stream
 from edge.rest.staging import StagedBody, Staging
-from edge.rest.streams import read_ahead
 from edge.rest.url_fetch import UrlFetcher
 
 FILE_FIELD = "fileUpload"

@@ -28,6 +28,7 @@ PURE = [
     *_modules("common.protocol"),
     "common.config",
     "common.config.schema",
+    "common.streams",
     "common.storage",  # the protocol and the driver table; drivers load when opened
     "common.storage.drivers",
     "common.storage.location_check",

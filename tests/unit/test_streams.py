@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.protocol.errors import CinError, Code
+from common.streams import read_ahead
 from edge.rest.intake import exactly, take_head
-from edge.rest.streams import read_ahead
 
 
 async def stream(*chunks: bytes) -> AsyncIterator[bytes]:

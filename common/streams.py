@@ -1,4 +1,5 @@
-"""Helpers for the byte streams (async iterators of chunks) that bodies travel in."""
+"""Helpers for the byte streams (async iterators of chunks) that bodies travel in: shared by
+the POP's intake and the local-disk driver, so they live in common/."""
 
 from __future__ import annotations
 
