@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -207,3 +209,15 @@ async def start_network(root: Path, **settings: Any) -> AsyncIterator[Network]:
                               port=config.pops[0].listen.port)) as pop,
     ):
         yield Network(config, pop, coordinator, root)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of one HTTP/1.1 answer read off a raw connection (tests
+    that send requests by hand, to stall or cut them where a client library would not)."""
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, json.loads(await reader.readexactly(length))

@@ -12,14 +12,13 @@ once, at a time past it (`now=`).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, read_answer
 
 from common.protocol import wire
 from common.protocol.records import FileRecord
@@ -133,16 +132,6 @@ async def open_raw_store(network: Network, declared: int) -> tuple[asyncio.Strea
                  f"Content-Length: {declared}\r\n\r\n".encode())
     await writer.drain()
     return reader, writer
-
-
-async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    return status, json.loads(await reader.readexactly(length))
 
 
 async def test_a_store_that_takes_longer_than_the_store_ttl_is_cut_off(

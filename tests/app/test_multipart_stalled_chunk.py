@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from support import APIKEY, Network
+from support import APIKEY, Network, read_answer
 
 MiB = 1024 * 1024
 BOUNDED = aiohttp.ClientTimeout(total=10)
@@ -55,16 +54,6 @@ async def start_stalled_put(url: str, data: bytes, sent: int) -> tuple[asyncio.S
                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:sent])
     await writer.drain()
     return reader, writer
-
-
-async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    return status, json.loads(await reader.readexactly(length))
 
 
 async def eventually(check: Any, what: str, seconds: float = 10.0) -> None:

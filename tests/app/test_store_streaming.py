@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network, sqlite_state
+from support import APIKEY, APP_SECRET, Network, read_answer, sqlite_state
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
@@ -49,16 +47,6 @@ async def open_raw_store(network: Network, declared: int) -> tuple[asyncio.Strea
                  f"Host: {listen.host}\r\nContent-Type: application/octet-stream\r\n"
                  f"Content-Length: {declared}\r\n\r\n".encode())
     return reader, writer
-
-
-async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    return status, json.loads(await reader.readexactly(length))
 
 
 async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
