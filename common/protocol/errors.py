@@ -76,6 +76,10 @@ class Code(Enum):
     POP_UNAVAILABLE = ErrorSpec(503, "no POP could take the bytes; retry")
     IN_TRANSIT_UNAVAILABLE = ErrorSpec(503, "the file is in transit and the POP holding it "
                                             "cannot serve it now; retry")
+    FILE_AT_POP = ErrorSpec(503, "the file is at a POP that has not reported it here yet, "
+                                 "and cannot be reached; retry")
+    NO_HANDLES = ErrorSpec(503, "this POP has no file handles left and cannot reach the "
+                                "coordinator for more; retry, or use another POP")
     SHUTTING_DOWN = ErrorSpec(503, "this node is shutting down; retry, or use another POP")
     TOO_MANY_CONNECTIONS = ErrorSpec(503, "this node holds as many connections as it takes; "
                                           "retry, or use another POP")

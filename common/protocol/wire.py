@@ -177,6 +177,51 @@ class PopHeartbeat(Message):
 
 @message
 @dataclass(frozen=True)
+class LeaseHandles(Message):
+    """A POP asks for a block of `count` handles to give out on its own
+    (common/protocol/handle_lease.py); the coordinator may grant fewer."""
+
+    TYPE: ClassVar[str] = "lease_handles"
+    pop: str
+    count: int
+
+
+@message
+@dataclass(frozen=True)
+class HandleLease(Message):
+    """A block of handles, recorded at the coordinator as `pop`'s."""
+
+    TYPE: ClassVar[str] = "handle_lease"
+    block: str
+    size: int
+    pop: str
+
+
+@message
+@dataclass(frozen=True)
+class EventBatch(Message):
+    """Facts a POP recorded (common/protocol/pop_events.py, each `to_wire`), oldest
+    first: applied in one transaction, each at most once."""
+
+    TYPE: ClassVar[str] = "event_batch"
+    pop: str
+    events: list[dict[str, Any]]
+
+
+@message
+@dataclass(frozen=True)
+class BatchReply(Message):
+    """Every event of the batch is applied (now or before) except those `refused`
+    (`[event id, reason]`: never to be sent again). `statuses`: each file the batch
+    named, and its status after it (absent if the coordinator has no such file)."""
+
+    TYPE: ClassVar[str] = "batch_reply"
+    refused: list[list[str]] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+
+@message
+@dataclass(frozen=True)
 class LookupFile(Message):
     TYPE: ClassVar[str] = "lookup_file"
     handle: str
