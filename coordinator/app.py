@@ -14,6 +14,7 @@ from common.config import Config
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
 from common.web import body_idle, cors, drain, file_routes, metrics, openapi, request_log
+from common.web.file_metadata import build_metadata, requested_fields
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -33,7 +34,7 @@ from coordinator.keys import (
     STORAGE,
     STORE_EXPIRY,
 )
-from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.metadata import HashCache
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry

@@ -11,9 +11,9 @@ from aiohttp import web
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.storage import StorageError
+from common.web.file_metadata import build_metadata, requested_fields
 from common.web.http import read_bounded
 from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, MULTIPART, POPS
-from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
 

@@ -7,10 +7,12 @@ from aiohttp import web
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.journal.protocol import PopJournal
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
+from edge.multipart.uploads import PopUploads
 from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 
@@ -24,3 +26,5 @@ PART_SPOOL = web.AppKey("part_spool", PartSpool)
 TRANSFER = web.AppKey("transfer", PartTransfer)
 EDGE_METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 SWEEPER = web.AppKey("sweeper", SpoolSweeper)
+JOURNAL = web.AppKey("journal", PopJournal)
+UPLOADS = web.AppKey("uploads", PopUploads)
