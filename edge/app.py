@@ -24,6 +24,7 @@ from edge.keys import (
     COORDINATOR,
     EDGE_METRICS,
     FETCHER,
+    FILES,
     JOURNAL,
     PART_SPOOL,
     POP,
@@ -75,8 +76,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                     app[EDGE_METRICS])
             app[TRANSFER] = transfer
             app[SHIPPER].on_statuses(transfer.files_ended)
-            files = JournalFirstFiles(journal, RemoteFiles(client), storage)
-            app[file_routes.FILE_SOURCE] = files
+            files = JournalFirstFiles(journal, RemoteFiles(client), storage,
+                                      flush=app[SHIPPER].flush)
+            app[file_routes.FILE_SOURCE] = app[FILES] = files
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
                 pop.name, parts, client, journal, files, storage,
                 elsewhere=HolderRedirect(config))

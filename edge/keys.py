@@ -8,6 +8,7 @@ from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
 from edge.journal.protocol import PopJournal
+from edge.local_files import JournalFirstFiles
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
@@ -28,3 +29,4 @@ EDGE_METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 SWEEPER = web.AppKey("sweeper", SpoolSweeper)
 JOURNAL = web.AppKey("journal", PopJournal)
 UPLOADS = web.AppKey("uploads", PopUploads)
+FILES = web.AppKey("files", JournalFirstFiles)

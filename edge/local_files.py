@@ -5,7 +5,8 @@ the coordinator when the journal's events do. Until the coordinator has applied 
 the journal is the only record: lookups and metadata are answered from it (the link
 works at once). From then on the coordinator is the authority (an overwrite or a delete
 happens there); the journal answers again only while the coordinator cannot be reached.
-Deletes always go to the coordinator.
+An overwrite or a delete is decided at the coordinator: it is asked first (once this POP's
+journal has reached it), and while it is away they answer 503.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from common.storage.storage_set import StorageSet
 from common.web.file_metadata import UncachedHashes, build_metadata, requested_fields
 from edge.coordinator_client import RemoteFiles
 from edge.journal.protocol import LocalFile, PopJournal
+from edge.multipart.uploads import FLUSH_SECONDS, Flush
 
 # What the coordinator may answer while it cannot speak for a file of this POP's journal.
 # Not FILE_NOT_FOUND: for a file it has heard of, that means the file was deleted.
@@ -26,9 +28,11 @@ _CANNOT_SAY = frozenset({Code.COORDINATOR_UNAVAILABLE, Code.FILE_AT_POP})
 
 
 class JournalFirstFiles:
-    def __init__(self, journal: PopJournal, remote: RemoteFiles, storage: StorageSet) -> None:
+    def __init__(self, journal: PopJournal, remote: RemoteFiles, storage: StorageSet,
+                 flush: Flush) -> None:
         self.journal = journal
         self.remote = remote
+        self.flush = flush
         self.hashes = UncachedHashes(storage)
 
     async def lookup(self, handle: str) -> FileRecord:
@@ -52,7 +56,16 @@ class JournalFirstFiles:
         return await build_metadata(record, requested_fields(query), self.hashes)
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
+        await self.at_coordinator(handle)
         return await self.remote.delete(handle, skip_storage=skip_storage)
+
+    async def at_coordinator(self, handle: str) -> FileRecord:
+        """The file as the coordinator records it, once this POP's facts about it have
+        reached it: what a change decided there starts from. COORDINATOR_UNAVAILABLE
+        while it cannot be reached."""
+        if await self._unacknowledged(handle) is not None:
+            await self.flush(FLUSH_SECONDS)
+        return await self.remote.lookup(handle)
 
     async def _unacknowledged(self, handle: str) -> LocalFile | None:
         local = await self.journal.file(handle)
