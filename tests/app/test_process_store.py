@@ -4,7 +4,8 @@ file a loopback server serves (the test config's `url_fetch.allow_private` is on
 The bodies are the ones the Filestack SDKs send (PROTOCOL.md §2): filestack-python's,
 with `params` always and a URL-safe policy; filestack-js's, with no `params` when there
 are none, a standard-alphabet policy and `upload_tags` beside the tasks. The SDKs
-themselves store from a URL in tests/e2e/test_filestack_process.py.
+themselves store from a URL in tests/e2e/test_filestack_python_upload.py and
+tests/e2e/test_filestack_js.py.
 """
 
 from __future__ import annotations
