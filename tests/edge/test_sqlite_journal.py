@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from journal_support import (
@@ -43,8 +44,8 @@ async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
     await opened.close()
 
 
-async def reopened(path: Path, **kwargs: object) -> SqliteJournal:
-    journal = SqliteJournal(path, SECRET, **kwargs)  # type: ignore[arg-type]
+async def reopened(path: Path, **kwargs: Any) -> SqliteJournal:
+    journal = SqliteJournal(path, SECRET, **kwargs)
     await journal.open()
     return journal
 
@@ -93,6 +94,7 @@ async def test_a_reopened_journal_goes_on_past_every_reserved_handle(tmp_path: P
 _TAKER = """
 import asyncio, sys
 from pathlib import Path
+from typing import Any
 from edge.journal.sqlite_journal import SqliteJournal
 
 async def main() -> None:
