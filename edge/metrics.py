@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.protocol.file_status import FileStatus
 from common.storage import StorageErrorKind
+from edge.journal.sqlite_journal import JOURNAL_FILE
 
 Api = Literal["store", "upload_api"]
 
@@ -67,6 +68,10 @@ class EdgeMetrics:
                                               "the coordinator acknowledging it.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
                      900, 3600), registry=registry)
+        self._journal_commits = Histogram(
+            "cin_journal_commit_duration_seconds", "Transactions of this POP's journal, "
+                                                   "each a group of writes sharing an fsync.",
+            registry=registry)
         self._leases = Counter(
             "cin_handle_leases", "Blocks of handles asked of the coordinator, by outcome "
                                  "(granted, failed).", ["outcome"], registry=registry)
@@ -91,6 +96,10 @@ class EdgeMetrics:
     def batch_failed(self) -> None:
         self._batches.labels("failed").inc()
 
+    def journal_commit(self, seconds: float) -> None:
+        """On the journal's own thread (prometheus_client's metrics take that)."""
+        self._journal_commits.observe(seconds)
+
     def lease(self, granted: bool) -> None:
         self._leases.labels("granted" if granted else "failed").inc()
 
@@ -101,10 +110,13 @@ class EdgeMetrics:
 
 
 def _spool_usage(spool_dir: Path) -> tuple[int, int]:
-    """Bytes of every file under `spool_dir`, and the free bytes of its file system."""
+    """Bytes of every file under `spool_dir` but the journal's (records, not bytes
+    waiting for the bucket), and the free bytes of its file system."""
     used = 0
     for folder, _, files in os.walk(spool_dir):
         for name in files:
+            if folder == str(spool_dir) and name.startswith(JOURNAL_FILE):
+                continue  # with its -wal and -shm
             try:
                 used += os.stat(os.path.join(folder, name)).st_size
             except FileNotFoundError:  # freed while walked

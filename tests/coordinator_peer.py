@@ -38,6 +38,7 @@ class CoordinatorPeer:
     arrivals: dict[str, int] = field(default_factory=dict)  # event id -> times received
     statuses: dict[str, str] = field(default_factory=dict)  # what to answer, by handle
     leases: list[wire.HandleLease] = field(default_factory=list)
+    messages: list[wire.Message] = field(default_factory=list)  # every one, in order
     in_flight: int = 0
     most_in_flight: int = 0
     received: asyncio.Event = field(default_factory=asyncio.Event)
@@ -51,6 +52,7 @@ class CoordinatorPeer:
         body = await request.read()
         wire.verify(self.secret, body, request.headers.get(wire.SIGNATURE_HEADER))
         msg = wire.decode(body)
+        self.messages.append(msg)
         if self.mode == "away":
             return web.Response(status=503, text="no coordinator here")
         self.in_flight += 1
@@ -85,4 +87,6 @@ class CoordinatorPeer:
                                          pop=self.lease_pop or pop)
                 self.leases.append(lease)
                 return lease
+            case wire.PopHeartbeat():
+                return wire.Ack()
         return wire.ErrorReply.of(CinError(Code.BAD_MESSAGE, f"not taken: {msg.TYPE}"))
