@@ -19,19 +19,15 @@ from edge.disk_space import DISK_SPACE, DiskSpace, disk_full_middleware
 from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
 from edge.jobs import jobs_ctx
-from edge.journal.leases import LeaseKeeper
-from edge.journal.shipper import Shipper
-from edge.journal.sqlite_journal import SqliteJournal
+from edge.journal.lifecycle import journal_ctx
 from edge.keys import (
     CONFIG,
     COORDINATOR,
     EDGE_METRICS,
     FETCHER,
     JOURNAL,
-    LEASES,
     PART_SPOOL,
     POP,
-    SHIPPER,
     STAGING,
     STORAGE,
     SWEEPER,
@@ -60,13 +56,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await parts.prepare()
     app[PART_SPOOL] = parts
     fetcher = UrlFetcher(config.url_fetch)
-    # Open before anything serves: a store is acknowledged only once it is recorded here.
-    journal = SqliteJournal(pop.spool_dir, config.internal_secret,
-                            retention=config.event_shipping.retention,
-                            started_retention=config.upload_expiry.ttl,
-                            on_commit=app[EDGE_METRICS].journal_commit)
-    await journal.open()
-    app[JOURNAL] = journal
     try:
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
             client = CoordinatorClient(config.coordinator.internal_url, config.internal_secret,
@@ -81,21 +70,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
                 pop.name, parts, client, storage, elsewhere=HolderRedirect(config))
             sweeper = app[SWEEPER] = SpoolSweeper(parts, client, config.upload_expiry)
-            shipping, leasing = config.event_shipping, config.handle_leases
-            shipper = app[SHIPPER] = Shipper(journal, client, pop.name,
-                                             batch_size=shipping.batch_size,
-                                             linger=shipping.linger,
-                                             metrics=app[EDGE_METRICS])
-            journal.on_event = shipper.wake
-            keeper = app[LEASES] = LeaseKeeper(journal, client, pop.name,
-                                               block_size=leasing.block_size,
-                                               low_water=leasing.low_water,
-                                               outage=leasing.outage,
-                                               metrics=app[EDGE_METRICS])
-            # What the POP left unshipped when it stopped goes first; a POP without
-            # handles asks for a block (briefly) before it serves.
-            shipper.start()
-            await keeper.start()
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             sweeping = asyncio.create_task(sweeper.run(), name="spool-sweep")
@@ -106,12 +80,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 sweeping.cancel()
                 await asyncio.gather(resuming, sweeping, return_exceptions=True)
                 await transfer.close()
-                await keeper.stop()
-                # After the transfers: what they recorded as they stopped goes too.
-                await shipper.stop()
     finally:
         await fetcher.close()
-        await journal.close()
 
 
 async def health(request: web.Request) -> web.Response:
@@ -143,6 +113,8 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
             edge_metrics.handles_left.set(app[JOURNAL].handles_left())
 
     app[metrics.METRICS].on_scrape(read_at_scrape)
+    # First: the journal is open before anything that records in it, and closes last.
+    app.cleanup_ctx.append(journal_ctx)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
     # Last: the POP registers once everything it serves with is open, and its leave goes

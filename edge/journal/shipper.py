@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgpack
@@ -44,6 +45,9 @@ URGENT_RETRY = 0.2
 LAST_ATTEMPT = 3.0
 # Room for the batch's own fields around its events.
 _ENVELOPE_BYTES = 4096
+
+# Told the statuses the coordinator answered for the files of each batch it took.
+StatusListener = Callable[[dict[str, str]], Awaitable[None]]
 
 
 class ShippedJournal(PopJournal, Protocol):
@@ -72,6 +76,13 @@ class Shipper:
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._listeners: list[StatusListener] = []
+
+    def on_statuses(self, listener: StatusListener) -> None:
+        """Have `listener` told the statuses of each batch the coordinator takes, once the
+        journal has them (a file now Complete or Failed: its spool can go). The next
+        batch waits for it, so it should be quick; what it raises is logged."""
+        self._listeners.append(listener)
 
     def wake(self) -> None:
         """An event is durable: ship soon (the journal's `on_event`)."""
@@ -171,12 +182,22 @@ class Shipper:
             event_id, reason = ([*refusal, "?", "?"])[:2]
             log.error("coordinator refused event %s: %s", event_id, reason)
         await self.journal.acknowledged([item.seq for item, _ in batch], reply.statuses)
+        if reply.statuses:
+            await self._tell(reply.statuses)
         if self.metrics is not None:
             now = time.time()
             self.metrics.batch_shipped(time.monotonic() - began,
                                        [now - item.event.at for item, _ in batch],
                                        refused=len(reply.refused))
         return len(pending)
+
+    async def _tell(self, statuses: dict[str, str]) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(statuses)
+            except Exception:
+                # The batch is acknowledged all the same: a listener's failure is its own.
+                log.exception("a listener of the coordinator's statuses failed")
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1

@@ -78,6 +78,16 @@ async def test_events_go_oldest_first_in_batches_one_batch_at_a_time(rig: Rig) -
     rig.peer.statuses = {"U" * 20: "In Transit"}
     metrics = EdgeMetrics()
     shipper = rig.shipper(batch_size=50, metrics=metrics)
+    told: list[dict[str, str]] = []
+
+    async def listener(statuses: dict[str, str]) -> None:
+        told.append(statuses)
+
+    async def broken(statuses: dict[str, str]) -> None:
+        raise RuntimeError("a listener's own failure")
+
+    shipper.on_statuses(broken)
+    shipper.on_statuses(listener)
     shipper.start()
     await shipper.flush(10.0)
     await shipper.stop()
@@ -92,6 +102,9 @@ async def test_events_go_oldest_first_in_batches_one_batch_at_a_time(rig: Rig) -
     assert store is not None and store.acknowledged
     assert upload is not None and upload.acknowledged
     assert upload.record.status is FileStatus.IN_TRANSIT  # as the coordinator answered
+    # Listeners hear the statuses of the batches that named the upload (the first and
+    # the last), one failing listener keeping none of it from the others.
+    assert told == [{"U" * 20: "In Transit"}, {"U" * 20: "In Transit"}]
     assert metrics._batches.labels("shipped")._value.get() == 3
 
 
