@@ -73,8 +73,8 @@ class EdgeMetrics:
                                                    "each a group of writes sharing an fsync.",
             registry=registry)
         self._leases = Counter(
-            "cin_handle_leases", "Blocks of handles asked of the coordinator, by outcome "
-                                 "(granted, failed).", ["outcome"], registry=registry)
+            "cin_lease_requests", "Blocks of handles this POP asked the coordinator for, by "
+                                  "outcome (granted, failed).", ["outcome"], registry=registry)
 
     def stored(self, api: Api, size: int) -> None:
         self._stored.labels(api).inc(size)

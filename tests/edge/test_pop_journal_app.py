@@ -46,6 +46,7 @@ async def test_the_journal_lives_and_ships_with_the_pop(
         figures = await (await client.get("/metrics", headers=BEARER)).text()
         assert "cin_journal_handles_left 499.0" in figures
         assert "cin_journal_events_pending 1.0" in figures
+        assert 'cin_lease_requests_total{outcome="granted"} 1.0' in figures
         peer.mode = "answer"  # back just as the POP stops: its events go before it leaves
         stopping = time.monotonic()
 
