@@ -1,6 +1,6 @@
 """The embedded StateStore: SQLite in WAL mode, its schema and its queries.
 
-The connection belongs to one thread (coordinator/state/sqlite_writer.py): each query
+The connection belongs to one thread (common/sqlite_writer.py): each query
 here is a function of the connection that the writer runs there, a write inside a group
 commit that has returned only once it is on disk.
 """
@@ -18,10 +18,10 @@ from common.config import AppConfig
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.sqlite_writer import SqliteWriter
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import rules
 from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval
-from coordinator.state.sqlite_writer import SqliteWriter
 
 SCHEMA_VERSION = 5
 _SCHEMA = """
