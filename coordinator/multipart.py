@@ -22,7 +22,7 @@ from common.storage.storage_set import StorageSet
 from coordinator.files import FileAuthority, new_file_record
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
-from coordinator.state import StateStore
+from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator.uploads")
 
@@ -105,12 +105,7 @@ class MultipartUploads:
             raise upload_closed(record, upload)
         sizes = {part.number: part.size for part in await self.state.parts_of(record.handle)}
         sizes.update(parts)
-        missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
-        if not sizes or missing:
-            raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
-        if sum(sizes.values()) != record.size:
-            raise CinError(Code.CONFLICT, f"the parts hold {sum(sizes.values())} bytes, the "
-                                          f"file is {record.size}")
+        rules.check_parts_make_up(record, sizes)
         spooled = [PartRecord(number, pop, "spooled", size, None)
                    for number, size in sorted(parts.items())]
         record = await self.state.upload_in_transit(record.handle, spooled, tags)
