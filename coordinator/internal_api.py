@@ -12,7 +12,16 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.storage import StorageError
 from common.web.http import read_bounded
-from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, MULTIPART, POPS
+from coordinator.keys import (
+    CONFIG,
+    COORDINATOR_METRICS,
+    FILES,
+    HASHES,
+    LEASES,
+    MULTIPART,
+    POP_BATCHES,
+    POPS,
+)
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -77,6 +86,11 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             app[POPS].heard(msg)
             app[COORDINATOR_METRICS].heartbeat(msg.pop)  # a configured POP: heard() checks
             return wire.Ack()
+        case wire.LeaseHandles(pop=pop, count=count):
+            block = await app[LEASES].grant(pop, count)
+            return wire.HandleLease(block=block.block, size=block.size, pop=block.pop)
+        case wire.EventBatch():
+            return await app[POP_BATCHES].apply(msg)
         case wire.GetMetadata(handle=handle, query=query):
             record = await files.get(handle)
             fields = requested_fields(query)

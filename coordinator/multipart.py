@@ -119,6 +119,17 @@ class MultipartUploads:
                                                                etag))
         return await self._finish_if_stored(upload, await self.files.get(upload.handle))
 
+    async def finish(self, handle: str) -> FileRecord:
+        """Complete the bucket's multipart upload of an In Transit file whose parts are
+        all stored, and the file with it; the file as it is otherwise. For uploads whose
+        parts a POP reported in its events (coordinator/pop_batches.py), and those a
+        coordinator stopped before finishing (coordinator/upload_finisher.py)."""
+        upload = await self.state.get_upload(handle=handle)
+        record = await self.files.get(handle)
+        if upload is None:
+            return record
+        return await self._finish_if_stored(upload, record)
+
     async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
         async with self._locks(upload.upload_id):
             record = await self.files.get(record.handle)
