@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from common.config import Config
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
 from common.web import (
@@ -69,7 +70,16 @@ class LocalFiles:
         self.app = app
 
     async def lookup(self, handle: str) -> FileRecord:
-        return await self.app[FILES].get(handle)
+        """The file; FileAtPop for a handle leased to a POP that has not reported it yet
+        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other."""
+        try:
+            return await self.app[FILES].get(handle)
+        except CinError as error:
+            holder = (await self.app[LEASES].holder(handle)
+                      if error.code is Code.FILE_NOT_FOUND else None)
+            if holder is None:
+                raise
+            raise FileAtPop(handle, holder) from error
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
         fields = requested_fields(query)
@@ -151,8 +161,10 @@ def make_app(config: Config) -> web.Application:
     app[metrics.METRICS].on_scrape(read_at_scrape)
     # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
     # unless its heartbeats say it is gone.
-    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(
-        config, unavailable=lambda pop: app[POPS].unavailable(pop))
+    # A file leased to a POP that has not reported it yet likewise.
+    holders = HolderRedirect(config, unavailable=lambda pop: app[POPS].unavailable(pop))
+    app[file_routes.FILE_IN_TRANSIT] = holders
+    app[file_routes.FILE_AT_POP] = holders
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)
