@@ -43,7 +43,7 @@ from coordinator.files import FileAuthority
 from coordinator.leases import HandleLeases
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
-from coordinator.state import StateStore
+from coordinator.state import AppliedBatch, StateStore
 from coordinator.state.pop_event_rules import refusal
 
 log = logging.getLogger("cin.coordinator.pop_batches")
@@ -87,8 +87,11 @@ class PopBatches:
                 refused.append([event_id, why or "refused"])
                 continue
             accepted.append(event)
-        applied = await self.state.apply_pop_events(
-            batch.pop, accepted, now=time.time(), stored=self.files.events_for(events.UPLOAD))
+        applied = AppliedBatch([], {})
+        if accepted:
+            applied = await self.state.apply_pop_events(
+                batch.pop, accepted, now=time.time(),
+                stored=self.files.events_for(events.UPLOAD))
         kinds_applied: set[type[PopEvent]] = set()
         for outcome in applied.outcomes:
             self.metrics.pop_event(outcome.event.KIND, outcome.outcome)
