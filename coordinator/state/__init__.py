@@ -7,6 +7,14 @@ conformance suite against every engine.
 """
 
 from coordinator.state.factory import open_state_store
-from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval, StateStore
+from coordinator.state.protocol import (
+    AppliedBatch,
+    EventOutcome,
+    EventsFor,
+    PendingAbort,
+    PendingRemoval,
+    StateStore,
+)
 
-__all__ = ["EventsFor", "PendingAbort", "PendingRemoval", "StateStore", "open_state_store"]
+__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "PendingAbort", "PendingRemoval",
+           "StateStore", "open_state_store"]

@@ -114,9 +114,29 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt, id) WHERE NOT abandoned;
 """
 
+_SCHEMA_2 = """
+-- Blocks of handles leased to POPs, which give them out on their own.
+CREATE TABLE handle_leases (
+    block TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    granted DOUBLE PRECISION NOT NULL
+);
+-- The ids of the events POPs shipped that were applied: one sent again is skipped.
+CREATE TABLE pop_events (
+    id TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    applied DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX pop_events_applied ON pop_events (applied);
+-- Files In Transit: what the finishing of uploads whose parts are all stored looks through.
+CREATE INDEX files_in_transit ON files (uploaded) WHERE status = 'In Transit';
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
+    (2, "handle leases and the ids of applied POP events", _SCHEMA_2),
 )
 
 

@@ -100,3 +100,14 @@ def expired(record: FileRecord) -> FileRecord:
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}: only an "
                                       "upload still Started expires")
     return record.with_changes(status=FileStatus.FAILED)
+
+
+def check_parts_make_up(record: FileRecord, sizes: Mapping[int, int]) -> None:
+    """The parts of a completed upload (number → size: those recorded, with those a POP
+    holds) must be numbered 1..n without a gap and hold the file's size (CONFLICT)."""
+    missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
+    if not sizes or missing:
+        raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
+    if sum(sizes.values()) != record.size:
+        raise CinError(Code.CONFLICT, f"the parts hold {sum(sizes.values())} bytes, the "
+                                      f"file is {record.size}")
