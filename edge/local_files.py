@@ -1,10 +1,12 @@
 """The File API's view of files at a POP: this POP's journal first, then the coordinator.
 
 A file this POP took is in its journal from the moment it is acknowledged, and reaches
-the coordinator when the journal's events do. Until the coordinator has applied them,
-the journal is the only record: lookups and metadata are answered from it (the link
-works at once). From then on the coordinator is the authority (an overwrite or a delete
-happens there); the journal answers again only while the coordinator cannot be reached.
+the coordinator when the journal's events do (within milliseconds, on a healthy link).
+The coordinator is the authority on files (an overwrite or a delete happens there, and
+it keeps each version's hashes), so a read of a file it has not acknowledged yet first
+gives the journal a moment (`READ_FLUSH_SECONDS`) to reach it; only when that fails (the
+coordinator is away) is the read answered from the journal: the link works at once
+whatever happens to the coordinator.
 An overwrite or a delete is decided at the coordinator: it is asked first (once this POP's
 journal has reached it), and while it is away they answer 503.
 """
@@ -22,6 +24,8 @@ from edge.coordinator_client import RemoteFiles
 from edge.journal.protocol import LocalFile, PopJournal
 from edge.multipart.uploads import FLUSH_SECONDS, Flush
 
+READ_FLUSH_SECONDS = 2.0
+
 # What the coordinator may answer while it cannot speak for a file of this POP's journal.
 # Not FILE_NOT_FOUND: for a file it has heard of, that means the file was deleted.
 _CANNOT_SAY = frozenset({Code.COORDINATOR_UNAVAILABLE, Code.FILE_AT_POP})
@@ -36,7 +40,7 @@ class JournalFirstFiles:
         self.hashes = UncachedHashes(storage)
 
     async def lookup(self, handle: str) -> FileRecord:
-        local = await self._unacknowledged(handle)
+        local = await self._shipped_first(handle)
         if local is not None:
             return local.record
         try:
@@ -45,7 +49,7 @@ class JournalFirstFiles:
             return await self._instead(handle, exc)
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
-        local = await self._unacknowledged(handle)
+        local = await self._shipped_first(handle)
         if local is None:
             try:
                 return await self.remote.metadata(handle, query)
@@ -66,6 +70,20 @@ class JournalFirstFiles:
         if await self._unacknowledged(handle) is not None:
             await self.flush(FLUSH_SECONDS)
         return await self.remote.lookup(handle)
+
+    async def _shipped_first(self, handle: str) -> LocalFile | None:
+        """The journal's view of a file the coordinator has not acknowledged and cannot
+        be brought to in a moment; None when the coordinator can answer for it."""
+        local = await self._unacknowledged(handle)
+        if local is None:
+            return None
+        try:
+            await self.flush(READ_FLUSH_SECONDS)
+        except CinError as exc:
+            if exc.code is not Code.COORDINATOR_UNAVAILABLE:
+                raise
+            return local
+        return None
 
     async def _unacknowledged(self, handle: str) -> LocalFile | None:
         local = await self.journal.file(handle)
