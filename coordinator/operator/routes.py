@@ -101,6 +101,7 @@ async def page(request: web.Request) -> web.Response:
         coordinator=html.escape(request.app[CONFIG].coordinator.public_url),
         generated=html.escape(shown.generated),
         refresh_ms=str(REFRESH_MS),
+        refresh_every=f"{REFRESH_MS / 1000:g} s",
         summary=_summary(shown.summary),
         **tables, **notes)
     return web.Response(text=body, content_type="text/html", charset="utf-8",
