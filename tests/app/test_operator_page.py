@@ -17,6 +17,7 @@ from support import APIKEY, INTERNAL_SECRET, Network, config_data, start_network
 from common.config import ConfigError
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord
+from common.web.drain import DRAIN
 from coordinator.app import make_app
 from coordinator.events import WebhookEvent
 from coordinator.keys import STATE
@@ -149,6 +150,18 @@ async def test_the_script_and_style_sheet_are_served(network: Network) -> None:
     assert missing.status == 404 and (await missing.json())["code"] == "not_found"
 
 
+async def test_the_page_stays_open_while_the_coordinator_drains(network: Network) -> None:
+    network.coordinator.app[DRAIN].draining = True
+    try:
+        assert (await network.coordinator.get("/pops")).status == 503
+        watched = await network.coordinator.get("/operator/status", headers=OPERATOR)
+        assert watched.status == 200
+        refused = await network.coordinator.get("/operator/status")
+        assert refused.status == 401
+    finally:
+        network.coordinator.app[DRAIN].draining = False
+
+
 async def test_a_password_of_its_own_replaces_the_internal_secret(tmp_path: Path) -> None:
     data = config_data(tmp_path)
     data["coordinator"]["operator"] = {"user": "ops", "password": "watch-the-network-7"}
@@ -158,6 +171,16 @@ async def test_a_password_of_its_own_replaces_the_internal_secret(tmp_path: Path
         assert ok.status == 200
         for refused in (basic("ops", INTERNAL_SECRET), basic("operator", INTERNAL_SECRET)):
             assert (await coordinator.get("/operator/status", headers=refused)).status == 401
+
+
+def test_the_password_may_come_from_the_environment(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIN_TEST_OPERATOR_PASSWORD", "from-the-environment")
+    data = config_data(tmp_path)
+    data["coordinator"]["operator"] = {"password_env": "CIN_TEST_OPERATOR_PASSWORD"}
+    operator = to_config(data, tmp_path).coordinator.operator
+    assert (operator.user, operator.password) == ("operator", "from-the-environment")
+    assert "from-the-environment" not in repr(operator)
 
 
 @pytest.mark.parametrize(("operator", "problem"), [
