@@ -1,8 +1,8 @@
 """A real headless browser for the tests of cin's pages: Debian's chromium, driven by
 Playwright's Python API (never a browser build Playwright would download).
 
-A test module that needs it imports the fixture (`from browser import browser`) and
-opens pages with `open_page`:
+Every test may ask for the `browser` fixture (tests/conftest.py offers it) and opens its
+pages with `open_page`:
 
     def test_page(browser: Browser) -> None:
         with open_page(browser, credentials=("user", "password")) as page:

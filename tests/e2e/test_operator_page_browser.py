@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import browser, open_page
+from browser import open_page
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 from support import APIKEY, INTERNAL_SECRET, REPO, CinProcess, config_data, free_port, write_config
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser"]  # the fixture, used by name
 
 OPERATOR = ("operator", INTERNAL_SECRET)
 SCREENSHOT = REPO / "docs" / "operator-page.png"

@@ -6,11 +6,9 @@ polls them every two seconds, whatever the state holds."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 from state_engines import Engine
 
 from common.config import PostgresStateConfig, SqliteStateConfig
@@ -118,18 +116,16 @@ async def test_outbox_entries_pending_earliest_due_and_abandoned_latest(
 INDEX_OF = {STARTED: "files_started", IN_TRANSIT: "files_in_transit", FAILED: "files_failed"}
 
 
-@pytest.fixture
-async def filled(engine: Engine) -> AsyncIterator[Engine]:
-    """The engine's database with the page's indexes in place and a few rows to plan on."""
-    async with engine.open() as store:
+async def filled(config: SqliteStateConfig | PostgresStateConfig) -> None:
+    """The engine's database with the page's indexes in place and a row to plan on."""
+    async with open_state_store(config) as store:
         await add_file(store, "plan", 1.0)
-    yield engine
 
 
-async def test_sqlite_answers_the_page_from_its_indexes(filled: Engine) -> None:
-    if not isinstance(filled.config, SqliteStateConfig):
-        pytest.skip("SQLite's query planner")
-    db = sqlite3.connect(filled.config.path)
+async def test_sqlite_answers_the_page_from_its_indexes(tmp_path: Path) -> None:
+    config = SqliteStateConfig(tmp_path / "state.sqlite3")
+    await filled(config)
+    db = sqlite3.connect(config.path)
     try:
         def plan(query: str, *values: object) -> str:
             rows = db.execute("EXPLAIN QUERY PLAN " + query, values).fetchall()
@@ -147,10 +143,9 @@ async def test_sqlite_answers_the_page_from_its_indexes(filled: Engine) -> None:
         db.close()
 
 
-async def test_postgresql_answers_the_page_from_its_indexes(filled: Engine) -> None:
-    if not isinstance(filled.config, PostgresStateConfig):
-        pytest.skip("PostgreSQL's query planner")
-    db = await asyncpg.connect(filled.config.url)
+async def test_postgresql_answers_the_page_from_its_indexes(postgres_database: str) -> None:
+    await filled(PostgresStateConfig(postgres_database))
+    db = await asyncpg.connect(postgres_database)
     try:
         # A few rows make a sequential scan the cheapest plan; with it ruled out, the plan
         # shows whether an index answers the query in its order (no Sort above it).
