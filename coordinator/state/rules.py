@@ -105,6 +105,8 @@ def expired(record: FileRecord) -> FileRecord:
 def check_parts_make_up(record: FileRecord, sizes: Mapping[int, int]) -> None:
     """The parts of a completed upload (number → size: those recorded, with those a POP
     holds) must be numbered 1..n without a gap and hold the file's size (CONFLICT)."""
+    if any(number < 1 or size < 0 for number, size in sizes.items()):
+        raise CinError(Code.CONFLICT, "part numbers start at 1, and sizes at 0")
     missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
     if not sizes or missing:
         raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
