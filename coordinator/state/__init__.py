@@ -7,6 +7,8 @@ sqlite_writer.py). tests/state runs one conformance suite against every engine.
 
 from coordinator.state.factory import open_state_store
 from coordinator.state.protocol import (
+    AppliedBatch,
+    EventOutcome,
     EventsFor,
     OutboxEntry,
     PendingAbort,
@@ -14,5 +16,5 @@ from coordinator.state.protocol import (
     StateStore,
 )
 
-__all__ = ["EventsFor", "OutboxEntry", "PendingAbort", "PendingRemoval", "StateStore",
-           "open_state_store"]
+__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "OutboxEntry", "PendingAbort",
+           "PendingRemoval", "StateStore", "open_state_store"]
