@@ -1,6 +1,6 @@
 """The embedded StateStore: SQLite in WAL mode, its schema and its queries.
 
-The connection belongs to one thread (coordinator/state/sqlite_writer.py): each query
+The connection belongs to one thread (common/sqlite_writer.py): each query
 here is a function of the connection that the writer runs there, a write inside a group
 commit that has returned only once it is on disk.
 """
@@ -20,6 +20,7 @@ from common.protocol.file_status import FileStatus
 from common.protocol.handle_lease import HandleBlock
 from common.protocol.pop_events import PopEvent, UploadInTransit
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.sqlite_writer import SqliteWriter
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import pop_event_rules, rules
 from coordinator.state.pop_event_rules import refusal
@@ -31,7 +32,6 @@ from coordinator.state.protocol import (
     PendingAbort,
     PendingRemoval,
 )
-from coordinator.state.sqlite_writer import SqliteWriter
 
 SCHEMA_VERSION = 7
 _SCHEMA = """
