@@ -11,10 +11,11 @@ from coordinator.state.protocol import (
     AppliedBatch,
     EventOutcome,
     EventsFor,
+    OutboxEntry,
     PendingAbort,
     PendingRemoval,
     StateStore,
 )
 
-__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "PendingAbort", "PendingRemoval",
-           "StateStore", "open_state_store"]
+__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "OutboxEntry", "PendingAbort",
+           "PendingRemoval", "StateStore", "open_state_store"]

@@ -114,7 +114,16 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt, id) WHERE NOT abandoned;
 """
 
-_SCHEMA_2 = """
+# What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
+# each a range of an index read in order and cut at its LIMIT; Started files are read
+# through `files_started`.
+_OPERATOR_INDEXES = """
+CREATE INDEX files_in_transit ON files (uploaded) WHERE status = 'In Transit';
+CREATE INDEX files_failed ON files (uploaded) WHERE status = 'Failed';
+CREATE INDEX outbox_abandoned ON outbox (id) WHERE abandoned;
+"""
+
+_SCHEMA_3 = """
 -- Blocks of handles leased to POPs, which give them out on their own.
 CREATE TABLE handle_leases (
     block TEXT PRIMARY KEY,
@@ -129,14 +138,15 @@ CREATE TABLE pop_events (
     applied DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX pop_events_applied ON pop_events (applied);
--- Files In Transit: what the finishing of uploads whose parts are all stored looks through.
-CREATE INDEX files_in_transit ON files (uploaded) WHERE status = 'In Transit';
+-- Files In Transit (what the finishing of uploads whose parts are all stored looks
+-- through) are indexed by migration 2: `files_in_transit`.
 """
 
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
-    (2, "handle leases and the ids of applied POP events", _SCHEMA_2),
+    (2, "indexes for the operator's page", _OPERATOR_INDEXES),
+    (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
 )
 
 

@@ -173,6 +173,21 @@ async def test_a_refused_event_is_logged_and_never_sent_again(
     assert any(recorded[2] in message for message in errors)
 
 
+async def test_events_no_one_woke_it_for_go_at_the_next_poll(rig: Rig) -> None:
+    recorded = await record_stores(rig.journal, 3)
+    shipper = Shipper(rig.journal, rig.client, POP, poll_interval=0.1)  # never woken
+    shipper.start()
+    await asyncio.sleep(0.05)  # the start's own look has gone by
+    rig.peer.received.clear()
+    more = await record_stores(rig.journal, 2, prefix="B")
+    async with asyncio.timeout(5):
+        await rig.peer.received.wait()
+    await shipper.stop()
+    # (stopped as the reply came in, the last attempt may send the batch once more)
+    assert list(dict.fromkeys(rig.shipped_in_order())) == recorded + more
+    assert await rig.journal.pending_count() == 0
+
+
 async def test_flush_waits_only_for_what_was_recorded_before_it(rig: Rig) -> None:
     shipper = rig.shipper()
     shipper.start()

@@ -89,6 +89,27 @@ async def test_a_reopened_journal_goes_on_past_every_reserved_handle(tmp_path: P
     assert len(set(more)) == 200
 
 
+async def test_callers_cancelled_while_handles_are_reserved_leave_no_gap_in_safety(
+        tmp_path: Path) -> None:
+    """Callers that give up while the reservation they wait on is being written: the
+    reservation stands, the others get their handles, and none comes twice."""
+    journal = await reopened(tmp_path)
+    await journal.add_lease(new_block_id(), 10_000)
+    waiting = [asyncio.ensure_future(journal.take_handle()) for _ in range(20)]
+    await asyncio.sleep(0)  # every one is waiting on the first reservation
+    for task in waiting[::2]:
+        task.cancel()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    taken = [h for h in outcomes if isinstance(h, str)]
+    assert len(taken) == 10
+    taken += [await journal.take_handle() for _ in range(100)]
+    await journal.close()
+    journal = await reopened(tmp_path)
+    taken += [await journal.take_handle() for _ in range(100)]
+    await journal.close()
+    assert len(set(taken)) == len(taken) == 210
+
+
 # Run in a child process: takes handles as fast as it can, printing each one it got,
 # until it is killed.
 _TAKER = """
