@@ -77,7 +77,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                     app[EDGE_METRICS])
             app[TRANSFER] = transfer
             app[SHIPPER].on_statuses(transfer.files_ended)
-            files = JournalFirstFiles(journal, RemoteFiles(client), storage,
+            files = JournalFirstFiles(journal, RemoteFiles(client, pop.name), storage,
                                       flush=app[SHIPPER].flush)
             app[file_routes.FILE_SOURCE] = app[FILES] = files
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
