@@ -1,5 +1,6 @@
-"""The processes a benchmark starts: cin's coordinator and a POP, the ceiling server, and
-an S3 (moto) server, each its own process on loopback, as in production.
+"""The processes a benchmark starts: cin's coordinator and a POP, the ceiling server, an
+S3 (moto) server and a latency proxy, each its own process on loopback, as in
+production.
 
 Each process's CPU time and memory are read from /proc, so a figure can say what the
 server spent, not only how long the client waited.
@@ -226,4 +227,14 @@ def moto(root: Path) -> tuple[Process, str]:
     root.mkdir(parents=True, exist_ok=True)
     process = Process("moto", ["-m", "bench.moto_server", "--port", str(port)],
                       root / "moto.log", "moto: ready")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def latency_proxy(root: Path, target_port: int, rtt: float) -> tuple[Process, str]:
+    """A proxy to `target_port` on loopback that adds `rtt` seconds of round trip."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    process = Process("latency-proxy", ["-m", "bench.latency_proxy", "--port", str(port),
+                                        "--target", str(target_port), "--rtt", str(rtt)],
+                      root / "latency-proxy.log", "latency proxy: ready")
     return process, f"http://127.0.0.1:{port}"
