@@ -230,6 +230,22 @@ async def _upload_api(url: str, coordinator_url: str, size: int) -> None:
     await clients.wait_complete(coordinator_url, reply["handle"], limit=600)
 
 
+async def _until_it_stores(url: str) -> None:
+    """Until the POP answers a store 200: one just started may answer 503 for a moment
+    (before its first heartbeat is heard, or its first handles are granted)."""
+    connection = Connection.to(url)
+    deadline = time.monotonic() + HEALTHY_WITHIN
+    try:
+        while True:
+            response = await connection.request("POST", STORE_TARGET, _BODY, _HEADERS)
+            if response.status != 503 or time.monotonic() > deadline:
+                response.check()
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
 async def _wait_healthy(coordinator_url: str, names: set[str]) -> None:
     connection = Connection.to(coordinator_url)
     deadline = time.monotonic() + HEALTHY_WITHIN
@@ -272,6 +288,8 @@ async def _on_loop(ctx: Context, loop: str) -> list[Figure]:
         await _wait_healthy(network.coordinator_url, {POP_NAME, FAR_POP})
         sides = (Side("adjacent", POP_NAME, network.pop_url, (coordinator, near_pop)),
                  Side(far, FAR_POP, network.far_pop_url, (coordinator, far_pop)))
+        for side in sides:
+            await _until_it_stores(side.url)
         for _ in range(runs):
             for side in sides:
                 samples[side.label].sequential.append(await _sequential(
