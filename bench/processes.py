@@ -106,7 +106,8 @@ class Process:
     def _profile(self) -> None:
         """Sample the process with py-spy until it stops: collapsed stacks, one file per
         process, that `python -m bench.profiles` sums up (or a flame graph tool draws)."""
-        if PROFILE_DIR is None or self.name == "moto":
+        # moto and the latency proxy stand for S3 and the network: not measured.
+        if PROFILE_DIR is None or self.name in ("moto", "latency-proxy"):
             return
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
         output = PROFILE_DIR / f"{self.name}-{time.strftime('%H%M%S')}-{self.pid}.txt"
