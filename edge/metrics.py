@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from common.protocol.file_status import FileStatus
 from common.storage import StorageErrorKind
 
-Api = Literal["store", "upload_api"]
+Api = Literal["store", "upload_api", "tus"]
 
 
 class EdgeMetrics:

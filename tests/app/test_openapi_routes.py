@@ -22,8 +22,9 @@ from edge.app import make_app as make_pop
 # Not part of the public description: the coordinator's RPCs, the description itself, the
 # operators' Prometheus metrics (protected by the internal secret by default), and the CDN
 # forms with a security segment (a path parameter that may hold `/`, which OpenAPI cannot
-# describe).
-UNDESCRIBED = ("/internal/", "/openapi.json", "/metrics")
+# describe). Nor tus (`/files`): a protocol with its own specification, whose headers and
+# statuses tests/app/test_tus_protocol.py checks as that specification states them.
+UNDESCRIBED = ("/internal/", "/openapi.json", "/metrics", "/files")
 
 
 @pytest.fixture
