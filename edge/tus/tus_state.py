@@ -51,6 +51,9 @@ class TusUpload:
     start: dict[str, Any] | None = None  # a deferred upload's checked start, without size
     tags: dict[str, str] = field(default_factory=dict)
     partials: tuple[str, ...] = ()  # a final upload's partial uploads
+    # Parts from the first that another POP had stored when this one took the upload on
+    # (a client that brought its URL here): this POP's bytes start after them.
+    stored_prefix: int = 0
     ended: TusEnd | None = None
 
     @property

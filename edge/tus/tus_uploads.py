@@ -201,12 +201,13 @@ class TusUploads:
                             {"filename": record.filename, "filetype": record.mimetype},
                             upload.created, upload.created + self.config.upload_expiry.ttl,
                             upload_id=upload_id, handle=record.handle,
-                            tags=dict(record.tags),
+                            tags=dict(record.tags), stored_prefix=prefix,
                             ended=TusEnd.FINISHED if record.status in _ENDED else None)
-        self._live_of(upload_id).offset = (record.size if adopted.ended
-                                           else min(prefix * size, record.size))
         if adopted.ended is None:
+            log.info("tus upload %s of %s taken on here: %d parts stored elsewhere",
+                     upload_id, record.handle, prefix)
             await self.spool.open_upload(upload_id, cin.meta())
+            await self.states.put(adopted)
         return adopted
 
     async def offset(self, upload: TusUpload) -> int:
@@ -220,7 +221,8 @@ class TusUploads:
         if upload.ended is TusEnd.FINISHED:
             return upload.length or 0
         spool, spool_id = self._bytes_of(upload)
-        offset, part = 0, 1
+        part = upload.stored_prefix + 1
+        offset = upload.stored_prefix * upload.part_size
         while upload.length is None or offset < upload.length:
             try:
                 contiguous = (await spool.part_state(spool_id, part)).contiguous
@@ -371,6 +373,7 @@ class TusUploads:
             await self.transfer.complete(record, cin.upload)
         self.metrics.upload("tus", record.status)
         await self.states.put(upload.with_changes(ended=TusEnd.FINISHED))
+        self._live.pop(upload.tus_id, None)  # its offset is its length from now on
         return record
 
     # ------------------------------------------------------------------ the end
