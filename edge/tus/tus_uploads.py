@@ -50,7 +50,8 @@ from edge.tus.tus_state import TusEnd, TusKind, TusStates, TusUpload
 
 log = logging.getLogger("cin.edge.tus")
 
-TAKEOVER_SECONDS = 10.0  # how long a PATCH waits for the one it stopped to settle
+TAKEOVER_SECONDS = 10.0
+FINISHED_KEPT = 100_000  # how long a PATCH waits for the one it stopped to settle
 _ENDED = (FileStatus.IN_TRANSIT, FileStatus.COMPLETE)
 
 
@@ -78,6 +79,7 @@ class TusUploads:
         self.scratch = scratch
         self._live: dict[str, _Live] = {}
         self.clock: Callable[[], float] = time.time
+        self._finished: dict[str, None] = {}  # cin uploads finished here, oldest first
 
     async def prepare(self) -> None:
         await self.local.prepare()
@@ -123,9 +125,21 @@ class TusUploads:
                            created, cin.upload.created + self.config.upload_expiry.ttl,
                            upload_id=cin.upload.upload_id, handle=cin.record.handle,
                            tags=tags, partials=partials)
-        await self.spool.open_upload(cin.upload.upload_id, cin.meta())
-        await self.states.put(upload)
+        await self._keep(upload, cin)
         return upload
+
+    async def _keep(self, upload: TusUpload, cin: CinUpload) -> None:
+        """Record a cin upload's tus side. Where its tus id is its upload id (it was
+        created with its length, or taken on from another POP) that is one more key in
+        what the part spool keeps of it, written with it: no file of its own. Only a
+        deferred upload that became a cin upload keeps its state file, which maps its
+        tus id to the upload id."""
+        if upload.tus_id == upload.upload_id:
+            await self.spool.open_upload(upload.tus_id, {**cin.meta(),
+                                                         "tus": upload.to_json()})
+        else:
+            await self.spool.open_upload(cin.upload.upload_id, cin.meta())
+            await self.states.put(upload)
 
     async def _create_final(self, start: wire.StartUpload, concat: tus.Concat,
                             metadata: dict[str, str | None],
@@ -175,11 +189,23 @@ class TusUploads:
             raise CinError(Code.FILE_NOT_FOUND, "no tus upload has this id")
         upload = await self.states.get(tus_id)
         if upload is None:
+            upload = await self._spooled(tus_id)
+        if upload is None:
             return await self._adopt(tus_id)
         if upload.ended is TusEnd.TERMINATED:
             raise CinError(Code.UPLOAD_GONE, "the upload was terminated")
         if upload.ended is None and self.clock() >= upload.expires:
             raise CinError(Code.UPLOAD_GONE, "the upload expired")
+        return upload
+
+    async def _spooled(self, upload_id: str) -> TusUpload | None:
+        """A cin upload whose tus side the part spool keeps (`_keep`)."""
+        meta = await self.spool.upload_meta(upload_id)
+        if meta is None or "tus" not in meta:
+            return None
+        upload = TusUpload.from_json(meta["tus"])
+        if upload_id in self._finished:
+            upload = upload.with_changes(ended=TusEnd.FINISHED)
         return upload
 
     async def _adopt(self, upload_id: str) -> TusUpload:
@@ -206,8 +232,7 @@ class TusUploads:
         if adopted.ended is None:
             log.info("tus upload %s of %s taken on here: %d parts stored elsewhere",
                      upload_id, record.handle, prefix)
-            await self.spool.open_upload(upload_id, cin.meta())
-            await self.states.put(adopted)
+            await self._keep(adopted, cin)
         return adopted
 
     async def offset(self, upload: TusUpload) -> int:
@@ -372,7 +397,15 @@ class TusUploads:
         elif record.status is FileStatus.COMPLETE:
             await self.transfer.complete(record, cin.upload)
         self.metrics.upload("tus", record.status)
-        await self.states.put(upload.with_changes(ended=TusEnd.FINISHED))
+        if upload.tus_id != upload.upload_id:
+            await self.states.put(upload.with_changes(ended=TusEnd.FINISHED))
+        else:
+            # Until the spool is freed: then the coordinator answers for it. A restarted
+            # POP that forgot this completes it again, which the coordinator takes as
+            # the repeat it is.
+            self._finished[upload.tus_id] = None
+            while len(self._finished) > FINISHED_KEPT:
+                del self._finished[next(iter(self._finished))]
         self._live.pop(upload.tus_id, None)  # its offset is its length from now on
         return record
 

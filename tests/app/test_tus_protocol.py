@@ -18,6 +18,7 @@ import pytest
 from support import APIKEY, SECURE_APIKEY, Network
 
 from coordinator.keys import EXPIRY
+from edge.keys import SWEEPER
 from edge.tus.tus_uploads import TUS_UPLOADS
 
 V = {"Tus-Resumable": "1.0.0"}
@@ -232,13 +233,29 @@ async def test_expired_is_410_at_the_pop_and_from_the_coordinator(network: Netwo
     later = time.time() + network.config.upload_expiry.ttl + 1
     uploads.clock = lambda: later
     assert (await network.pop.head(url, headers=V)).status == 410
-    # Once the coordinator failed it and the POP forgot it, the coordinator's word is
-    # what the POP answers with.
+    # Once the coordinator failed it and the POP's sweep removed its spool, the
+    # coordinator's word is what the POP answers with.
     await network.coordinator.app[EXPIRY].sweep_once(now=later)
-    assert url.rsplit("/", 1)[1] in await uploads.sweep_once(now=later)
+    upload_id = url.rsplit("/", 1)[1]
+    assert upload_id in await network.pop.app[SWEEPER].sweep_once(now=later)
+    uploads.clock = time.time
     response = await network.pop.patch(url, data=b"0", headers={**V, **OFFSET,
                                                                 "Upload-Offset": "0"})
     assert response.status == 410
+    assert (await network.pop.head(url, headers=V)).status == 410
+
+
+async def test_a_deferred_upload_expires_with_its_bytes(network: Network) -> None:
+    url = await create(network, None, **{"Upload-Defer-Length": "1"})
+    response = await network.pop.patch(url, data=b"abc", headers={**V, **OFFSET,
+                                                                   "Upload-Offset": "0"})
+    assert response.status == 204
+    uploads = network.pop.app[TUS_UPLOADS]
+    later = time.time() + network.config.upload_expiry.ttl + 1
+    tus_id = url.rsplit("/", 1)[1]
+    assert await uploads.sweep_once(now=later) == [tus_id]
+    assert not (network.config.pops[0].spool_dir / "tus" / "uploads" / tus_id).exists()
+    assert (await network.pop.head(url, headers=V)).status == 404
 
 
 async def test_deferred_length_becomes_a_cin_file(network: Network) -> None:
