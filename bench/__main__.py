@@ -26,7 +26,7 @@ from bench import processes
 from bench.cases import Context
 from bench.report import Figure, table, write
 
-CASES = ("large", "concurrent", "s3", "small", "coordinator")
+CASES = ("large", "concurrent", "s3", "small", "coordinator", "tus")
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_RUNS = 5
 QUICK_RUNS = 1
