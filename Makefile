@@ -11,6 +11,9 @@ JS_STAMP := $(JS)/node_modules/.installed
 # The PostgreSQL server binaries the tests start a throwaway server from
 # (tests/postgres_server.py): Debian's package, installed when they are missing.
 PG_STAMP := $(VENV)/.postgresql-server
+# The browser the page tests drive (tests/browser.py, through Playwright's Python API,
+# never a browser Playwright downloads): Debian's chromium, installed when it is missing.
+BROWSER_STAMP := $(VENV)/.chromium
 
 .PHONY: dev test lint typecheck bench bench-quick clean
 
@@ -40,10 +43,22 @@ $(PG_STAMP): $(STAMP)
 	fi
 	touch $(PG_STAMP)
 
+$(BROWSER_STAMP): $(STAMP)
+	@if [ -n "$$CIN_CHROMIUM" ] || [ "$$CIN_SKIP_BROWSER" = 1 ] \
+	    || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+	    echo "The page tests need a browser: sudo apt-get install chromium" \
+	         "(or set CIN_CHROMIUM to another Chromium, or CIN_SKIP_BROWSER=1 to skip them)" >&2; \
+	    exit 1; \
+	fi
+	touch $(BROWSER_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/cin dev -c configs/dev.yaml
 
-test: $(STAMP) $(JS_STAMP) $(PG_STAMP)
+test: $(STAMP) $(JS_STAMP) $(PG_STAMP) $(BROWSER_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest -q

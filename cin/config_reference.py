@@ -23,6 +23,7 @@ from common.config.schema import (
     CorsConfig,
     HeartbeatConfig,
     MetricsConfig,
+    OperatorConfig,
     PopConfig,
     PostgresStateConfig,
     SqliteStateConfig,
@@ -72,6 +73,9 @@ def sections() -> list[Section]:
         Section("pops[].tls", "`pops[].tls.*`", (TlsConfig,)),
         Section("coordinator.metrics", "`coordinator.metrics.*`: the coordinator's "
                 "`/metrics`", (MetricsConfig,)),
+        Section("coordinator.operator", "`coordinator.operator.*`: the operator's page "
+                "(`/operator`)", (OperatorConfig,),
+                "A browser signs in with HTTP basic auth (README, \"The operator's page\")."),
         Section("pops[].metrics", "`pops[].metrics.*`: a POP's `/metrics`", (MetricsConfig,)),
         Section("storage.<name>", "`storage.<name>.*`: one entry per storage location",
                 (StorageConfig,),

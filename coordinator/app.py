@@ -17,7 +17,7 @@ from common.web import body_idle, cors, drain, file_routes, metrics, openapi, re
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
-from coordinator import internal_api, overwrite_proxy, pop_routes, upload_routes
+from coordinator import internal_api, operator, overwrite_proxy, pop_routes, upload_routes
 from coordinator.expiry import UploadExpiry
 from coordinator.files import FileAuthority
 from coordinator.keys import (
@@ -106,7 +106,8 @@ def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], handler_args=SERVER_ARGS)
     body_idle.install(app, config.timeouts.body_idle)
     request_log.install(app)
-    drain.install(app, always_open=("/internal/",))
+    # POPs' own last requests depend on the coordinator; the operator watches it drain.
+    drain.install(app, always_open=("/internal/", operator.PAGE_PATH))
     cors.install(app, config.cors)
     app[CONFIG] = config
     app[file_routes.FILE_CONFIG] = config
@@ -128,6 +129,7 @@ def make_app(config: Config) -> web.Application:
     internal_api.add_routes(app)
     upload_routes.add_routes(app)
     pop_routes.add_routes(app)
+    operator.add_routes(app)
     file_routes.add_routes(app, overwrite_proxy.overwrite)
     openapi.install(app, "coordinator", config.coordinator.public_url)
     return app

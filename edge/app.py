@@ -36,7 +36,7 @@ from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
-from edge.rest import overwrite, store
+from edge.rest import overwrite, process, store
 from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 from edge.tus import tus_routes
@@ -126,6 +126,7 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     app.cleanup_ctx.append(heartbeat_ctx)
     app.router.add_get("/health", health)
     app.router.add_post("/api/store/{provider}", store.store)
+    process.add_routes(app)
     file_routes.add_routes(app, overwrite.overwrite)
     start_routes.add_routes(app)
     part_routes.add_routes(app)

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from browser import browser  # noqa: F401 (a fixture: a headless chromium, tests/browser.py)
 from moto.s3.exceptions import NoSuchUpload
 from moto.s3.models import S3Backend
 from moto.server import ThreadedMotoServer

@@ -30,6 +30,7 @@ from common.config.schema import (
     IpNetwork,
     Listen,
     MetricsConfig,
+    OperatorConfig,
     PopConfig,
     PostgresStateConfig,
     SqliteStateConfig,
@@ -251,8 +252,27 @@ def _coordinator(r: _Reader, base: Path) -> CoordinatorConfig:
         internal_url=r.url("internal_url", public_url),
         state=_state(r, state_dir),
         metrics=_metrics(r),
+        operator=_operator(r),
     )
     r.done()
+    return config
+
+
+def _operator(r: _Reader) -> OperatorConfig:
+    """`coordinator.operator`: the operator's page's sign-in."""
+    reader = r.child("operator", None)
+    if reader is None:
+        return OperatorConfig()
+    if not isinstance(reader.data, dict):
+        raise r.fail("operator", "must be a mapping (user, password)")
+    password = reader.secret("password", None)
+    if password is not None and len(password) < 12:
+        raise reader.fail("password", "must be at least 12 characters")
+    user = reader.text("user", OperatorConfig.user)
+    if ":" in user:  # basic auth splits user from password at the first colon
+        raise reader.fail("user", "must not contain ':'")
+    config = OperatorConfig(user=user, password=password)
+    reader.done()
     return config
 
 

@@ -317,6 +317,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """Who may open the coordinator's operator's page (`/operator`): HTTP basic auth."""
+
+    user: str = field(default="operator", metadata=doc(
+        "the user name the browser's sign-in asks for"))
+    # Unset, the page takes the internal secret: whoever holds it can already sign any
+    # POP's messages, so the page gives them nothing more. A password of its own lets a
+    # person watch the network without holding the secret every POP signs with.
+    password: str | None = field(default=None, repr=False, metadata=doc(
+        "the password (at least 12 characters); serve the page over HTTPS (a TLS proxy) "
+        "where it crosses a network you do not trust", secret=True,
+        default="the internal secret"))
+
+    def password_or(self, internal_secret: str) -> str:
+        return self.password if self.password is not None else internal_secret
+
+
+@dataclass(frozen=True)
 class CoordinatorConfig:
     listen: Listen = field(metadata=doc("the address it listens on", kind="HOST:PORT"))
     public_url: str = field(metadata=doc(
@@ -333,6 +351,7 @@ class CoordinatorConfig:
         "rest); `state_env: VARIABLE` reads it from the environment instead",
         kind="string", default="sqlite"))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
 
 
 # Below this much free space on its spool (or a local-disk bucket) a POP says it is full.

@@ -1,11 +1,11 @@
 """The public API's OpenAPI 3.1 description, served at `GET /openapi.json`.
 
 Built as data from the routes each service serves: a POP describes the REST store, the
-File API and the whole Upload API; the coordinator the File API, the Upload API's start
-and status, and `/pops`. Each names itself as its one server. Every error answer is the
-error table's JSON body (common/protocol/errors.py), its `code` limited to the codes the
-table gives that status. tests/e2e/test_openapi.py keeps it true with schemathesis,
-against a live POP and coordinator.
+Processing API's store from a URL, the File API and the whole Upload API; the coordinator
+the File API, the Upload API's start and status, and `/pops`. Each names itself as its one
+server. Every error answer is the error table's JSON body (common/protocol/errors.py), its
+`code` limited to the codes the table gives that status. tests/e2e/test_openapi.py keeps
+it true with schemathesis, against a live POP and coordinator.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def _schemas() -> dict[str, Schema]:
             "url": _text(), "handle": {"type": "string", "pattern": f"^{HANDLE_PATTERN}$"},
             "size": _int(1), "type": _text(), "filename": _text(), "key": _text(),
             "container": _text(), "upload_tags": _TAGS}),
+        "ProcessReply": _object({
+            "url": _text(), "handle": {"type": "string", "pattern": f"^{HANDLE_PATTERN}$"},
+            "size": _int(1), "type": _text(), "mimetype": _text(), "filename": _text(),
+            "key": _text(), "container": _text(), "upload_tags": _TAGS}),
         "OverwriteReply": _object({
             "url": _text(), "handle": _text(), "mimetype": _text(),
             "isWriteable": {"type": "boolean"}, "size": _int(1), "filename": _text()}),
@@ -189,6 +193,32 @@ def _store() -> Schema:
         "parameters": params, "requestBody": body,
         "responses": _responses(_ref("StoreReply"),
                                 (*_EVERY_ROUTE, 413, 415, 507))}}
+
+
+def _process() -> Schema:
+    """The Processing API's store task, as both Filestack SDKs send it."""
+    store = {"type": "object", "properties": {
+        **{name: _text() for name in ("location", "filename", "mimetype", "path",
+                                      "container", "region")},
+        "access": {"enum": ["public", "private"]}, "base64decode": {"type": "boolean"}}}
+    security = _object({"policy": _text(), "signature": _text()})
+    task = {"oneOf": [_object({"name": {"const": "store"}}, {"params": store}),
+                      _object({"name": {"const": "security"}, "params": security})]}
+    source = {"anyOf": [_text(), _object({"source": _text()})]}
+    body = _object({"apikey": _text(),
+                    "sources": {"type": "array", "items": source, "minItems": 1,
+                                "maxItems": 1},
+                    "tasks": {"type": "array", "items": task, "minItems": 1}},
+                   {"upload_tags": _TAGS})
+    return {"post": {
+        "operationId": "process", "summary": "Store a file from a URL (Filestack "
+                                             "Processing API, the store task)",
+        "description": "The POP fetches the one source URL, as the REST store's `url=` "
+                       "does, and stores it with the store task's options; the security "
+                       "task carries the policy and signature.",
+        "parameters": _CREDENTIALS,
+        "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+        "responses": _responses(_ref("ProcessReply"), (*_EVERY_ROUTE, 413, 415, 507))}}
 
 
 def _download(operation_id: str, handle: Schema, apikey: Schema = _APIKEY) -> Schema:
@@ -316,6 +346,7 @@ def describe(role: Role, public_url: str) -> Schema:
     if role == "pop":
         paths["/health"] = _get("health", "Is this POP up", "PopHealth")
         paths["/api/store/{provider}"] = _store()
+        paths["/process"] = _process()
     else:
         paths["/health"] = _get("health", "Is the coordinator up", "CoordinatorHealth")
         paths["/pops"] = _get("pops", "The POPs, their health and load", "Pops")

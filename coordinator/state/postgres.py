@@ -28,7 +28,7 @@ from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import rules
 from coordinator.state.postgres_retry import in_transaction
 from coordinator.state.postgres_schema import migrate
-from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval
+from coordinator.state.protocol import EventsFor, OutboxEntry, PendingAbort, PendingRemoval
 
 if TYPE_CHECKING:
     from coordinator.state.postgres_retry import Db
@@ -60,6 +60,19 @@ _EXPIRED_STORES = (
     "AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.handle = files.handle) "
     "ORDER BY uploaded LIMIT $2 FOR UPDATE SKIP LOCKED")
 _DELIVERY = "id, apikey, endpoint, action, text, created, attempts"
+# The latest files of a status, one status a query: `status = ANY(...)` would read every
+# match to sort them. The status is a literal (FileStatus's own text): a prepared
+# statement's generic plan cannot use a partial index for a bound value.
+_LATEST_OF = {status: f"SELECT {_FILES} FROM files "  # noqa: S608
+                      f"WHERE status = '{status.value}' ORDER BY uploaded DESC LIMIT $1"
+              for status in (FileStatus.STARTED, FileStatus.IN_TRANSIT, FileStatus.FAILED)}
+_OUTBOX_ENTRY = ("SELECT id, apikey, endpoint, action, created, attempts, next_attempt, "
+                 "last_error, abandoned FROM outbox ")
+# The conditions of the partial indexes `outbox_due` and `outbox_abandoned`, as written.
+_OUTBOX_ENTRIES = {
+    False: _OUTBOX_ENTRY + "WHERE NOT abandoned ORDER BY next_attempt, id LIMIT $1",
+    True: _OUTBOX_ENTRY + "WHERE abandoned ORDER BY id DESC LIMIT $1",
+}
 
 
 class PostgresStateStore:
@@ -370,6 +383,25 @@ class PostgresStateStore:
             "SELECT abandoned, COUNT(*) AS n FROM outbox GROUP BY abandoned")
         counts = {row["abandoned"]: row["n"] for row in rows}
         return {"pending": counts.get(False, 0), "abandoned": counts.get(True, 0)}
+
+    # ------------------------------------------------------------------ the operator's page
+
+    async def files_in_flight(self, limit: int) -> list[FileRecord]:
+        return await self._latest((FileStatus.STARTED, FileStatus.IN_TRANSIT), limit)
+
+    async def failed_files(self, limit: int) -> list[FileRecord]:
+        return await self._latest((FileStatus.FAILED,), limit)
+
+    async def _latest(self, statuses: Sequence[FileStatus], limit: int) -> list[FileRecord]:
+        found: list[FileRecord] = []
+        async with self.pool.acquire() as db:
+            for status in statuses:
+                found += [_from_row(row) for row in await db.fetch(_LATEST_OF[status], limit)]
+        return rules.latest_started(found, limit)
+
+    async def outbox_entries(self, *, abandoned: bool, limit: int) -> list[OutboxEntry]:
+        rows = await self.pool.fetch(_OUTBOX_ENTRIES[abandoned], limit)
+        return [OutboxEntry(*row) for row in rows]
 
 
 async def _file_for_update(db: Db, handle: str) -> FileRecord:

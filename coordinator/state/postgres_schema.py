@@ -114,9 +114,19 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt, id) WHERE NOT abandoned;
 """
 
+# What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
+# each a range of an index read in order and cut at its LIMIT; Started files are read
+# through `files_started`.
+_OPERATOR_INDEXES = """
+CREATE INDEX files_in_transit ON files (uploaded) WHERE status = 'In Transit';
+CREATE INDEX files_failed ON files (uploaded) WHERE status = 'Failed';
+CREATE INDEX outbox_abandoned ON outbox (id) WHERE abandoned;
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
+    (2, "indexes for the operator's page", _OPERATOR_INDEXES),
 )
 
 

@@ -58,6 +58,22 @@ class PendingRemoval:
     key: str
 
 
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A webhook delivery in the outbox, with what its attempts so far came to: what the
+    operator's page shows of the backlog."""
+
+    id: int
+    apikey: str
+    endpoint: str
+    action: str
+    created: float
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    abandoned: bool
+
+
 class StateStore(Protocol):
     async def open(self) -> None:
         """Connect, and create or upgrade the schema. `open_state_store` calls it."""
@@ -221,4 +237,20 @@ class StateStore(Protocol):
 
     async def outbox_counts(self) -> dict[str, int]:
         """{"pending": deliveries still to make, "abandoned": those given up on}."""
+        ...
+
+    # What the operator's page reads: bounded, each through an index, so the page costs
+    # the same however many files the state holds.
+
+    async def files_in_flight(self, limit: int) -> list[FileRecord]:
+        """Up to `limit` files still Started or In Transit, the latest started first."""
+        ...
+
+    async def failed_files(self, limit: int) -> list[FileRecord]:
+        """Up to `limit` Failed files, the latest started first."""
+        ...
+
+    async def outbox_entries(self, *, abandoned: bool, limit: int) -> list[OutboxEntry]:
+        """Up to `limit` deliveries: pending ones the earliest due first (as
+        `due_deliveries` orders them), or abandoned ones, the latest event first."""
         ...

@@ -100,3 +100,10 @@ def expired(record: FileRecord) -> FileRecord:
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}: only an "
                                       "upload still Started expires")
     return record.with_changes(status=FileStatus.FAILED)
+
+
+
+def latest_started(files: Iterable[FileRecord], limit: int) -> list[FileRecord]:
+    """The first `limit` of `files`, the latest started first: an engine reads the latest
+    of each status through that status's index and merges them here."""
+    return sorted(files, key=lambda f: f.uploaded, reverse=True)[:limit]

@@ -20,10 +20,10 @@ from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
 from coordinator.state import rules
-from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval
+from coordinator.state.protocol import EventsFor, OutboxEntry, PendingAbort, PendingRemoval
 from coordinator.state.sqlite_writer import SqliteWriter
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -123,6 +123,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (abandoned, next_attempt);
 """
+# What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
+# each a range of an index read in order and cut at its LIMIT; Started files are read
+# through `files_started`. Schema 6 added them.
+_OPERATOR_INDEXES = """
+CREATE INDEX IF NOT EXISTS files_in_transit ON files (uploaded) WHERE status = 'In Transit';
+CREATE INDEX IF NOT EXISTS files_failed ON files (uploaded) WHERE status = 'Failed';
+-- Not a partial index: SQLite 3.40's planner prefers `outbox_due` and a sort to one.
+CREATE INDEX IF NOT EXISTS outbox_abandoned ON outbox (abandoned, id);
+"""
 
 _UPLOAD_SELECT = ("SELECT uploads.upload_id, uploads.handle, uploads.storage_upload_id, "
                   "uploads.pop, fii, created, upload_aborts.reason FROM uploads "
@@ -151,6 +160,19 @@ _KEY_IN_USE = (
     "SELECT 1 FROM files WHERE key = ? AND container = ? AND storage = ? AND handle != ? "
     "AND status != 'Failed' LIMIT 1")
 
+# The latest files of a status, one status a query: `status IN (...)` would read every
+# match to sort them. The status is a literal (FileStatus's own text), as a partial
+# index's condition is only matched by one.
+_LATEST_OF = {status: f"SELECT * FROM files WHERE status = '{status.value}' "  # noqa: S608
+                      "ORDER BY uploaded DESC LIMIT ?"
+              for status in (FileStatus.STARTED, FileStatus.IN_TRANSIT, FileStatus.FAILED)}
+_OUTBOX_ENTRY = ("SELECT id, apikey, endpoint, action, created, attempts, next_attempt, "
+                 "last_error, abandoned FROM outbox ")
+_OUTBOX_ENTRIES = {
+    False: _OUTBOX_ENTRY + "WHERE abandoned = 0 ORDER BY next_attempt, id LIMIT ?",
+    True: _OUTBOX_ENTRY + "WHERE abandoned = 1 ORDER BY id DESC LIMIT ?",
+}
+
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
                  "mimetype", "size", "status", "pop", "uploaded", "access", "region",
                  "source_url", "tags", "version", "etag", "hashes")
@@ -171,7 +193,7 @@ class SqliteStateStore:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _OPERATOR_INDEXES)
             db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(name) "
                        "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
             return db
@@ -458,6 +480,33 @@ class SqliteStateStore:
             rows = db.execute("SELECT abandoned, COUNT(*) FROM outbox GROUP BY abandoned")
             counts = dict(rows.fetchall())
             return {"pending": counts.get(0, 0), "abandoned": counts.get(1, 0)}
+
+        return await self._writer.read(read)
+
+    # ------------------------------------------------------------------ the operator's page
+
+    async def files_in_flight(self, limit: int) -> list[FileRecord]:
+        return await self._latest((FileStatus.STARTED, FileStatus.IN_TRANSIT), limit)
+
+    async def failed_files(self, limit: int) -> list[FileRecord]:
+        return await self._latest((FileStatus.FAILED,), limit)
+
+    async def _latest(self, statuses: Sequence[FileStatus], limit: int) -> list[FileRecord]:
+        def read(db: sqlite3.Connection) -> list[FileRecord]:
+            found: list[FileRecord] = []
+            for status in statuses:
+                cursor = db.execute(_LATEST_OF[status], (limit,))
+                found += [_from_row(row, cursor.description) for row in cursor.fetchall()]
+            return rules.latest_started(found, limit)
+
+        return await self._writer.read(read)
+
+    async def outbox_entries(self, *, abandoned: bool, limit: int) -> list[OutboxEntry]:
+        def read(db: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = db.execute(_OUTBOX_ENTRIES[abandoned], (limit,)).fetchall()
+            return [OutboxEntry(id=row[0], apikey=row[1], endpoint=row[2], action=row[3],
+                                created=row[4], attempts=row[5], next_attempt=row[6],
+                                last_error=row[7], abandoned=bool(row[8])) for row in rows]
 
         return await self._writer.read(read)
 

@@ -36,6 +36,11 @@ class IncomingFile:
     size: int | None = None  # known up front only for a raw body that declares its length
 
 
+def from_url(url: str) -> IncomingFile:
+    """A file to fetch from `url`: nothing comes with the request itself."""
+    return IncomingFile(_nothing(), source_url=url)
+
+
 async def receive(request: web.Request, *, base64: bool, limit: int) -> IncomingFile:
     """What a store or overwrite request carries: the file's bytes as a stream not yet
     read, or the URL to fetch them from (not yet fetched). Callers authorize in between:
@@ -154,7 +159,7 @@ async def _from_urlencoded(request: web.Request) -> IncomingFile:
     if ended:  # the whole body is at most a form's size: it may be one
         fields = parse_qs(b"".join(taken).decode("utf-8", "replace"), keep_blank_values=True)
         if "url" in fields:
-            return IncomingFile(_nothing(), source_url=fields["url"][0])
+            return from_url(fields["url"][0])
     return _from_raw(request, _prefixed(taken, chunks))
 
 
@@ -184,7 +189,7 @@ async def _from_multipart(request: web.Request) -> IncomingFile:
                                     content_type=part.headers.get("Content-Type"))
             if part.name == "url":
                 value = await _small_field(part)
-                return IncomingFile(_nothing(), source_url=value)
+                return from_url(value)
             await part.release()
     except CinError:
         raise

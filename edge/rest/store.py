@@ -26,9 +26,9 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.naming import clean_filename, valid_text
 from common.protocol.records import FileRecord, file_url
-from common.protocol.security import authorize
+from common.protocol.security import Credentials, authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
-from common.protocol.store_admission import admit_store
+from common.protocol.store_admission import AdmittedStore, admit_store
 from common.protocol.store_params import StoreParams
 from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
@@ -58,11 +58,21 @@ async def store(request: web.Request) -> web.Response:
     apikey = request.query.get("key") or request.query.get("apikey")
     admitted = admit_store(config, apikey=apikey, provider=request.match_info["provider"],
                            options=request.query, creds=creds)
+    incoming = await receive(request, base64=admitted.params.base64decode,
+                             limit=admitted.app.max_upload_size)
+    record = await store_incoming(request, admitted, incoming, creds)
+    return web.json_response(store_reply(config.coordinator.public_url, record))
+
+
+async def store_incoming(request: web.Request, admitted: AdmittedStore,
+                         incoming: IncomingFile, creds: Credentials) -> FileRecord:
+    """Store an admitted file from what `receive` found: its bytes, or a URL to fetch
+    them from (checked against the policy again first). Any route that stores a new file
+    (`POST /process` too) stores it through here, under the same limits."""
+    config = request.app[CONFIG]
     app, location, params, grant = (admitted.app, admitted.location, admitted.params,
                                     admitted.grant)
     limit = app.max_upload_size
-
-    incoming = await receive(request, base64=params.base64decode, limit=limit)
     if incoming.source_url is not None:
         # Checked again now that the URL is known, before anything is fetched from it.
         grant = authorize(app, creds, replace(admitted.action, url=incoming.source_url))
@@ -78,8 +88,7 @@ async def store(request: web.Request) -> web.Response:
             # read (`timeouts.body_idle`), and the file is recorded Failed.
             body = exactly(opened.size, body)
             # Shielded, so that a cancelled handler still records how the store ended.
-            record = await request.app[JOBS].shield(_store(request.app, start, body, params))
-            return web.json_response(store_reply(config.coordinator.public_url, record))
+            return await request.app[JOBS].shield(_store(request.app, start, body, params))
         staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
         start = _start_file(request, app, location, params, opened, head=staged.head,
@@ -89,8 +98,7 @@ async def store(request: web.Request) -> web.Response:
         raise
     # The bucket write must finish even if the client hangs up meanwhile, or the file
     # would stay Started forever: it runs as a shielded job that owns the staged file.
-    record = await request.app[JOBS].shield(_store_staged(request.app, start, staged, params))
-    return web.json_response(store_reply(config.coordinator.public_url, record))
+    return await request.app[JOBS].shield(_store_staged(request.app, start, staged, params))
 
 
 def _goes_straight(location: StorageConfig, size: int) -> bool:

@@ -3,7 +3,8 @@ read the metadata, download and delete with the same SDK, on both drivers.
 
 filestack-js runs in a Node process (tests/js/driver.js, its packages installed from
 tests/js/package-lock.json by `make test`) and is pointed at cin as PROTOCOL.md §3 says:
-the driver sets `config.urls` (upload API: the POP; File API and CDN: the coordinator),
+the driver sets `config.urls` (upload API and processing: the POP; File API and CDN:
+the coordinator),
 the preload tests/js/loopback_ports.js lets its Node adapter reach a port other than 443,
 and NODE_EXTRA_CA_CERTS makes Node trust the POP's test CA.
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from file_origin import file_origin
 from lossy_proxy import LossyProxy
 from support import REPO, SECURE_APIKEY, SECURE_SECRET, free_port
 from tls_network import TlsNetwork, tls_network
@@ -80,7 +82,8 @@ class FilestackJs:
             self.call("configure", urls={"uploadApiUrl": self.network.pop,
                                          "fileApiUrl": f"{self.network.coordinator}/api/file",
                                          "cdnUrl": self.network.coordinator,
-                                         "processUrl": self.network.coordinator})
+                                         # A POP fetches and stores a URL.
+                                         "processUrl": self.network.pop})
         except BaseException:
             self.close()
             raise
@@ -286,3 +289,43 @@ def test_filestack_js_is_refused_what_its_policy_does_not_allow(
                          security=policy(call=FILE_CALLS, handle="b" * 20))
     assert (other_file.ok, other_file.error.get("status")) == (False, 403)
     check_stored(js, handle, payload, {})
+
+
+URL_SIZES = {"1KiB": 1024, "20MiB": 20 * MiB}
+
+
+@pytest.mark.parametrize("size", URL_SIZES.values(), ids=URL_SIZES.keys())
+def test_filestack_js_stores_from_a_url(filestack_js: FilestackJs, size: int) -> None:
+    """`storeURL` posts the Processing API's store task to `{processUrl}/process`, the
+    POP, which fetches the URL and stores it; the policy travels as the security task."""
+    js = filestack_js
+    payload = os.urandom(size)
+    folder = js.network.root / f"origin-{size}"
+    folder.mkdir(exist_ok=True)
+    (folder / "photo.bin").write_bytes(payload)
+    tags = {"via": "storeURL"}
+    with file_origin(folder) as origin:
+        url = f"{origin}/photo.bin"
+        stored = js.call("storeURL", apikey=SECURE_APIKEY, url=url,
+                         store={"location": "s3", "path": "js-url/", "filename": "copy.bin"},
+                         security=policy(call=["store"], path="js-url/.*"), tags=tags)
+        assert stored.ok, stored.error
+        refused = js.call("storeURL", apikey=SECURE_APIKEY, url=url,
+                          store={"path": "elsewhere/"},
+                          security=policy(call=["store"], path="js-url/.*"))
+    [sent] = stored.bodies("/process")
+    assert [task["name"] for task in sent["tasks"]] == ["store", "security"]
+    file = stored.result
+    assert (file["size"], file["filename"], file["mimetype"]) == (
+        size, "copy.bin", file["type"])
+    assert file["key"].startswith("js-url/")
+    assert file["uploadTags"] == tags
+    assert (refused.ok, refused.error["status"], refused.error["data"]["code"]) == (
+        False, 403, "policy_denies")
+
+    handle = file["handle"]
+    metadata = wait_complete(js, handle)
+    assert (metadata["upload_status"], metadata["source_url"]) == ("Complete", url)
+    assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert metadata["upload_tags"] == tags
+    check_download(js, handle, payload)

@@ -1,5 +1,6 @@
 """The unmodified filestack-python SDK uploads through a TLS POP, on both drivers, with
-a policy; then reads the metadata, downloads, overwrites and deletes the file.
+a policy; then reads the metadata, downloads, overwrites and deletes the file. It also
+stores a file from a URL (`upload_url`) through the POP.
 
 It is pointed at cin as PROTOCOL.md §3 says: the class properties for the start URL and
 the CDN patched, `API_URL` set, and the POP's test CA trusted through REQUESTS_CA_BUNDLE.
@@ -16,6 +17,8 @@ from typing import Any
 import filestack
 import pytest
 import requests
+from file_origin import file_origin
+from filestack.exceptions import FilestackHTTPError
 from support import SECURE_APIKEY, SECURE_SECRET
 from tls_network import TlsNetwork
 
@@ -87,3 +90,40 @@ def test_filestack_python_uploads_through_a_tls_pop(network: TlsNetwork, size: i
                         params={"policy": security.policy_b64,
                                 "signature": security.signature}, timeout=10)
     assert gone.status_code == 404
+
+
+URL_SIZES = {"1KiB": 1024, "20MiB": 20 * 1024**2}
+
+
+@pytest.mark.parametrize("size", URL_SIZES.values(), ids=URL_SIZES.keys())
+def test_filestack_python_stores_from_a_url(network: TlsNetwork, size: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Client.upload_url` posts the Processing API's store task to `{CDN_URL}/process`.
+    A POP answers it (it fetches and stores the file), so the CDN is the POP here; the
+    POP serves the Filelink's metadata and bytes as the coordinator does."""
+    monkeypatch.setattr(filestack.CFG, "CDN_URL", property(lambda _: network.pop))
+    payload = os.urandom(size)
+    folder = network.root / f"origin-{size}"
+    folder.mkdir(exist_ok=True)
+    (folder / "photo.bin").write_bytes(payload)
+    security = filestack.Security({"expiry": int(time.time()) + 3600,
+                                   "call": ["store", "read", "stat"], "path": "url/.*",
+                                   "url": r"http://127\.0\.0\.1:\d+/photo\.bin"},
+                                  SECURE_SECRET)
+    client = filestack.Client(SECURE_APIKEY, security=security)
+    with file_origin(folder) as origin:
+        url = f"{origin}/photo.bin"
+        filelink = client.upload_url(url, store_params={"path": "url/",
+                                                        "filename": "renamed.bin"})
+        # The policy's url pattern is checked before anything is fetched.
+        with pytest.raises(FilestackHTTPError, match="policy_denies"):
+            client.upload_url(f"{origin}/other.bin", store_params={"path": "url/"})
+    reply = filelink.upload_response
+    assert reply["handle"] == filelink.handle
+    assert (reply["size"], reply["filename"]) == (size, "renamed.bin")
+    assert reply["key"].startswith("url/")
+    # An acknowledged store is in the bucket already.
+    metadata = filelink.metadata(["upload_status", "sha256", "size", "source_url"])
+    assert metadata == {"upload_status": "Complete", "size": size, "source_url": url,
+                        "sha256": hashlib.sha256(payload).hexdigest()}
+    assert hashlib.sha256(filelink.get_content()).hexdigest() == metadata["sha256"]

@@ -92,6 +92,10 @@ def known_values(case: Any, network: Network, use: bool, plain_query: bool) -> N
     if isinstance(case.body, dict) and "url" in case.body:
         # Never let a generated URL reach past loopback.
         case.body["url"] = f"{network.coordinator_url}/api/file/{network.handle}"
+    if isinstance(case.body, dict) and isinstance(case.body.get("sources"), list):
+        # The Processing API's sources too: as many as were generated, all on loopback.
+        case.body["sources"] = [f"{network.coordinator_url}/api/file/{network.handle}"
+                                for _ in case.body["sources"]]
     if case.operation.path == "/multipart/part":
         # The query is signed: only the body is generated, or is the part's own 10 bytes.
         case.query = dict(network.part_query)
@@ -118,6 +122,12 @@ def known_values(case: Any, network: Network, use: bool, plain_query: bool) -> N
             case.body.update(apikey=APIKEY, **credentials)
         if "upload_id" in case.body:
             case.body["upload_id"] = network.upload_id
+        for task in case.body.get("tasks") or []:
+            # A store task's location and container are the config's, not made up.
+            if isinstance(task, dict) and isinstance(task.get("params"), dict) \
+                    and task.get("name") == "store":
+                task["params"].update(location="S3")
+                task["params"].pop("container", None)
 
 
 def check_every_operation(network: Network, base_url: str) -> dict[str, set[int]]:
@@ -170,7 +180,7 @@ def test_pop_answers_as_its_description_says(network: Network) -> None:
     reached_the_handlers(answered, (
         "POST /api/store/{provider}", "GET /api/file/{handle}", "POST /api/file/{handle}",
         "DELETE /api/file/{handle}", "GET /{handle}/metadata", "PUT /multipart/part",
-        "POST /multipart/complete"))
+        "POST /multipart/complete", "POST /process"))
 
 
 def test_coordinator_answers_as_its_description_says(network: Network) -> None:
@@ -178,6 +188,7 @@ def test_coordinator_answers_as_its_description_says(network: Network) -> None:
     assert description["servers"] == [{"url": network.coordinator_url}]
     # Only the routes the coordinator serves: the bytes go to POPs.
     assert "/api/store/{provider}" not in description["paths"]
+    assert "/process" not in description["paths"]
     assert "/multipart/upload" not in description["paths"]
     answered = check_every_operation(network, network.coordinator_url)
     reached_the_handlers(answered, (

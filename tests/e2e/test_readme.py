@@ -105,6 +105,8 @@ def test_readme_quickstart_works_verbatim(tmp_path: Path) -> None:
     assert full["path"].startswith("docs/") and full["location"] == "S3"
     copy = next(o for o in objects if o.get("filename") == "copy.txt")
     assert copy["size"] == 15
+    processed = next(o for o in objects if o.get("filename") == "processed.txt")
+    assert (processed["size"], processed["mimetype"]) == (15, "text/plain")
 
     # The security section: overwrite, read back, delete, with a policy from `cin sign`.
     overwritten = next(o for o in objects if "isWriteable" in o)

@@ -10,6 +10,7 @@
  *   {"call": "metadata", "apikey", "handle", "options"?, "security"?}
  *   {"call": "download", "apikey", "handle", "security"?}    result: {status, size, sha256}
  *   {"call": "remove", "apikey", "handle", "security"?}
+ *   {"call": "storeURL", "apikey", "url", "store"?, "security"?, "tags"?}
  *
  * `security` is {"policy": {...}, "secret": "..."}, signed here by filestack-js's own
  * getSecurity, so cin sees the policy in the SDK's encoding (standard base64).
@@ -117,6 +118,8 @@ const CALLS = {
   metadata: command => filestack.init(command.apikey).metadata(
     command.handle, command.options, security(command)),
   download,
+  storeURL: command => filestack.init(command.apikey).storeURL(
+    command.url, command.store, undefined, security(command), command.tags),
   remove: async command => (await filestack.init(command.apikey).remove(
     command.handle, security(command))).data,
 };

@@ -45,6 +45,7 @@ from common.protocol.naming import (
     valid_text,
     validate_path,
 )
+from common.protocol.process_tasks import STORE_OPTIONS, ProcessStore
 from common.protocol.ranges import parse_range
 from common.protocol.security import (
     Action,
@@ -58,6 +59,7 @@ from common.protocol.security import (
     sign_policy,
 )
 from common.protocol.sniff import choose_mimetype
+from common.protocol.store_admission import admit_store
 from common.protocol.store_params import StoreParams
 from common.protocol.tags import tags_from_json_text, validate_tags
 from common.protocol.upload_api import (
@@ -308,6 +310,86 @@ def test_store_params(query: dict[str, str]) -> None:
     value_or_cin_error(requested_fields, query)
     for name in ("dl", "exif", "base64decode"):
         value_or_cin_error(query_flag, query, name)
+
+
+# --------------------------------------------------------- the Processing API (/process)
+
+
+store_task_params = fields({
+    "location": st.sampled_from(["s3", "S3", "dropbox"]), "path": text_values,
+    "filename": text_values, "mimetype": st.sampled_from(["image/png", "png", None]),
+    "container": st.sampled_from(["cin-test", "cin-test-other", "elsewhere", None]),
+    "region": st.sampled_from(["us-east-1", None]),
+    "access": st.sampled_from(["public", "private", "world", None]),
+    "base64decode": st.booleans(), "workflows": json_values,
+})
+store_tasks = one_in(store_task_params.map(lambda params: {"name": "store", "params": params}),
+                     st.just({"name": "store"}))
+security_tasks = credentials.map(lambda creds: {"name": "security", "params": creds})
+# Mostly a store task and maybe a security task, in either order, so that the checks past
+# the task list are reached; else any list of tasks, or anything.
+process_tasks = one_in(
+    *[st.tuples(store_tasks, st.none() | security_tasks, st.booleans()).map(
+        lambda t: [task for task in ((t[0], t[1]) if t[2] else (t[1], t[0])) if task])] * 5,
+    st.lists(one_in(store_tasks, security_tasks, fields({
+        "name": st.sampled_from(["store", "security", "resize"]) | texts,
+        "params": json_values})), max_size=4),
+    json_values,
+)
+source_urls = one_in(st.just("http://127.0.0.1:9/a.png"), text_values)
+process_sources = one_in(
+    *[st.lists(source_urls, min_size=1, max_size=1)] * 4,
+    st.lists(one_in(source_urls, fields({"source": source_urls, "headers": json_values}),
+                    json_values), max_size=2),
+    json_values,
+)
+process_bodies = fields({
+    "apikey": st.sampled_from([APIKEY, SECURE_APIKEY]), "sources": process_sources,
+    "tasks": process_tasks,
+    "upload_tags": st.none() | st.dictionaries(text_values, text_values, max_size=3),
+})
+
+
+@HOSTILE
+@given(process_bodies, queries)
+def test_a_process_body_is_a_store_or_a_4xx_and_what_passes_goes_on(
+        body: dict[str, Any], query: dict[str, str]) -> None:
+    """Every step the POP takes before it fetches anything, on what the parse let by."""
+    task = value_or_cin_error(ProcessStore.parse, body)
+    if task is None:
+        return
+    assert all(encodable(text) for text in (task.apikey, task.source_url, task.location,
+                                            *task.options.values()))
+    json.dumps(task.tags)
+    value_or_cin_error(parse_source_url, task.source_url)
+    creds = value_or_cin_error(credentials_in, query, None, None, task.security)
+    if creds is None:
+        return
+    admitted = value_or_cin_error(lambda: admit_store(
+        CONFIG, apikey=task.apikey, provider=task.location, options=task.options,
+        creds=creds))
+    if admitted is not None:
+        assert encodable(admitted.params.path) and encodable(admitted.params.filename)
+
+
+@HOSTILE
+@given(st.dictionaries(st.sampled_from([*STORE_OPTIONS, "location", "workflows"]),
+                       likely_texts | st.booleans(), max_size=6), likely_texts)
+def test_both_sdks_bodies_carry_the_same_store(params: dict[str, Any], url: str) -> None:
+    """filestack-python always sends `params`, filestack-js leaves out empty ones; both
+    come out as the same store, its options as a REST store's query spells them."""
+    python = {"apikey": APIKEY, "sources": [url], "tasks": [{"name": "store",
+                                                             "params": params}]}
+    js = {"apikey": APIKEY, "sources": [{"source": url}],
+          "tasks": [{"name": "store", **({"params": params} if params else {})}]}
+    parsed = value_or_cin_error(ProcessStore.parse, python)
+    assert parsed == value_or_cin_error(ProcessStore.parse, js)
+    if parsed is None:
+        return
+    expected = {name: ("true" if value else "false") if isinstance(value, bool) else value
+                for name, value in params.items()
+                if name in STORE_OPTIONS and value not in ("", None)}
+    assert parsed.options == expected
 
 
 # --------------------------------------------------------- policies and credentials
