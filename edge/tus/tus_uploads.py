@@ -93,15 +93,22 @@ class TusUploads:
                      concat: tus.Concat | None) -> TusUpload:
         """Check the app, its credentials and policy, and the store options, then make
         the upload: a cin upload when its length is known and it is not a partial one."""
-        size = length if length is not None else 1  # a deferred length is checked later
+        partials = await self._partials(concat) if concat is not None and concat.final else []
+        if partials:
+            length = sum(partial.length or 0 for partial in partials)
+            if length == 0:
+                raise CinError(Code.EMPTY_FILE, "the partial uploads hold no bytes")
+        # A deferred length is checked against the app's limit when it comes; the
+        # policy's maxSize only here, where its credentials are.
+        size = length if length is not None else 1
         fields = tus.start_fields(metadata, apikey=apikey, size=max(size, 1))
         start = self.cin.check_start(fields, creds)
         tags = tus.upload_tags(metadata)
         now = self.clock()
         expires = now + self.config.upload_expiry.ttl
         shown = tus.shown_metadata(metadata)
-        if concat is not None and concat.final:
-            return await self._create_final(start, concat, shown, tags)
+        if partials:
+            return await self._create_final(start, partials, shown, tags)
         if length == 0 and concat is None:
             raise CinError(Code.EMPTY_FILE, "Upload-Length: 0; a cin file has a byte or more")
         if concat is not None or length is None:
@@ -141,9 +148,8 @@ class TusUploads:
             await self.spool.open_upload(cin.upload.upload_id, cin.meta())
             await self.states.put(upload)
 
-    async def _create_final(self, start: wire.StartUpload, concat: tus.Concat,
-                            metadata: dict[str, str | None],
-                            tags: dict[str, str]) -> TusUpload:
+    async def _partials(self, concat: tus.Concat) -> list[TusUpload]:
+        """A final upload's partial uploads: each here, and finished."""
         partials = []
         for tus_id in concat.partials:
             partial = await self.states.get(tus_id)
@@ -154,15 +160,19 @@ class TusUploads:
                 raise CinError(Code.BAD_PARAMETER, f"Upload-Concat: {tus_id} is not "
                                                    "finished")
             partials.append(partial)
-        length = sum(partial.length or 0 for partial in partials)
-        if length == 0:
-            raise CinError(Code.EMPTY_FILE, "the partial uploads hold no bytes")
-        self._check_size(start, length)
-        cin = await self.cin.start(_sized(start, length))
+        return partials
+
+    async def _create_final(self, start: wire.StartUpload, partials: Sequence[TusUpload],
+                            metadata: dict[str, str | None],
+                            tags: dict[str, str]) -> TusUpload:
+        """The cin upload of the partials' bytes, one after the other: written into it
+        (each part to the bucket as it fills) and completed before the creation's 201."""
+        cin = await self.cin.start(start)
+        length = start.size
         upload = await self._open_file(cin, cin.upload.upload_id, length, metadata, tags,
-                                       created=self.clock(), partials=concat.partials)
-        source = ByteSource(self._local_bytes(partials))
-        await self._write(upload, 0, source, length)
+                                       created=self.clock(),
+                                       partials=tuple(p.tus_id for p in partials))
+        await self._write(upload, 0, ByteSource(self._local_bytes(partials)), length)
         await self.finish(upload)
         return upload
 

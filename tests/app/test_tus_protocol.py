@@ -15,8 +15,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
-from support import APIKEY, SECURE_APIKEY, Network
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
 
+from common.protocol.security import encode_policy, sign_policy
 from coordinator.keys import EXPIRY
 from edge.keys import SWEEPER
 from edge.tus.tus_uploads import TUS_UPLOADS
@@ -313,3 +314,37 @@ async def test_a_final_upload_needs_finished_partials(network: Network) -> None:
     response = await network.pop.post("/files/", headers={
         **V, "Upload-Concat": "final;/files/nosuchuploadatall0000", "Upload-Metadata": META})
     assert response.status == 400
+
+
+def signed(**fields: Any) -> dict[str, str]:
+    text = encode_policy({"expiry": int(time.time()) + 3600, "call": ["store"], **fields})
+    return {"policy": text, "signature": sign_policy(SECURE_SECRET, text)}
+
+
+async def test_a_policy_in_the_metadata_is_checked_at_creation(network: Network) -> None:
+    """The secure app's policy, in Upload-Metadata: its maxSize holds for a plain upload,
+    and for a final upload the sum of its partials."""
+    creds = signed(maxSize=8)
+    meta = ",".join([f"apikey {b64(SECURE_APIKEY)}",
+                     *(f"{key} {b64(value)}" for key, value in creds.items())])
+    ok = await network.pop.post("/files/", headers={**V, "Upload-Length": "8",
+                                                    "Upload-Metadata": meta})
+    assert ok.status == 201
+    head = await network.pop.head(ok.headers["Location"].removeprefix(
+        network.config.pops[0].public_url), headers=V)
+    assert "Upload-Metadata" not in head.headers  # it held credentials only: not echoed
+    over = await network.pop.post("/files/", headers={**V, "Upload-Length": "9",
+                                                      "Upload-Metadata": meta})
+    assert over.status == 403
+    urls = []
+    for piece in (b"12345", b"6789"):
+        url = await create(network, len(piece), **{"Upload-Concat": "partial",
+                                                   "Upload-Metadata": meta})
+        response = await network.pop.patch(url, data=piece, headers={
+            **V, **OFFSET, "Upload-Offset": "0"})
+        assert response.status == 204
+        urls.append(url)
+    final = await network.pop.post("/files/", headers={
+        **V, "Upload-Concat": "final;" + " ".join(urls), "Upload-Metadata": meta})
+    assert final.status == 403
+    assert (await final.json())["code"] == "policy_denies"
