@@ -453,6 +453,13 @@ class TusUploads:
             await self.states.remove(upload.tus_id)
             self._live.pop(upload.tus_id, None)
             removed.append(upload.tus_id)
+        # Bytes whose state was never written (the POP stopped between the two at a
+        # creation): nothing answers for them.
+        for tus_id in await self.local.uploads_older_than(self.config.upload_expiry.ttl,
+                                                          now=now):
+            if await self.states.get(tus_id) is None:
+                await self.local.remove_upload(tus_id)
+                removed.append(tus_id)
         return removed
 
     async def run_sweeps(self) -> None:

@@ -254,7 +254,8 @@ async def test_a_deferred_upload_expires_with_its_bytes(network: Network) -> Non
     uploads = network.pop.app[TUS_UPLOADS]
     later = time.time() + network.config.upload_expiry.ttl + 1
     tus_id = url.rsplit("/", 1)[1]
-    assert await uploads.sweep_once(now=later) == [tus_id]
+    await uploads.local.open_upload("orphan-without-state", {})  # a creation cut short
+    assert await uploads.sweep_once(now=later) == [tus_id, "orphan-without-state"]
     assert not (network.config.pops[0].spool_dir / "tus" / "uploads" / tus_id).exists()
     assert (await network.pop.head(url, headers=V)).status == 404
 
