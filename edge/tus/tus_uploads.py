@@ -29,9 +29,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from common.config import Config
 from common.protocol import tus, wire
@@ -50,8 +49,8 @@ from edge.tus.tus_state import TusEnd, TusKind, TusStates, TusUpload
 
 log = logging.getLogger("cin.edge.tus")
 
-TAKEOVER_SECONDS = 10.0
-FINISHED_KEPT = 100_000  # how long a PATCH waits for the one it stopped to settle
+TAKEOVER_SECONDS = 10.0  # how long a PATCH waits for the one it stopped to settle
+FINISHED_KEPT = 100_000  # cin uploads remembered as finished until their spool is freed
 _ENDED = (FileStatus.IN_TRANSIT, FileStatus.COMPLETE)
 
 
@@ -61,7 +60,7 @@ class _Live:
     offset (read from the spool once, then kept up to date)."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    body: Any = None  # the running PATCH's StreamReader, stopped by the next PATCH
+    body: StreamReader | None = None  # the running PATCH's, stopped by the next PATCH
     offset: int | None = None
 
 
@@ -287,7 +286,7 @@ class TusUploads:
     # ------------------------------------------------------------------ bytes
 
     @contextlib.asynccontextmanager
-    async def patching(self, tus_id: str, body: Any) -> AsyncIterator[None]:
+    async def patching(self, tus_id: str, body: StreamReader | None) -> AsyncIterator[None]:
         """Hold the upload's PATCH lock; a PATCH still reading its body is stopped."""
         live = self._live_of(tus_id)
         if live.body is not None:
