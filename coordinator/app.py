@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -11,9 +12,19 @@ import aiohttp
 from aiohttp import web
 
 from common.config import Config
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
-from common.web import body_idle, cors, drain, file_routes, metrics, openapi, request_log
+from common.web import (
+    body_idle,
+    cors,
+    drain,
+    file_routes,
+    metrics,
+    openapi,
+    periodic,
+    request_log,
+)
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -26,20 +37,30 @@ from coordinator.keys import (
     EXPIRY,
     FILES,
     HASHES,
+    LEASES,
     MULTIPART,
+    POP_BATCHES,
     POPS,
     SESSION,
     STATE,
     STORAGE,
     STORE_EXPIRY,
 )
+from coordinator.leases import HandleLeases
 from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
+from coordinator.pop_batches import PopBatches
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import open_state_store
 from coordinator.store_expiry import StoreExpiry
+from coordinator.upload_finisher import UploadFinisher
 from coordinator.webhooks import WebhookSender
+
+log = logging.getLogger("cin.coordinator")
+
+# Seconds between two prunings of the ids of applied POP events (kept for a week).
+FORGET_INTERVAL = 3600.0
 
 
 class LocalFiles:
@@ -49,7 +70,16 @@ class LocalFiles:
         self.app = app
 
     async def lookup(self, handle: str) -> FileRecord:
-        return await self.app[FILES].get(handle)
+        """The file; FileAtPop for a handle leased to a POP that has not reported it yet
+        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other."""
+        try:
+            return await self.app[FILES].get(handle)
+        except CinError as error:
+            holder = (await self.app[LEASES].holder(handle)
+                      if error.code is Code.FILE_NOT_FOUND else None)
+            if holder is None:
+                raise
+            raise FileAtPop(handle, holder) from error
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
         fields = requested_fields(query)
@@ -78,13 +108,23 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # first heartbeat timeout (see coordinator.pop_choice).
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
-            app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
+            uploads = app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             stores = app[STORE_EXPIRY] = StoreExpiry(
                 state, storage, list(config.storage.values()), config.upload_expiry)
+            leases = app[LEASES] = HandleLeases(
+                state, config, on_grant=lambda block: figures.lease_granted(block.pop,
+                                                                            block.size))
+            batches = app[POP_BATCHES] = PopBatches(state, config, leases, files, uploads,
+                                                    figures, on_removals=stores.wake)
+            finisher = UploadFinisher(state, uploads)
             tasks = [asyncio.create_task(sender.run(), name="webhook-outbox"),
                      asyncio.create_task(expiry.run(), name="upload-expiry"),
-                     asyncio.create_task(stores.run(), name="store-expiry")]
+                     asyncio.create_task(stores.run(), name="store-expiry"),
+                     asyncio.create_task(finisher.run(), name="upload-finisher"),
+                     asyncio.create_task(periodic.every(
+                         FORGET_INTERVAL, batches.forget_old_ids, log=log,
+                         what="forgetting old POP event ids"), name="event-ids")]
             try:
                 yield
             finally:
@@ -122,8 +162,10 @@ def make_app(config: Config) -> web.Application:
     app[metrics.METRICS].on_scrape(read_at_scrape)
     # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
     # unless its heartbeats say it is gone.
-    app[file_routes.FILE_IN_TRANSIT] = HolderRedirect(
-        config, unavailable=lambda pop: app[POPS].unavailable(pop))
+    # A file leased to a POP that has not reported it yet likewise.
+    holders = HolderRedirect(config, unavailable=lambda pop: app[POPS].unavailable(pop))
+    app[file_routes.FILE_IN_TRANSIT] = holders
+    app[file_routes.FILE_AT_POP] = holders
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)

@@ -87,7 +87,7 @@ class FileAuthority:
             await self.failed(handle, f"size mismatch: expected {record.size}, stored {size}")
             raise CinError(Code.CONFLICT, f"stored {size} bytes, expected {record.size}")
         updated = await self.state.set_status(handle, FileStatus.COMPLETE, size=size, etag=etag,
-                                              events=self._events(events.UPLOAD))
+                                              events=self.events_for(events.UPLOAD))
         log.info("file %s complete (%d bytes)", handle, size)
         self._notify(updated, events.UPLOAD)
         return updated
@@ -112,7 +112,7 @@ class FileAuthority:
                 raise CinError(Code.CONFLICT, "another overwrite replaced these bytes")
             updated = await self.state.overwrite_file(
                 handle, size=size, etag=etag, mimetype=mimetype,
-                events=self._events(events.OVERWRITE))
+                events=self.events_for(events.OVERWRITE))
         log.info("file %s overwritten (version %d, %d bytes)", handle, updated.version, size)
         self._notify(updated, events.OVERWRITE)
         return updated
@@ -124,7 +124,7 @@ class FileAuthority:
             rules.check_delete(record)  # before the object goes; the store checks again
             if not skip_storage and record.etag is not None:
                 await self._delete_object(record)
-            deleted = await self.state.delete_file(handle, events=self._events(events.DELETE))
+            deleted = await self.state.delete_file(handle, events=self.events_for(events.DELETE))
         log.info("file %s deleted%s", handle, " (object kept)" if skip_storage else "")
         self._notify(deleted, events.DELETE)
         return deleted
@@ -150,7 +150,7 @@ class FileAuthority:
             raise
         return info.etag
 
-    def _events(self, action: str) -> Callable[[FileRecord], Sequence[WebhookEvent]]:
+    def events_for(self, action: str) -> Callable[[FileRecord], Sequence[WebhookEvent]]:
         def build(record: FileRecord) -> Sequence[WebhookEvent]:
             app = self.config.apps.get(record.apikey)
             url = file_url(self.config.coordinator.public_url, record.handle)

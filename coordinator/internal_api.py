@@ -9,10 +9,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.protocol import wire
-from common.protocol.errors import CinError, Code
+from common.protocol.errors import CinError, Code, FileAtPop
+from common.protocol.handle_lease import handle_of_upload_id
 from common.storage import StorageError
 from common.web.http import read_bounded
-from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, MULTIPART, POPS
+from coordinator.keys import (
+    CONFIG,
+    COORDINATOR_METRICS,
+    FILES,
+    HASHES,
+    LEASES,
+    MULTIPART,
+    POP_BATCHES,
+    POPS,
+    STATE,
+)
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -39,6 +50,33 @@ async def handle_rpc(request: web.Request) -> web.Response:
 
 
 async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
+    try:
+        return await _dispatch(app, msg)
+    except CinError as error:
+        if error.code is Code.FILE_NOT_FOUND:
+            at_pop = await _at_pop(app, msg)
+            if at_pop is not None:
+                raise at_pop from error
+        raise
+
+
+async def _at_pop(app: web.Application, msg: wire.Message) -> FileAtPop | None:
+    """For a message about a file the coordinator has no record of, whose handle (or
+    upload id, made by `mint_upload_id`) a POP was leased and has not reported yet: the
+    FILE_AT_POP that says which POP, rather than a 404 for a file that exists."""
+    handle = getattr(msg, "handle", None)
+    upload_id = getattr(msg, "upload_id", None)
+    if handle is None and isinstance(upload_id, str):
+        handle = handle_of_upload_id(app[CONFIG].internal_secret, upload_id)
+    if not isinstance(handle, str):
+        return None
+    holder = await app[LEASES].holder(handle)
+    if holder is None or await app[STATE].get_file(handle) is not None:
+        return None
+    return FileAtPop(handle, holder)
+
+
+async def _dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
     files = app[FILES]
     match msg:
         case wire.StartFile():
@@ -77,6 +115,11 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             app[POPS].heard(msg)
             app[COORDINATOR_METRICS].heartbeat(msg.pop)  # a configured POP: heard() checks
             return wire.Ack()
+        case wire.LeaseHandles(pop=pop, count=count):
+            block = await app[LEASES].grant(pop, count)
+            return wire.HandleLease(block=block.block, size=block.size, pop=block.pop)
+        case wire.EventBatch():
+            return await app[POP_BATCHES].apply(msg)
         case wire.GetMetadata(handle=handle, query=query):
             record = await files.get(handle)
             fields = requested_fields(query)

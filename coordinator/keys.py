@@ -9,9 +9,11 @@ from common.config import Config
 from common.storage.storage_set import StorageSet
 from coordinator.expiry import UploadExpiry
 from coordinator.files import FileAuthority
+from coordinator.leases import HandleLeases
 from coordinator.metadata import HashCache
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
+from coordinator.pop_batches import PopBatches
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import StateStore
 from coordinator.store_expiry import StoreExpiry
@@ -26,4 +28,6 @@ MULTIPART = web.AppKey("multipart", MultipartUploads)
 POPS = web.AppKey("pops", PopRegistry)
 EXPIRY = web.AppKey("expiry", UploadExpiry)
 STORE_EXPIRY = web.AppKey("store_expiry", StoreExpiry)
+LEASES = web.AppKey("leases", HandleLeases)
+POP_BATCHES = web.AppKey("pop_batches", PopBatches)
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # webhooks, overwrite proxy

@@ -18,6 +18,8 @@ from coordinator.state import StateStore
 # Seconds. A webhook delivery: a receiver's answer, up to webhook_delivery.timeout.
 _DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # A state store transaction: a group commit, one fsync of the WAL at its heart.
+# Applying one POP event batch: a transaction, then the bucket completes of its uploads.
+_BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _TRANSACTION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                         1.0, 2.5)
 
@@ -52,11 +54,37 @@ class CoordinatorMetrics:
                                                       "included.",
             ["engine"], buckets=_TRANSACTION_BUCKETS, registry=registry)
 
+        self._leases = Counter(
+            "cin_handle_leases", "Blocks of handles leased, by POP.", ["pop"],
+            registry=registry)
+        self._leased_handles = Counter(
+            "cin_leased_handles", "Handles leased in those blocks, by POP.", ["pop"],
+            registry=registry)
+        self._pop_events = Counter(
+            "cin_pop_events", "Events from POPs' batches, by kind (or malformed) and outcome "
+                              "(applied, repeated: applied before, refused).",
+            ["kind", "outcome"], registry=registry)
+        self._batch_latency = Histogram(
+            "cin_pop_batch_duration_seconds", "Time to apply one POP event batch, the "
+                                              "completes of its finished uploads included.",
+            buckets=_BATCH_BUCKETS, registry=registry)
+
     def message(self, msg_type: str, outcome: str) -> None:
         self._messages.labels(msg_type, outcome).inc()
 
     def heartbeat(self, pop: str) -> None:
         self._heartbeats.labels(pop).inc()
+
+    def lease_granted(self, pop: str, size: int) -> None:
+        self._leases.labels(pop).inc()
+        self._leased_handles.labels(pop).inc(size)
+
+    def pop_event(self, kind: str, outcome: str) -> None:
+        """`kind`: an event kind of common/protocol/pop_events.py, or "malformed"."""
+        self._pop_events.labels(kind, outcome).inc()
+
+    def pop_batch(self, seconds: float) -> None:
+        self._batch_latency.observe(seconds)
 
     def delivery(self, outcome: str, seconds: float | None = None) -> None:
         self._deliveries.labels(outcome).inc()

@@ -22,7 +22,7 @@ from common.storage.storage_set import StorageSet
 from coordinator.files import FileAuthority, new_file_record
 from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
-from coordinator.state import StateStore
+from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator.uploads")
 
@@ -105,12 +105,7 @@ class MultipartUploads:
             raise upload_closed(record, upload)
         sizes = {part.number: part.size for part in await self.state.parts_of(record.handle)}
         sizes.update(parts)
-        missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
-        if not sizes or missing:
-            raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
-        if sum(sizes.values()) != record.size:
-            raise CinError(Code.CONFLICT, f"the parts hold {sum(sizes.values())} bytes, the "
-                                          f"file is {record.size}")
+        rules.check_parts_make_up(record, sizes)
         spooled = [PartRecord(number, pop, "spooled", size, None)
                    for number, size in sorted(parts.items())]
         record = await self.state.upload_in_transit(record.handle, spooled, tags)
@@ -123,6 +118,17 @@ class MultipartUploads:
         await self.state.part_stored(upload.handle, PartRecord(number, pop, "stored", size,
                                                                etag))
         return await self._finish_if_stored(upload, await self.files.get(upload.handle))
+
+    async def finish(self, handle: str) -> FileRecord:
+        """Complete the bucket's multipart upload of an In Transit file whose parts are
+        all stored, and the file with it; the file as it is otherwise. For uploads whose
+        parts a POP reported in its events (coordinator/pop_batches.py), and those a
+        coordinator stopped before finishing (coordinator/upload_finisher.py)."""
+        upload = await self.state.get_upload(handle=handle)
+        record = await self.files.get(handle)
+        if upload is None:
+            return record
+        return await self._finish_if_stored(upload, record)
 
     async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
         async with self._locks(upload.upload_id):

@@ -58,11 +58,31 @@ class StoreExpiry:
         self.settings = settings
         self.clock = clock
         self._sweeping = asyncio.Lock()
+        self._woken = asyncio.Event()
 
     async def run(self) -> None:
-        """Sweep every `sweep_interval` seconds until cancelled."""
-        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
-                             what="store expiry sweep")
+        """Sweep every `sweep_interval` seconds until cancelled; remove what is owed as
+        soon as `wake` says a removal was written."""
+        await asyncio.gather(
+            periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+                           what="store expiry sweep"),
+            self._remove_when_woken())
+
+    def wake(self) -> None:
+        """A removal is owed (a POP reported a store it abandoned): do it soon, not at the
+        next sweep."""
+        self._woken.set()
+
+    async def _remove_when_woken(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            try:
+                async with self._sweeping:
+                    await self._remove_owed()
+            except Exception:
+                log.exception("removal of abandoned stores' leftovers failed; the next "
+                              "sweep retries")
 
     async def sweep_once(self, now: float | None = None) -> StoreSweepResult:
         """Fail the stores interrupted as of `now` (default: the clock), remove every

@@ -19,11 +19,13 @@ from edge.disk_space import DISK_SPACE, DiskSpace, disk_full_middleware
 from edge.downloads.transit_download import TransitDownloads
 from edge.heartbeat import heartbeat_ctx
 from edge.jobs import jobs_ctx
+from edge.journal.lifecycle import journal_ctx
 from edge.keys import (
     CONFIG,
     COORDINATOR,
     EDGE_METRICS,
     FETCHER,
+    JOURNAL,
     PART_SPOOL,
     POP,
     STAGING,
@@ -117,8 +119,13 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
         await edge_metrics.read_spool(pop.spool_dir)
         if TRANSFER in app:
             app[TRANSFER].show_in(edge_metrics)
+        if JOURNAL in app:
+            edge_metrics.events_pending.set(await app[JOURNAL].pending_count())
+            edge_metrics.handles_left.set(app[JOURNAL].handles_left())
 
     app[metrics.METRICS].on_scrape(read_at_scrape)
+    # First: the journal is open before anything that records in it, and closes last.
+    app.cleanup_ctx.append(journal_ctx)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(jobs_ctx)  # after the resources: drained before they close
     # Last: the POP registers once everything it serves with is open, and its leave goes

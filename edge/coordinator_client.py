@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 
 from common.protocol import wire
-from common.protocol.errors import CinError, Code
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.records import FileRecord
 from common.web.log_context import current_request_id
 from common.web.request_log import REQUEST_ID_HEADER
@@ -24,6 +24,7 @@ from common.web.request_log import REQUEST_ID_HEADER
 log = logging.getLogger("cin.edge.coordinator")
 
 R = TypeVar("R", bound=wire.Message)
+T = TypeVar("T")
 
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 DEFAULT_TIMEOUT = 15.0
@@ -93,18 +94,36 @@ class CoordinatorClient:
 
 
 class RemoteFiles:
-    """The File API's view of files at a POP: asked of the coordinator."""
+    """The File API's view of files at a POP: asked of the coordinator.
 
-    def __init__(self, client: CoordinatorClient) -> None:
+    A file another POP took and has not reported yet is answered FILE_AT_POP, naming that
+    POP: raised here as `FileAtPop`, which the File API turns into a redirect to it, as
+    the coordinator does. Not when the holder is this POP (`pop`): a redirect to itself
+    would never end; such a file is answered from this POP's own journal, and one that is
+    not there is a 503 to retry."""
+
+    def __init__(self, client: CoordinatorClient, pop: str | None = None) -> None:
         self.client = client
+        self.pop = pop
 
     async def lookup(self, handle: str) -> FileRecord:
-        return await self.client.file(wire.LookupFile(handle=handle))
+        return await self._asking(self.client.file(wire.LookupFile(handle=handle)))
 
     async def metadata(self, handle: str, query: Mapping[str, str]) -> dict[str, Any]:
-        reply = await self.client.call(wire.GetMetadata(handle=handle, query=dict(query)),
-                                       wire.MetadataReply, wait_seconds=METADATA_TIMEOUT)
+        reply = await self._asking(self.client.call(
+            wire.GetMetadata(handle=handle, query=dict(query)), wire.MetadataReply,
+            wait_seconds=METADATA_TIMEOUT))
         return reply.fields
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
-        return await self.client.file(wire.DeleteFile(handle=handle, skip_storage=skip_storage))
+        return await self._asking(self.client.file(
+            wire.DeleteFile(handle=handle, skip_storage=skip_storage)))
+
+    async def _asking(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except CinError as error:
+            at_pop = FileAtPop.from_error(error)
+            if at_pop is None or at_pop.pop == self.pop:
+                raise
+            raise at_pop from None

@@ -4,8 +4,9 @@ The first heartbeat goes out as soon as the POP's resources are open, then one e
 `heartbeat.interval`, each saying whether the POP has room to take bytes
 (edge/disk_space.py). When the POP starts draining for shutdown it says so at once, and
 goes on saying so (a coordinator restarted meanwhile learns it too); the last one, as the
-POP stops, says it is leaving. A coordinator that cannot be reached misses heartbeats and
-nothing else: the POP serves on, and the next heartbeat tries again.
+POP stops, says it is leaving, once the events the POP recorded have had a bounded chance
+to reach the coordinator (edge/journal/shipper.py). A coordinator that cannot be reached
+misses heartbeats and nothing else: the POP serves on, and the next heartbeat tries again.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from common.protocol.pop_load import PopLoad
 from common.web.drain import DRAIN, Drain
 from edge.coordinator_client import CoordinatorClient
 from edge.disk_space import DISK_SPACE, DiskSpace
-from edge.keys import CONFIG, COORDINATOR, POP, TRANSFER
+from edge.keys import CONFIG, COORDINATOR, POP, SHIPPER, TRANSFER
 
 log = logging.getLogger("cin.edge.heartbeat")
 
 # The leave as the POP stops is worth a moment, not a stalled shutdown.
 LEAVE_TIMEOUT = 2.0
+# So is shipping the events the POP recorded, before it says it leaves: the coordinator
+# then has every file it took, rather than waiting for the POP to come back.
+DRAIN_FLUSH_TIMEOUT = 3.0
 
 
 class Heartbeat:
@@ -124,4 +128,10 @@ async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if SHIPPER in app:  # the requests are drained: the events they recorded go now
+            try:
+                await app[SHIPPER].flush(DRAIN_FLUSH_TIMEOUT)
+            except CinError as exc:
+                log.warning("%s leaves with events not shipped (%s); they go when it "
+                            "starts again", app[POP].name, exc.detail)
         await heartbeat.stop()

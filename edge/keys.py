@@ -7,6 +7,9 @@ from aiohttp import web
 from common.config import Config, PopConfig
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.journal.leases import LeaseKeeper
+from edge.journal.protocol import PopJournal
+from edge.journal.shipper import Shipper
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
@@ -24,3 +27,8 @@ PART_SPOOL = web.AppKey("part_spool", PartSpool)
 TRANSFER = web.AppKey("transfer", PartTransfer)
 EDGE_METRICS = web.AppKey("edge_metrics", EdgeMetrics)
 SWEEPER = web.AppKey("sweeper", SpoolSweeper)
+# The journal (edge/journal): what the store and Upload API routes record, and the
+# background work that ships it and keeps its lease of handles.
+JOURNAL = web.AppKey("journal", PopJournal)
+SHIPPER = web.AppKey("shipper", Shipper)
+LEASES = web.AppKey("leases", LeaseKeeper)

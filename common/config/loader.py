@@ -26,6 +26,8 @@ from common.config.schema import (
     ConfigError,
     CoordinatorConfig,
     CorsConfig,
+    EventShippingConfig,
+    HandleLeaseConfig,
     HeartbeatConfig,
     IpNetwork,
     Listen,
@@ -44,6 +46,7 @@ from common.config.schema import (
     WebhookDeliveryConfig,
     normalize_origin,
 )
+from common.protocol.handle_lease import MAX_BLOCK_SIZE
 from common.storage.drivers import DRIVERS
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
@@ -217,6 +220,10 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     cors = _cors(cors_reader) if cors_reader else CorsConfig()
     heartbeat_reader = top.child("heartbeat", None)
     heartbeat = _heartbeat(heartbeat_reader) if heartbeat_reader else HeartbeatConfig()
+    leases_reader = top.child("handle_leases", None)
+    leases = _handle_leases(leases_reader) if leases_reader else HandleLeaseConfig()
+    shipping_reader = top.child("event_shipping", None)
+    shipping = _event_shipping(shipping_reader) if shipping_reader else EventShippingConfig()
     expiry_reader = top.child("upload_expiry", None)
     expiry = _upload_expiry(expiry_reader) if expiry_reader else UploadExpiryConfig()
     # A store from a URL may fetch for url_fetch.timeout after its file is named: a
@@ -235,7 +242,8 @@ def parse_config(data: Any, *, source: str, base: Path) -> Config:
     return Config(source=source, event_loop=event_loop, internal_secret=internal_secret,
                   coordinator=coordinator, pops=pops, storage=storage, apps=apps,
                   url_fetch=url_fetch, webhook_delivery=delivery, cors=cors,
-                  heartbeat=heartbeat, upload_expiry=expiry, timeouts=timeouts,
+                  heartbeat=heartbeat, handle_leases=leases, event_shipping=shipping,
+                  upload_expiry=expiry, timeouts=timeouts,
                   max_connections=max_connections, access_log=access_log,
                   log_format=log_format, log_level=log_level,
                   shutdown_timeout=shutdown_timeout)
@@ -485,6 +493,38 @@ def _heartbeat(r: _Reader) -> HeartbeatConfig:
                                 "so that one late heartbeat does not mark a POP down")
     r.done()
     return HeartbeatConfig(interval=interval, timeout=timeout)
+
+
+def _handle_leases(r: _Reader) -> HandleLeaseConfig:
+    block_size = r.count("block_size", HandleLeaseConfig.block_size)
+    if block_size > MAX_BLOCK_SIZE:
+        raise r.fail("block_size", f"must be at most {MAX_BLOCK_SIZE:,} (what a handle's "
+                                   "index can number)")
+    config = HandleLeaseConfig(
+        block_size=block_size,
+        low_water=r.count("low_water", HandleLeaseConfig.low_water),
+        outage=r.number("outage", HandleLeaseConfig.outage),
+    )
+    r.done()
+    return config
+
+
+def _event_shipping(r: _Reader) -> EventShippingConfig:
+    batch_size = r.count("batch_size", EventShippingConfig.batch_size)
+    if batch_size > 10_000:
+        raise r.fail("batch_size", "must be at most 10000 (one transaction at the "
+                                   "coordinator)")
+    linger = r.number("linger", EventShippingConfig.linger)
+    # Every event waits this long before it leaves: the time until the coordinator
+    # shows a store grows by as much.
+    if linger > 1.0:
+        raise r.fail("linger", "must be at most 1 second")
+    config = EventShippingConfig(
+        batch_size=batch_size, linger=linger,
+        retention=r.number("retention", EventShippingConfig.retention),
+    )
+    r.done()
+    return config
 
 
 def _upload_expiry(r: _Reader) -> UploadExpiryConfig:

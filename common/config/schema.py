@@ -215,6 +215,37 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class HandleLeaseConfig:
+    """The handles each POP holds ahead, leased by the coordinator in blocks, so that it
+    takes stores and uploads through an outage of the coordinator (README, "The edge
+    stands on its own")."""
+
+    # 65,536: a few weeks of a quiet POP, and about ten minutes at 100 stores a second.
+    block_size: int = field(default=65536, metadata=doc(
+        "handles the POP asks the coordinator for at a time (at most 14,776,336)"))
+    low_water: int = field(default=4096, metadata=doc(
+        "the POP asks for more before it holds fewer handles than this"))
+    # 15 minutes: the issue's 10 minutes with room for a slow return.
+    outage: float = field(default=900.0, metadata=doc(
+        "seconds of coordinator outage the handles held must last at the POP's recent "
+        "store rate; the POP asks for more blocks when the rate needs them"))
+
+
+@dataclass(frozen=True)
+class EventShippingConfig:
+    """How a POP ships the events in its journal to the coordinator."""
+
+    batch_size: int = field(default=500, metadata=doc(
+        "events in one batch at most (a batch also stays under the 1 MiB message limit)"))
+    linger: float = field(default=0.005, metadata=doc(
+        "seconds the POP waits after an event before sending, so that stores taken "
+        "together share a batch (at most 1)"))
+    retention: float = field(default=3600.0, metadata=doc(
+        "seconds a POP keeps its view of a Complete or Failed file after the coordinator "
+        "has acknowledged it (a file still under way is kept for `upload_expiry.ttl`)"))
+
+
+@dataclass(frozen=True)
 class UploadExpiryConfig:
     """When what an abandoned or interrupted upload left is cleaned up (seconds).
 
@@ -403,6 +434,8 @@ class Config:
     webhook_delivery: WebhookDeliveryConfig = field(default_factory=WebhookDeliveryConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    handle_leases: HandleLeaseConfig = field(default_factory=HandleLeaseConfig)
+    event_shipping: EventShippingConfig = field(default_factory=EventShippingConfig)
     upload_expiry: UploadExpiryConfig = field(default_factory=UploadExpiryConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     # Client connections one process holds at once; past it a new connection is answered

@@ -141,3 +141,24 @@ class CinError(Exception):
     def to_json(self) -> dict[str, str]:
         text = self.code.message if not self.detail else f"{self.code.message}: {self.detail}"
         return {"error": text, "code": self.code.wire}
+
+
+class FileAtPop(CinError):
+    """FILE_AT_POP: `handle` is at POP `pop`, which leased it and has not reported it to
+    the coordinator yet. The detail names the POP, so the error still says where the file
+    is once carried to another node (`from_error`), which can then send a client there."""
+
+    _AT = " is at POP "
+
+    def __init__(self, handle: str, pop: str) -> None:
+        super().__init__(Code.FILE_AT_POP, f"{handle}{self._AT}{pop}")
+        self.handle = handle
+        self.pop = pop
+
+    @classmethod
+    def from_error(cls, error: CinError) -> FileAtPop | None:
+        """The FileAtPop an error carried over the wire stands for, if it is one."""
+        if error.code is not Code.FILE_AT_POP or not error.detail:
+            return None
+        handle, at, pop = error.detail.partition(cls._AT)
+        return cls(handle, pop) if at and handle and pop else None

@@ -6,6 +6,12 @@ routes the SDKs call (`/{handle}`, `/{handle}/metadata`, `/security=p:..,s:../{h
 belongs to. Where the file record comes from, how an overwrite's bytes are taken, and
 who serves a file while it is In Transit are the only differences between the two
 services: small injected protocols (`FileSource`, `InTransitServer`) and a handler.
+
+A file a POP took on its own is there before the coordinator hears of it: a `FileSource`
+answers such a handle with `FileAtPop`, naming the POP that holds it. Downloads and
+metadata are then sent there (`FILE_AT_POP`, a redirect as for an In Transit file; 503
+FILE_AT_POP when that POP cannot serve): never a 404 for a file a client was told exists.
+Delete and overwrite answer the 503.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from common.config import Config
-from common.protocol.errors import CinError, Code
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.file_status import FileStatus
 from common.protocol.flags import is_flag_value, query_flag
 from common.protocol.naming import HANDLE_PATTERN, is_handle
@@ -25,7 +31,7 @@ from common.protocol.security import Action
 from common.storage.storage_set import StorageSet
 from common.web.download import serve_file
 from common.web.http import Handler
-from common.web.in_transit import InTransitServer
+from common.web.in_transit import HolderRedirect, InTransitServer
 from common.web.request_auth import SECURITY_SEGMENT, authorize_file
 
 
@@ -41,6 +47,9 @@ FILE_CONFIG = web.AppKey("file_config", Config)
 FILE_SOURCE = web.AppKey("file_source", FileSource)
 FILE_STORAGE = web.AppKey("file_storage", StorageSet)
 FILE_IN_TRANSIT = web.AppKey("file_in_transit", InTransitServer)
+# Who sends reads of a file at a POP to it; by default a redirect with no news of the
+# POPs' health (the coordinator sets one that knows it).
+FILE_AT_POP = web.AppKey("file_at_pop", HolderRedirect)
 
 APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
@@ -65,8 +74,18 @@ async def find_file(request: web.Request) -> FileRecord:
     return record
 
 
+def to_holder(request: web.Request, at_pop: FileAtPop) -> web.StreamResponse:
+    """A read of a file its POP has not reported yet, sent to that POP. Authorized there:
+    only the holder knows the file's app (its handle is unguessable: leased, with a MAC)."""
+    holders = request.app.get(FILE_AT_POP) or HolderRedirect(request.app[FILE_CONFIG])
+    return holders.to_pop(request, at_pop)
+
+
 async def download(request: web.Request) -> web.StreamResponse:
-    record = await find_file(request)
+    try:
+        record = await find_file(request)
+    except FileAtPop as at_pop:
+        return to_holder(request, at_pop)
     authorize_file(request, request.app[FILE_CONFIG], record, Action.read(record.handle))
     return await serve_record(request, record)
 
@@ -84,8 +103,11 @@ async def serve_record(request: web.Request, record: FileRecord) -> web.StreamRe
     return await serve_file(request, storage, record)
 
 
-async def metadata(request: web.Request) -> web.Response:
-    record = await find_file(request)
+async def metadata(request: web.Request) -> web.StreamResponse:
+    try:
+        record = await find_file(request)
+    except FileAtPop as at_pop:
+        return to_holder(request, at_pop)
     wants_exif = query_flag(request.query, "exif") is True
     action = Action.exif(record.handle) if wants_exif else Action.stat(record.handle)
     authorize_file(request, request.app[FILE_CONFIG], record, action)

@@ -17,7 +17,7 @@ from typing import Protocol
 from aiohttp import web
 
 from common.config import Config, PopConfig
-from common.protocol.errors import CinError, Code
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.records import FileRecord
 
 
@@ -60,10 +60,22 @@ class HolderRedirect:
     async def __call__(self, request: web.Request,
                        record: FileRecord) -> web.StreamResponse:
         pop = holder_of(self.config, record)
+        return self._to(request, pop, record.handle, Code.IN_TRANSIT_UNAVAILABLE)
+
+    def to_pop(self, request: web.Request, at_pop: FileAtPop) -> web.StreamResponse:
+        """The same redirect for a file leased to a POP that has not reported it yet
+        (FILE_AT_POP when that POP cannot serve it, or is unknown here)."""
+        pop = next((pop for pop in self.config.pops if pop.name == at_pop.pop), None)
+        if pop is None:
+            raise CinError(Code.FILE_AT_POP, f"{at_pop.handle} is at POP {at_pop.pop!r}, "
+                                             "unknown to this node")
+        return self._to(request, pop, at_pop.handle, Code.FILE_AT_POP)
+
+    def _to(self, request: web.Request, pop: PopConfig, handle: str,
+            unavailable: Code) -> web.StreamResponse:
         why = self.unavailable(pop)
         if why is not None:
-            raise CinError(Code.IN_TRANSIT_UNAVAILABLE,
-                           f"{record.handle} is held by POP {pop.name}, which is {why}")
+            raise CinError(unavailable, f"{handle} is held by POP {pop.name}, which is {why}")
         # `rel_url` is the path and query as received, still percent-encoded, and never an
         # authority: a policy and signature in either pass through unchanged.
         location = pop.public_url.rstrip("/") + str(request.rel_url)

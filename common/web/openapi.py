@@ -229,7 +229,8 @@ def _download(operation_id: str, handle: Schema, apikey: Schema = _APIKEY) -> Sc
         "responses": _responses(None, (*_FILE_ERRORS, 416), {
             "200": _bytes("the file"),
             "206": _bytes("the requested range"),
-            "302": {"description": "in transit: served by the POP holding it",
+            "302": {"description": "in transit, or at a POP that has not reported it yet: "
+                                   "served by the POP holding it",
                     "headers": {"Location": {"schema": _text()}}},
             "304": {"description": "not modified"},
         })}}
@@ -246,7 +247,10 @@ def _metadata(operation_id: str, handle: Schema) -> Schema:
     return {"get": {
         "operationId": operation_id, "summary": "A file's metadata",
         "parameters": [handle, key, *_CREDENTIALS, *flags],
-        "responses": _responses(_ref("Metadata"), _FILE_ERRORS)}}
+        "responses": _responses(_ref("Metadata"), _FILE_ERRORS, {
+            "302": {"description": "at a POP that has not reported it yet: answered by "
+                                   "the POP holding it",
+                    "headers": {"Location": {"schema": _text()}}}})}}
 
 
 def _file_api() -> dict[str, Schema]:

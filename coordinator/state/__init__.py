@@ -2,11 +2,14 @@
 keeps, and the engines behind it, opened by `open_state_store` as the config says.
 
 The embedded engine is SQLite (sqlite.py, with its one-thread group commit in
-sqlite_writer.py). tests/state runs one conformance suite against every engine.
+common/sqlite_writer.py, which a POP's journal uses too). tests/state runs one
+conformance suite against every engine.
 """
 
 from coordinator.state.factory import open_state_store
 from coordinator.state.protocol import (
+    AppliedBatch,
+    EventOutcome,
     EventsFor,
     OutboxEntry,
     PendingAbort,
@@ -14,5 +17,5 @@ from coordinator.state.protocol import (
     StateStore,
 )
 
-__all__ = ["EventsFor", "OutboxEntry", "PendingAbort", "PendingRemoval", "StateStore",
-           "open_state_store"]
+__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "OutboxEntry", "PendingAbort",
+           "PendingRemoval", "StateStore", "open_state_store"]

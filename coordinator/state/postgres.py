@@ -23,12 +23,22 @@ import asyncpg
 from common.config import AppConfig, PostgresStateConfig
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
+from common.protocol.handle_lease import HandleBlock
+from common.protocol.pop_events import PopEvent, UploadInTransit
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
-from coordinator.state import rules
+from coordinator.state import pop_event_rules, rules
+from coordinator.state.pop_event_rules import refusal
 from coordinator.state.postgres_retry import in_transaction
 from coordinator.state.postgres_schema import migrate
-from coordinator.state.protocol import EventsFor, OutboxEntry, PendingAbort, PendingRemoval
+from coordinator.state.protocol import (
+    AppliedBatch,
+    EventOutcome,
+    EventsFor,
+    OutboxEntry,
+    PendingAbort,
+    PendingRemoval,
+)
 
 if TYPE_CHECKING:
     from coordinator.state.postgres_retry import Db
@@ -73,6 +83,13 @@ _OUTBOX_ENTRIES = {
     False: _OUTBOX_ENTRY + "WHERE NOT abandoned ORDER BY next_attempt, id LIMIT $1",
     True: _OUTBOX_ENTRY + "WHERE abandoned ORDER BY id DESC LIMIT $1",
 }
+
+_FINISHABLE = (
+    "SELECT files.handle FROM files JOIN uploads ON uploads.handle = files.handle "
+    "WHERE files.status = 'In Transit' AND uploads.storage_upload_id != '' "
+    "AND EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle) "
+    "AND NOT EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle "
+    "AND parts.state != 'stored') ORDER BY files.uploaded LIMIT $1")
 
 
 class PostgresStateStore:
@@ -213,11 +230,8 @@ class PostgresStateStore:
         key, value = next(((key, value) for key, value in (
             ("upload_id", upload_id), ("origin", origin), ("handle", handle))
             if value is not None), ("upload_id", None))
-        found = await self.pool.fetchrow(_UPLOAD_BY[key], value)
-        if found is None:
-            return None
-        return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
-                            pop=found[3], fii=found[4], created=found[5], failure=found[6])
+        async with self.pool.acquire() as db:
+            return await _upload(db, key, value)
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
@@ -328,6 +342,62 @@ class PostgresStateStore:
             besides)
         return found is not None
 
+    # ------------------------------------------------------------------ handle leases
+
+    async def grant_lease(self, block: HandleBlock) -> None:
+        async def write(db: Db) -> None:
+            inserted = await db.fetchval(
+                "INSERT INTO handle_leases VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (block) DO NOTHING RETURNING block",
+                block.block, block.pop, block.size, block.granted)
+            if inserted is None:
+                raise CinError(Code.CONFLICT, f"block {block.block} is leased already")
+
+        await in_transaction(self.pool, write)
+
+    async def lease(self, block: str) -> HandleBlock | None:
+        row = await self.pool.fetchrow("SELECT block, size, pop, granted FROM handle_leases "
+                                       "WHERE block = $1", block)
+        return HandleBlock(*row) if row is not None else None
+
+    async def leases(self) -> list[HandleBlock]:
+        rows = await self.pool.fetch("SELECT block, size, pop, granted FROM handle_leases "
+                                     "ORDER BY granted, block")
+        return [HandleBlock(*row) for row in rows]
+
+    # ------------------------------------------------------------------ POP events
+
+    async def apply_pop_events(self, pop: str, events: Sequence[PopEvent], *, now: float,
+                               stored: EventsFor) -> AppliedBatch:
+        async def write(db: Db) -> AppliedBatch:
+            outcomes: list[EventOutcome] = []
+            for event in events:
+                try:
+                    async with db.transaction():  # a savepoint: one event undone alone
+                        outcomes.append(await _apply_event(db, pop, event, now, stored))
+                except CinError as exc:
+                    outcomes.append(EventOutcome(event, "refused", refusal(exc)))
+            handles = list(dict.fromkeys(event.handle for event in events))
+            rows = await db.fetch("SELECT handle, status FROM files "
+                                  "WHERE handle = ANY($1::text[])", handles)
+            found = {row["handle"]: FileStatus(row["status"]) for row in rows}
+            return AppliedBatch(outcomes, {handle: found[handle] for handle in handles
+                                           if handle in found})
+
+        return await in_transaction(self.pool, write)
+
+    async def forget_applied_events(self, applied_before: float) -> int:
+        async def write(db: Db) -> int:
+            status = await db.execute("DELETE FROM pop_events WHERE applied < $1",
+                                      applied_before)
+            return int(status.split()[-1])
+
+        return await in_transaction(self.pool, write)
+
+    async def finishable_uploads(self, limit: int) -> list[str]:
+        rows = await self.pool.fetch(_FINISHABLE, limit)
+        return [row["handle"] for row in rows]
+
     # ------------------------------------------------------------------ webhook outbox
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
@@ -402,6 +472,61 @@ class PostgresStateStore:
     async def outbox_entries(self, *, abandoned: bool, limit: int) -> list[OutboxEntry]:
         rows = await self.pool.fetch(_OUTBOX_ENTRIES[abandoned], limit)
         return [OutboxEntry(*row) for row in rows]
+
+
+async def _apply_event(db: Db, pop: str, event: PopEvent, now: float,
+                       stored: EventsFor) -> EventOutcome:
+    """One event of a batch, inside its savepoint (see pop_event_rules.py). Another
+    coordinator applying the same event waits on its id, then finds it applied."""
+    fresh = await db.fetchval("INSERT INTO pop_events VALUES ($1, $2, $3) "
+                              "ON CONFLICT (id) DO NOTHING RETURNING id", event.id, pop, now)
+    if fresh is None:
+        return EventOutcome(event, "repeated")
+    row = await db.fetchrow(f"SELECT {_FILES} FROM files WHERE handle = $1 FOR UPDATE",  # noqa: S608
+                            event.handle)
+    file = _from_row(row) if row is not None else None
+    upload_id = pop_event_rules.needs_upload(event)
+    upload = await _upload(db, "upload_id", upload_id) if upload_id is not None else None
+    parts = tuple(await _parts(db, event.handle)) if isinstance(event, UploadInTransit) else ()
+    change = pop_event_rules.change_for(event, pop, pop_event_rules.Found(file, upload,
+                                                                          parts))
+    if change.insert_file is not None:
+        inserted = await db.fetchval(
+            _INSERT_FILE + " ON CONFLICT DO NOTHING RETURNING handle",
+            pop_event_rules.origin_of(event.handle), *_to_row(change.insert_file))
+        if inserted is None:
+            # Another coordinator recorded the file between the read and the insert:
+            # it is that event's to have made, this one's effect is there already.
+            return EventOutcome(event, "applied")
+    if change.insert_upload is not None:
+        upload = change.insert_upload
+        await db.execute("INSERT INTO uploads VALUES ($1, $2, $3, $4, $5, $6)",
+                         upload.upload_id, upload.handle, upload.storage_upload_id,
+                         upload.pop, upload.fii, upload.created)
+    if change.update_file is not None:
+        updated = change.update_file
+        await db.execute("UPDATE files SET status = $1, size = $2, etag = $3, tags = $4 "
+                         "WHERE handle = $5", updated.status.value, updated.size,
+                         updated.etag, json.dumps(updated.tags), updated.handle)
+    await _put_parts(db, event.handle, change.parts)
+    if change.removal is not None:
+        removal = change.removal
+        await db.execute("INSERT INTO store_removals VALUES ($1, $2, $3, $4, $5) "
+                         "ON CONFLICT (handle) DO NOTHING", removal.handle,
+                         removal.storage, removal.container, removal.key, now)
+    if change.stored:
+        changed = change.update_file or change.insert_file
+        assert changed is not None, "a file made Complete is written"
+        await _enqueue(db, stored(changed))
+    return EventOutcome(event, "applied")
+
+
+async def _upload(db: Db, key: str, value: str | None) -> UploadRecord | None:
+    found = await db.fetchrow(_UPLOAD_BY[key], value)
+    if found is None:
+        return None
+    return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
+                        pop=found[3], fii=found[4], created=found[5], failure=found[6])
 
 
 async def _file_for_update(db: Db, handle: str) -> FileRecord:

@@ -123,10 +123,30 @@ CREATE INDEX files_failed ON files (uploaded) WHERE status = 'Failed';
 CREATE INDEX outbox_abandoned ON outbox (id) WHERE abandoned;
 """
 
+_SCHEMA_3 = """
+-- Blocks of handles leased to POPs, which give them out on their own.
+CREATE TABLE handle_leases (
+    block TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    granted DOUBLE PRECISION NOT NULL
+);
+-- The ids of the events POPs shipped that were applied: one sent again is skipped.
+CREATE TABLE pop_events (
+    id TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    applied DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX pop_events_applied ON pop_events (applied);
+-- Files In Transit (what the finishing of uploads whose parts are all stored looks
+-- through) are indexed by migration 2: `files_in_transit`.
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
     (2, "indexes for the operator's page", _OPERATOR_INDEXES),
+    (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
 )
 
 

@@ -25,6 +25,8 @@ from typing import Protocol
 
 from common.config import AppConfig
 from common.protocol.file_status import FileStatus
+from common.protocol.handle_lease import HandleBlock
+from common.protocol.pop_events import PopEvent
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from coordinator.events import Delivery, WebhookEvent
 
@@ -72,6 +74,22 @@ class OutboxEntry:
     next_attempt: float
     last_error: str | None
     abandoned: bool
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What became of one event of a POP's batch: "applied" now, "repeated" (applied
+    before: its id is known), or "refused" (`reason`; nothing of it was written)."""
+
+    event: PopEvent
+    outcome: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AppliedBatch:
+    outcomes: list[EventOutcome]
+    statuses: dict[str, FileStatus]  # each file the batch named that is recorded, after it
 
 
 class StateStore(Protocol):
@@ -198,6 +216,41 @@ class StateStore(Protocol):
         """Whether a file other than `besides`, and not Failed, has this key in this
         container: an object there is that file's (a store may name its key with
         `path`)."""
+        ...
+
+    # Handle leases (common/protocol/handle_lease.py): the blocks of handles each POP
+    # gives out on its own.
+
+    async def grant_lease(self, block: HandleBlock) -> None:
+        """Record a block as leased to `block.pop`. CONFLICT if a block with this id was
+        leased before (ids are random: the caller tries again with another)."""
+        ...
+
+    async def lease(self, block: str) -> HandleBlock | None: ...
+
+    async def leases(self) -> list[HandleBlock]:
+        """Every block ever leased, oldest first."""
+        ...
+
+    # What POPs report in batches (common/protocol/pop_events.py).
+
+    async def apply_pop_events(self, pop: str, events: Sequence[PopEvent], *, now: float,
+                               stored: EventsFor) -> AppliedBatch:
+        """Apply `events`, sent by `pop`, in order and in one transaction, each as
+        coordinator/state/pop_event_rules.py says, each at most once: an event whose id
+        was applied before is "repeated" and skipped; one the rules refuse is undone
+        alone (a savepoint) and the others go on. A file made Complete writes `stored`'s
+        webhook events with it. The ids of applied events are kept (with `now`) until
+        `forget_applied_events`."""
+        ...
+
+    async def forget_applied_events(self, applied_before: float) -> int:
+        """Forget the ids of events applied before then; returns how many."""
+        ...
+
+    async def finishable_uploads(self, limit: int) -> list[str]:
+        """Up to `limit` handles of files In Transit whose parts are all stored: only the
+        bucket's multipart upload is left to complete."""
         ...
 
     # The webhook outbox: events written by the changes above, delivered by

@@ -107,3 +107,16 @@ def latest_started(files: Iterable[FileRecord], limit: int) -> list[FileRecord]:
     """The first `limit` of `files`, the latest started first: an engine reads the latest
     of each status through that status's index and merges them here."""
     return sorted(files, key=lambda f: f.uploaded, reverse=True)[:limit]
+
+
+def check_parts_make_up(record: FileRecord, sizes: Mapping[int, int]) -> None:
+    """The parts of a completed upload (number → size: those recorded, with those a POP
+    holds) must be numbered 1..n without a gap and hold the file's size (CONFLICT)."""
+    if any(number < 1 or size < 0 for number, size in sizes.items()):
+        raise CinError(Code.CONFLICT, "part numbers start at 1, and sizes at 0")
+    missing = sorted(set(range(1, max(sizes, default=0) + 1)) - set(sizes))
+    if not sizes or missing:
+        raise CinError(Code.CONFLICT, f"parts {missing or [1]} were never uploaded")
+    if sum(sizes.values()) != record.size:
+        raise CinError(Code.CONFLICT, f"the parts hold {sum(sizes.values())} bytes, the "
+                                      f"file is {record.size}")

@@ -1,6 +1,6 @@
 """The embedded StateStore: SQLite in WAL mode, its schema and its queries.
 
-The connection belongs to one thread (coordinator/state/sqlite_writer.py): each query
+The connection belongs to one thread (common/sqlite_writer.py): each query
 here is a function of the connection that the writer runs there, a write inside a group
 commit that has returned only once it is on disk.
 """
@@ -17,13 +17,23 @@ from typing import Any
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
+from common.protocol.handle_lease import HandleBlock
+from common.protocol.pop_events import PopEvent, UploadInTransit
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.sqlite_writer import SqliteWriter
 from coordinator.events import Delivery, WebhookEvent
-from coordinator.state import rules
-from coordinator.state.protocol import EventsFor, OutboxEntry, PendingAbort, PendingRemoval
-from coordinator.state.sqlite_writer import SqliteWriter
+from coordinator.state import pop_event_rules, rules
+from coordinator.state.pop_event_rules import refusal
+from coordinator.state.protocol import (
+    AppliedBatch,
+    EventOutcome,
+    EventsFor,
+    OutboxEntry,
+    PendingAbort,
+    PendingRemoval,
+)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -122,10 +132,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     abandoned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (abandoned, next_attempt);
+-- Blocks of handles leased to POPs, which give them out on their own
+-- (common/protocol/handle_lease.py). Schema 7 added it and `pop_events`.
+CREATE TABLE IF NOT EXISTS handle_leases (
+    block TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    granted REAL NOT NULL
+);
+-- The ids of the events POPs shipped that were applied: one sent again is skipped. Kept
+-- for a while (`forget_applied_events`), far longer than a POP retries a batch.
+CREATE TABLE IF NOT EXISTS pop_events (
+    id TEXT PRIMARY KEY,
+    pop TEXT NOT NULL,
+    applied REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pop_events_applied ON pop_events (applied);
 """
 # What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
 # each a range of an index read in order and cut at its LIMIT; Started files are read
-# through `files_started`. Schema 6 added them.
+# through `files_started`. Schema 6 added them; `files_in_transit` is also what the
+# finishing of uploads whose parts are all stored looks through.
 _OPERATOR_INDEXES = """
 CREATE INDEX IF NOT EXISTS files_in_transit ON files (uploaded) WHERE status = 'In Transit';
 CREATE INDEX IF NOT EXISTS files_failed ON files (uploaded) WHERE status = 'Failed';
@@ -172,6 +199,15 @@ _OUTBOX_ENTRIES = {
     False: _OUTBOX_ENTRY + "WHERE abandoned = 0 ORDER BY next_attempt, id LIMIT ?",
     True: _OUTBOX_ENTRY + "WHERE abandoned = 1 ORDER BY id DESC LIMIT ?",
 }
+
+# An In Transit upload whose every part is in the bucket (and that has parts, and a bucket
+# multipart upload: one put whole has neither).
+_FINISHABLE = (
+    "SELECT files.handle FROM files JOIN uploads ON uploads.handle = files.handle "
+    "WHERE files.status = 'In Transit' AND uploads.storage_upload_id != '' "
+    "AND EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle) "
+    "AND NOT EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle "
+    "AND parts.state != 'stored') ORDER BY files.uploaded LIMIT ?")
 
 _FILE_COLUMNS = ("handle", "apikey", "storage", "provider", "container", "key", "filename",
                  "mimetype", "size", "status", "pop", "uploaded", "access", "region",
@@ -253,15 +289,7 @@ class SqliteStateStore:
             ("upload_id", upload_id), ("origin", origin), ("handle", handle))
             if value is not None), ("upload_id", None))
 
-        def read(db: sqlite3.Connection) -> UploadRecord | None:
-            found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
-            if found is None:
-                return None
-            return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
-                                pop=found[3], fii=bool(found[4]), created=found[5],
-                                failure=found[6])
-
-        return await self._writer.read(read)
+        return await self._writer.read(lambda db: _upload(db, key, value))
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
@@ -428,6 +456,71 @@ class SqliteStateStore:
 
         return await self._writer.read(read)
 
+    # ------------------------------------------------------------------ handle leases
+
+    async def grant_lease(self, block: HandleBlock) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO handle_leases VALUES (?, ?, ?, ?)",
+                           (block.block, block.pop, block.size, block.granted))
+            except sqlite3.IntegrityError:
+                raise CinError(Code.CONFLICT, f"block {block.block} is leased already") from None
+
+        await self._writer.write(write)
+
+    async def lease(self, block: str) -> HandleBlock | None:
+        def read(db: sqlite3.Connection) -> HandleBlock | None:
+            row = db.execute("SELECT block, size, pop, granted FROM handle_leases "
+                             "WHERE block = ?", (block,)).fetchone()
+            return HandleBlock(*row) if row is not None else None
+
+        return await self._writer.read(read)
+
+    async def leases(self) -> list[HandleBlock]:
+        def read(db: sqlite3.Connection) -> list[HandleBlock]:
+            rows = db.execute("SELECT block, size, pop, granted FROM handle_leases "
+                              "ORDER BY granted, block").fetchall()
+            return [HandleBlock(*row) for row in rows]
+
+        return await self._writer.read(read)
+
+    # ------------------------------------------------------------------ POP events
+
+    async def apply_pop_events(self, pop: str, events: Sequence[PopEvent], *, now: float,
+                               stored: EventsFor) -> AppliedBatch:
+        def write(db: sqlite3.Connection) -> AppliedBatch:
+            outcomes: list[EventOutcome] = []
+            for event in events:
+                db.execute("SAVEPOINT event")
+                try:
+                    outcomes.append(_apply_event(db, pop, event, now, stored))
+                except CinError as exc:
+                    db.execute("ROLLBACK TO event")
+                    outcomes.append(EventOutcome(event, "refused", refusal(exc)))
+                db.execute("RELEASE event")
+            statuses: dict[str, FileStatus] = {}
+            for handle in dict.fromkeys(event.handle for event in events):
+                row = db.execute("SELECT status FROM files WHERE handle = ?",
+                                 (handle,)).fetchone()
+                if row is not None:
+                    statuses[handle] = FileStatus(row[0])
+            return AppliedBatch(outcomes, statuses)
+
+        return await self._writer.write(write)
+
+    async def forget_applied_events(self, applied_before: float) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM pop_events WHERE applied < ?",
+                              (applied_before,)).rowcount
+
+        return await self._writer.write(write)
+
+    async def finishable_uploads(self, limit: int) -> list[str]:
+        def read(db: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in db.execute(_FINISHABLE, (limit,)).fetchall()]
+
+        return await self._writer.read(read)
+
     # ------------------------------------------------------------------ webhook outbox
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
@@ -524,6 +617,55 @@ class SqliteStateStore:
                            (json.dumps(hashes), handle))
 
         await self._writer.write(write)
+
+
+def _apply_event(db: sqlite3.Connection, pop: str, event: PopEvent, now: float,
+                 stored: EventsFor) -> EventOutcome:
+    """One event of a batch, inside its savepoint (see pop_event_rules.py)."""
+    seen = db.execute("INSERT INTO pop_events VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
+                      (event.id, pop, now))
+    if seen.rowcount == 0:
+        return EventOutcome(event, "repeated")
+    file = _file(db, event.handle)
+    upload_id = pop_event_rules.needs_upload(event)
+    upload = _upload(db, "upload_id", upload_id) if upload_id is not None else None
+    parts = tuple(_parts(db, event.handle)) if isinstance(event, UploadInTransit) else ()
+    change = pop_event_rules.change_for(event, pop, pop_event_rules.Found(file, upload,
+                                                                          parts))
+    if change.insert_file is not None:
+        columns = ", ".join(("origin", *_FILE_COLUMNS))
+        marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
+        db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
+                   (pop_event_rules.origin_of(event.handle), *_to_row(change.insert_file)))
+    if change.insert_upload is not None:
+        upload = change.insert_upload
+        db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                   (upload.upload_id, upload.handle, upload.storage_upload_id, upload.pop,
+                    int(upload.fii), upload.created))
+    if change.update_file is not None:
+        updated = change.update_file
+        db.execute("UPDATE files SET status = ?, size = ?, etag = ?, tags = ? "
+                   "WHERE handle = ?", (updated.status.value, updated.size, updated.etag,
+                                        json.dumps(updated.tags), updated.handle))
+    _put_parts(db, event.handle, change.parts)
+    if change.removal is not None:
+        removal = change.removal
+        db.execute("INSERT INTO store_removals VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(handle) DO NOTHING",
+                   (removal.handle, removal.storage, removal.container, removal.key, now))
+    if change.stored:
+        changed = change.update_file or change.insert_file
+        assert changed is not None, "a file made Complete is written"
+        _enqueue(db, stored(changed))
+    return EventOutcome(event, "applied")
+
+
+def _upload(db: sqlite3.Connection, key: str, value: str | None) -> UploadRecord | None:
+    found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
+    if found is None:
+        return None
+    return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
+                        pop=found[3], fii=bool(found[4]), created=found[5], failure=found[6])
 
 
 def _file(db: sqlite3.Connection, handle: str) -> FileRecord | None:

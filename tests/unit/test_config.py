@@ -6,6 +6,8 @@ import yaml
 
 from common.config import (
     ConfigError,
+    EventShippingConfig,
+    HandleLeaseConfig,
     PostgresStateConfig,
     SqliteStateConfig,
     TimeoutsConfig,
@@ -247,6 +249,41 @@ def test_timeouts_and_the_connection_cap_have_defaults_and_can_be_set() -> None:
     config = parse(data)
     assert config.timeouts == TimeoutsConfig(header=30, body_idle=5, keep_alive=75)
     assert (config.max_connections, config.access_log) == (100, False)
+
+
+def test_handle_leases_and_event_shipping_have_defaults_and_can_be_set() -> None:
+    defaults = parse(base())
+    assert defaults.handle_leases == HandleLeaseConfig(block_size=65536, low_water=4096,
+                                                       outage=900)
+    assert defaults.event_shipping == EventShippingConfig(batch_size=500, linger=0.005,
+                                                          retention=3600)
+    data = base()
+    data.update(handle_leases={"block_size": 1000, "low_water": 10, "outage": 60},
+                event_shipping={"batch_size": 50, "linger": 0, "retention": 0})
+    config = parse(data)
+    assert config.handle_leases == HandleLeaseConfig(block_size=1000, low_water=10, outage=60)
+    assert config.event_shipping == EventShippingConfig(batch_size=50, linger=0, retention=0)
+
+
+@pytest.mark.parametrize(("section", "settings", "key", "problem"), [
+    ("handle_leases", {"block_size": 0}, "handle_leases.block_size", "at least 1"),
+    ("handle_leases", {"block_size": 20_000_000}, "handle_leases.block_size", "at most"),
+    ("handle_leases", {"low_water": "many"}, "handle_leases.low_water", "whole number"),
+    ("handle_leases", {"outage": -1}, "handle_leases.outage", "at least 0"),
+    ("handle_leases", {"block": 5}, "handle_leases.block", "not a known setting"),
+    ("event_shipping", {"batch_size": 0}, "event_shipping.batch_size", "at least 1"),
+    ("event_shipping", {"batch_size": 100_000}, "event_shipping.batch_size", "at most"),
+    ("event_shipping", {"linger": 5}, "event_shipping.linger", "at most 1 second"),
+    ("event_shipping", {"retention": "1h"}, "event_shipping.retention", "a number"),
+])
+def test_handle_lease_and_shipping_mistakes_name_the_key(
+        section: str, settings: dict[str, Any], key: str, problem: str) -> None:
+    data = base()
+    data[section] = settings
+    with pytest.raises(ConfigError) as raised:
+        parse(data)
+    assert raised.value.key == key
+    assert problem in raised.value.problem
 
 
 def test_logs_are_text_at_info_unless_set() -> None:

@@ -94,3 +94,19 @@ def test_only_a_started_upload_expires() -> None:
         with pytest.raises(CinError) as caught:
             rules.expired(record(status))
         assert caught.value.code is Code.CONFLICT
+
+
+@pytest.mark.parametrize("sizes", [{}, {2: 3}, {1: 1, 3: 2}, {1: 2}, {1: 4}, {0: 3},
+                                   {1: 4, 2: -1}],
+                         ids=["none", "no_first", "a_gap", "short", "long", "part_zero",
+                              "negative"])
+def test_parts_must_run_from_one_without_a_gap_and_make_up_the_size(
+        sizes: dict[int, int]) -> None:
+    with pytest.raises(CinError) as refused:
+        rules.check_parts_make_up(record(), sizes)
+    assert refused.value.code is Code.CONFLICT
+
+
+def test_parts_that_make_up_the_file_pass() -> None:
+    rules.check_parts_make_up(record(), {1: 2, 2: 1})
+    rules.check_parts_make_up(record(), {1: 3})

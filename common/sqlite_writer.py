@@ -2,8 +2,8 @@
 
 One thread owns the connection, so every statement is serialized without locks and the
 event loop never waits on the disk. A write returns only after its transaction has
-committed (with `synchronous=FULL` by default), so whatever the coordinator acknowledged
-survives a kill -9 or a power cut.
+committed (with `synchronous=FULL`, the default), so whatever a service acknowledged on the strength
+of it survives a kill -9 or a power cut.
 
 Writes are committed in groups: the writes that arrive while the thread is busy go
 together in the next transaction, each inside a savepoint of its own, and none returns
@@ -11,7 +11,8 @@ before that transaction has committed. Under load many writes then share one fsy
 the WAL instead of queueing for one each; a lone write is committed at once. A write that
 fails is rolled back to its savepoint and fails alone.
 
-The queries (coordinator/state/sqlite.py) see none of this: a read is a function of the
+The queries (the coordinator's state, coordinator/state/sqlite.py, and a POP's journal,
+edge/journal/sqlite_journal.py) see none of this: a read is a function of the
 connection, and so is a write, which runs inside a transaction it need not open.
 """
 
@@ -64,7 +65,7 @@ class SqliteWriter:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn`, which only reads, on the connection's thread."""
         def call() -> T:
-            assert self._db is not None, "state store is not open"
+            assert self._db is not None, "the database is not open"
             return fn(self._db)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -95,7 +96,7 @@ class SqliteWriter:
         started = time.perf_counter()
         try:
             if db is None:
-                raise RuntimeError("state store is not open")
+                raise RuntimeError("the database is not open")
             db.execute("BEGIN IMMEDIATE")
             for fn, _ in group:
                 db.execute("SAVEPOINT write")
