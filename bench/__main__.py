@@ -26,7 +26,7 @@ from bench import processes
 from bench.cases import Context
 from bench.report import Figure, table, write
 
-CASES = ("large", "concurrent", "s3", "small", "coordinator", "wan")
+CASES = ("large", "concurrent", "s3", "small", "coordinator", "wan", "tus")
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_RUNS = 5
 QUICK_RUNS = 1
