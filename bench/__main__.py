@@ -26,7 +26,7 @@ from bench import processes
 from bench.cases import Context
 from bench.report import Figure, table, write
 
-CASES = ("large", "concurrent", "s3", "small", "coordinator")
+CASES = ("large", "concurrent", "s3", "small", "coordinator", "wan", "tus")
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_RUNS = 5
 QUICK_RUNS = 1
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(see python -m bench.profiles)")
     parser.add_argument("--profile-gil", action="store_true",
                         help="with --profile: only samples that hold the GIL (Python's CPU)")
+    parser.add_argument("--wan-rtt", type=float, default=80, metavar="MS",
+                        help="wan: the round trip its proxy adds between a POP and the "
+                             "coordinator, in ms (default 80)")
     parser.add_argument("--time-limit", type=float, default=3600, metavar="SECONDS",
                         help="stop starting new runs after this long (default 3600)")
     return parser
@@ -79,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(root=scratch, quick=args.quick,
                   runs=args.runs or (QUICK_RUNS if args.quick else FULL_RUNS),
                   loops=("uvloop", "asyncio") if args.loop == "both" else (args.loop,),
-                  deadline=time.monotonic() + args.time_limit)
+                  deadline=time.monotonic() + args.time_limit,
+                  wan_rtt=args.wan_rtt / 1000)
     figures: list[Figure] = []
     try:
         for name in args.cases or CASES:

@@ -5,7 +5,8 @@ microsecond the client spends is taken from the server. aiohttp's client costs s
 times more per request than writing a prepared request to a socket, so the load
 generator speaks HTTP itself: requests are assembled once, bodies are sent as slices of
 one prepared buffer (no copy per request), and responses are parsed only as far as the
-status, the headers and a `Content-Length` body (every cin and ceiling answer has one).
+status, the headers and a `Content-Length` body (every cin and ceiling answer has one,
+but a 204, which has no body; Node's chunked answers are read too).
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ class Connection:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+        if status == 204 or 100 <= status < 200 or status == 304:
+            return Response(status, headers, b"")  # no body, whatever the headers say
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            # @tus/server (Node) answers so: read it whole, then go on on the connection.
+            pieces = []
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                pieces.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass  # trailers
+            return Response(status, headers, b"".join(pieces))
         if "content-length" not in headers:
             raise HttpError(f"HTTP {status} without Content-Length: {lines[:4]}")
         body = await reader.readexactly(int(headers["content-length"]))

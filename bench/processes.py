@@ -1,5 +1,6 @@
-"""The processes a benchmark starts: cin's coordinator and a POP, the ceiling server, and
-an S3 (moto) server, each its own process on loopback, as in production.
+"""The processes a benchmark starts: cin's coordinator and a POP, the ceiling server, an
+S3 (moto) server and a latency proxy, each its own process on loopback, as in
+production.
 
 Each process's CPU time and memory are read from /proc, so a figure can say what the
 server spent, not only how long the client waited.
@@ -105,7 +106,8 @@ class Process:
     def _profile(self) -> None:
         """Sample the process with py-spy until it stops: collapsed stacks, one file per
         process, that `python -m bench.profiles` sums up (or a flame graph tool draws)."""
-        if PROFILE_DIR is None or self.name == "moto":
+        # moto and the latency proxy stand for S3 and the network: not measured.
+        if PROFILE_DIR is None or self.name in ("moto", "latency-proxy"):
             return
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
         output = PROFILE_DIR / f"{self.name}-{time.strftime('%H%M%S')}-{self.pid}.txt"
@@ -226,4 +228,14 @@ def moto(root: Path) -> tuple[Process, str]:
     root.mkdir(parents=True, exist_ok=True)
     process = Process("moto", ["-m", "bench.moto_server", "--port", str(port)],
                       root / "moto.log", "moto: ready")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def latency_proxy(root: Path, target_port: int, rtt: float) -> tuple[Process, str]:
+    """A proxy to `target_port` on loopback that adds `rtt` seconds of round trip."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    process = Process("latency-proxy", ["-m", "bench.latency_proxy", "--port", str(port),
+                                        "--target", str(target_port), "--rtt", str(rtt)],
+                      root / "latency-proxy.log", "latency proxy: ready")
     return process, f"http://127.0.0.1:{port}"

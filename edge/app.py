@@ -47,6 +47,10 @@ from edge.rest import overwrite, process, store
 from edge.rest.staging import Staging
 from edge.rest.store_recovery import report_interrupted_stores
 from edge.rest.url_fetch import UrlFetcher
+from edge.tus import tus_routes
+from edge.tus.cin_upload import CinUploads
+from edge.tus.tus_state import TusStates
+from edge.tus.tus_uploads import TUS_UPLOADS, TusUploads
 
 # aiohttp's own body limit does not guard streaming handlers (they read as they go, and
 # staging enforces each app's limit); it only bounds what a handler reads whole.
@@ -85,15 +89,22 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 elsewhere=HolderRedirect(config))
             sweeper = app[SWEEPER] = SpoolSweeper(parts, client, journal, config.upload_expiry)
             await report_interrupted_stores(journal)
+            tus_dir = pop.spool_dir / "tus"
+            tus = app[TUS_UPLOADS] = TusUploads(
+                config, CinUploads(config, pop, client, storage), parts, PartSpool(tus_dir),
+                TusStates(tus_dir / "state"), transfer, app[EDGE_METRICS], tus_dir / "scratch")
+            await tus.prepare()
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             sweeping = asyncio.create_task(sweeper.run(), name="spool-sweep")
+            tus_sweeping = asyncio.create_task(uploads.run_sweeps(), name="tus-sweep")
             try:
                 yield
             finally:
                 resuming.cancel()
                 sweeping.cancel()
-                await asyncio.gather(resuming, sweeping, return_exceptions=True)
+                tus_sweeping.cancel()
+                await asyncio.gather(resuming, sweeping, tus_sweeping, return_exceptions=True)
                 await transfer.close()
     finally:
         await fetcher.close()
@@ -141,5 +152,6 @@ def make_app(config: Config, pop: PopConfig) -> web.Application:
     file_routes.add_routes(app, overwrite.overwrite)
     start_routes.add_routes(app)
     part_routes.add_routes(app)
+    tus_routes.add_routes(app)
     openapi.install(app, "pop", pop.public_url)
     return app

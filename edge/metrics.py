@@ -19,7 +19,7 @@ from common.protocol.file_status import FileStatus
 from common.storage import StorageErrorKind
 from edge.journal.sqlite_journal import JOURNAL_FILE
 
-Api = Literal["store", "upload_api"]
+Api = Literal["store", "upload_api", "tus"]
 
 
 class EdgeMetrics:

@@ -23,6 +23,9 @@ class Context:
     loops: Sequence[str]
     # A case that would pass this (time.monotonic()) stops after its current run.
     deadline: float = field(default_factory=lambda: time.monotonic() + 3600)
+    # `wan`: the round trip (seconds) its latency proxy adds between a POP and the
+    # coordinator.
+    wan_rtt: float = 0.080
 
     def scratch(self, name: str) -> Path:
         path = self.root / name

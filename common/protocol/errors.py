@@ -43,6 +43,8 @@ class Code(Enum):
     BAD_TAGS = ErrorSpec(400, "the upload tags break a rule")
     BAD_CONTENT_ENCODING = ErrorSpec(400, "the body is not a whole stream of its "
                                           "Content-Encoding")
+    BAD_CHECKSUM_ALGORITHM = ErrorSpec(400, "tus: Upload-Checksum names an algorithm cin "
+                                            "does not offer (Tus-Checksum-Algorithm)")
     # Who may do what.
     NOT_AUTHENTICATED = ErrorSpec(401, "this route needs the internal secret as a bearer "
                                        "token")
@@ -63,6 +65,11 @@ class Code(Enum):
     FILE_NOT_FOUND = ErrorSpec(404, "no file has this handle")
     METHOD_NOT_ALLOWED = ErrorSpec(405, "this method is not allowed on this route")
     FILE_GONE = ErrorSpec(410, "the file's bytes are no longer stored")
+    UPLOAD_GONE = ErrorSpec(410, "tus: the upload was terminated, or it expired")
+    FINAL_UPLOAD = ErrorSpec(403, "tus: a final upload takes no PATCH; its bytes are its "
+                                  "partial uploads'")
+    TUS_VERSION = ErrorSpec(412, "tus: Tus-Resumable names a version cin does not speak "
+                                 "(1.0.0)")
     CONFLICT = ErrorSpec(409, "the file is not in a state that allows this")
     # Limits.
     TOO_LARGE = ErrorSpec(413, "the file is larger than the app allows")
@@ -70,6 +77,9 @@ class Code(Enum):
     UNSUPPORTED_CONTENT_ENCODING = ErrorSpec(415, "cin does not decode this Content-Encoding "
                                                   "here")
     RANGE_NOT_SATISFIABLE = ErrorSpec(416, "the requested range is not satisfiable")
+    NOT_OFFSET_STREAM = ErrorSpec(415, "tus: a PATCH body is application/offset+octet-stream")
+    CHECKSUM_MISMATCH = ErrorSpec(460, "tus: the body does not match Upload-Checksum; "
+                                       "none of it was kept")
     # Backends that are down: not the client's fault, but not a bug of ours either.
     STORAGE_UNAVAILABLE = ErrorSpec(503, "the storage backend is unavailable")
     COORDINATOR_UNAVAILABLE = ErrorSpec(503, "the coordinator is unavailable")

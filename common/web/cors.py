@@ -39,6 +39,7 @@ ALLOW_HEADERS = (
     "Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Concat",
     "Upload-Defer-Length", "Upload-Checksum", "X-HTTP-Method-Override", "X-Requested-With",
     "Filestack-Source", "Filestack-Trace-Id", "Filestack-Trace-Span", "X-Request-Id",
+    "Cin-Apikey",
 )
 
 # Response headers a page may read beyond the few every browser shows: the part ETag the
@@ -50,7 +51,7 @@ EXPOSE_HEADERS = (
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Tus-Version",
     "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm",
     "Content-Range", "Content-Length", "Content-Disposition",
-    "Cin-Throughput", "Cin-Next-Chunk-Size", "X-Request-Id",
+    "Cin-Throughput", "Cin-Next-Chunk-Size", "Cin-Handle", "X-Request-Id",
 )
 
 

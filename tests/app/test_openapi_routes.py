@@ -23,8 +23,9 @@ from edge.app import make_app as make_pop
 # operators' Prometheus metrics (protected by the internal secret by default) and their
 # page at the coordinator (a person's, behind its own sign-in), and the CDN
 # forms with a security segment (a path parameter that may hold `/`, which OpenAPI cannot
-# describe).
-UNDESCRIBED = ("/internal/", "/openapi.json", "/metrics", "/operator")
+# describe). Nor tus (`/files`): a protocol with its own specification, whose headers and
+# statuses tests/app/test_tus_protocol.py checks as that specification states them.
+UNDESCRIBED = ("/internal/", "/openapi.json", "/metrics", "/operator", "/files")
 
 
 @pytest.fixture

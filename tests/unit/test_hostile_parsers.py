@@ -26,10 +26,16 @@ from hypothesis import strategies as st
 from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, config_data, to_config
 from yarl import URL
 
-from common.protocol import wire
+from common.protocol import tus, wire
 from common.protocol.errors import CinError
 from common.protocol.flags import query_flag
-from common.protocol.limits import MAX_KEY_BYTES
+from common.protocol.limits import (
+    MAX_KEY_BYTES,
+    MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+)
 from common.protocol.naming import (
     MAX_FILENAME_CHARS,
     clean_filename,
@@ -43,6 +49,7 @@ from common.protocol.process_tasks import STORE_OPTIONS, ProcessStore
 from common.protocol.ranges import parse_range
 from common.protocol.security import (
     Action,
+    Credentials,
     Policy,
     authorize,
     basic_auth_secret,
@@ -630,3 +637,60 @@ def test_source_urls_and_headers(url: str, disposition: str | None, content_type
     assert name is None or "/" not in name
     source_content_type(content_type)
     choose_mimetype(content_type, b"", name)
+
+
+# ------------------------------------------------------------------------- tus headers
+
+metadata_keys = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e,
+                                      exclude_characters=","), min_size=1, max_size=12)
+metadata_values = st.none() | st.text(max_size=40).filter(is_unicode)
+tus_headers = one_in(
+    texts,
+    st.lists(st.tuples(one_in(texts, metadata_keys),
+                       one_in(texts, st.sampled_from(["", "=", "YQ==", "YQ", "!!!", "w6k="]))),
+             max_size=5).map(lambda pairs: ",".join(f"{k} {v}" for k, v in pairs)),
+)
+
+
+@HOSTILE
+@given(st.none() | tus_headers)
+def test_any_upload_metadata(header: str | None) -> None:
+    pairs = value_or_cin_error(tus.parse_metadata, header)
+    if pairs is not None:
+        assert tus.parse_metadata(tus.encode_metadata(pairs)) == pairs
+        fields = value_or_cin_error(lambda: tus.start_fields(pairs, apikey=APIKEY, size=10))
+        if fields is not None:
+            value_or_cin_error(start_message, CONFIG, fields, Credentials(), "us-east-1",
+                               "us-east-1:origin")
+        value_or_cin_error(tus.upload_tags, pairs)
+
+
+@HOSTILE
+@given(st.dictionaries(metadata_keys, metadata_values, max_size=6))
+def test_upload_metadata_comes_back_as_it_was_sent(pairs: dict[str, str | None]) -> None:
+    assert tus.parse_metadata(tus.encode_metadata(pairs)) == pairs
+
+
+@HOSTILE
+@given(st.none() | texts, st.none() | texts, texts, st.none() | texts)
+def test_any_tus_size_checksum_and_concat(defer: str | None, checksum: str | None,
+                                          size: str, concat: str | None) -> None:
+    value_or_cin_error(tus.parse_defer_length, defer)
+    parsed = value_or_cin_error(tus.parse_size, size, "Upload-Length")
+    if parsed is not None:
+        assert (parsed >= 0 and str(parsed) == size.lstrip("0")) or parsed == 0
+    found = value_or_cin_error(tus.parse_checksum, checksum)
+    if found is not None:
+        assert found.algorithm in tus.CHECKSUM_ALGORITHMS
+    value_or_cin_error(tus.check_version, defer)
+    chained = value_or_cin_error(tus.parse_concat, concat)
+    if chained is not None:
+        assert all(tus.valid_id(tus_id) for tus_id in chained.partials)
+
+
+@HOSTILE
+@given(st.none() | st.integers(0, MAX_OBJECT_SIZE))
+def test_tus_part_size_fits_the_bucket(length: int | None) -> None:
+    size = tus.part_size(length)
+    assert MIN_PART_SIZE <= size <= MAX_PART_SIZE
+    assert -(-(length if length is not None else MAX_OBJECT_SIZE) // size) <= MAX_PARTS

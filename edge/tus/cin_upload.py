@@ -1,0 +1,95 @@
+"""Everything tus asks of the coordinator, in one place: start an upload, look one up,
+complete it, end it.
+
+Each call is what the Upload API's routes send for the same step (edge/multipart/
+start_routes.py and part_routes.py): a tus upload is an Upload API upload whose requests
+speak tus. When the POP takes handles from its lease and keeps its own journal, these
+few functions are what changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from common.config import Config, PopConfig
+from common.protocol import wire
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.security import Credentials
+from common.protocol.upload_start import start_message
+from common.storage import StorageError
+from common.storage.storage_set import StorageSet
+from edge.coordinator_client import CoordinatorClient
+
+log = logging.getLogger("cin.edge.tus")
+
+
+@dataclass(frozen=True)
+class CinUpload:
+    record: FileRecord
+    upload: UploadRecord
+    parts: tuple[PartRecord, ...] = ()  # as the coordinator records them (lookup only)
+
+    def meta(self) -> dict[str, Any]:
+        """What the part spool keeps of it: what the transfer reads (part_transfer.py)."""
+        return {"record": self.record.to_wire(), "upload": self.upload.to_wire()}
+
+
+class CinUploads:
+    """The coordinator's side of tus uploads at one POP."""
+
+    def __init__(self, config: Config, pop: PopConfig, coordinator: CoordinatorClient,
+                 storage: StorageSet) -> None:
+        self.config = config
+        self.pop = pop
+        self.coordinator = coordinator
+        self.storage = storage
+
+    def check_start(self, fields: Mapping[str, Any], creds: Credentials) -> wire.StartUpload:
+        """The start as the Upload API checks it (app, credentials, policy, size, store
+        options), without asking anyone: a refused creation costs no round trip."""
+        return start_message(self.config, fields, creds, pop=self.pop.name,
+                             origin=f"{self.pop.name}:{secrets.token_hex(12)}")
+
+    async def start(self, message: wire.StartUpload) -> CinUpload:
+        """The file's handle and the bucket's multipart upload."""
+        reply = await self.coordinator.call(message, wire.UploadReply)
+        return CinUpload(reply.record, reply.upload)
+
+    async def lookup(self, upload_id: str) -> CinUpload:
+        """The upload, its file and its parts; FILE_NOT_FOUND when nobody started it."""
+        reply = await self.coordinator.call(wire.LookupUploadParts(upload_id=upload_id),
+                                            wire.UploadPartsReply)
+        return CinUpload(reply.record, reply.upload, tuple(reply.parts))
+
+    async def complete(self, upload: UploadRecord, parts: Mapping[int, int],
+                       tags: Mapping[str, str]) -> FileRecord:
+        """Every byte is durable (here, or stored from here or another POP): In Transit,
+        or Complete when every part is in the bucket already."""
+        return await self.coordinator.file(wire.CompleteUpload(
+            upload_id=upload.upload_id, parts=[[n, size] for n, size in sorted(parts.items())],
+            tags=dict(tags), pop=self.pop.name))
+
+    async def terminate(self, cin: CinUpload) -> FileRecord:
+        """The client ended the upload (tus termination): the file is Failed and the
+        bucket's multipart upload, if it has one, aborted."""
+        # Failed first: from then on no complete can make it In Transit, so the abort
+        # destroys no acknowledged byte.
+        record = await self.coordinator.file(wire.FileFailed(
+            handle=cin.record.handle, reason="terminated by the client"))
+        if not cin.upload.in_one_put:
+            try:
+                await self.storage[cin.record.storage].abort_multipart(
+                    cin.record.container, cin.record.key, cin.upload.storage_upload_id)
+            except StorageError as exc:  # the bucket expires what it keeps of it
+                log.warning("terminated upload %s not aborted in the bucket: %s",
+                            cin.upload.upload_id, exc)
+        return record
+
+
+CIN_UPLOADS = web.AppKey("tus_cin_uploads", CinUploads)
