@@ -91,13 +91,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await report_interrupted_stores(journal)
             tus_dir = pop.spool_dir / "tus"
             tus = app[TUS_UPLOADS] = TusUploads(
-                config, CinUploads(config, pop, client, storage), parts, PartSpool(tus_dir),
+                config, CinUploads(config, pop, client, storage, uploads, transfer), parts,
+                PartSpool(tus_dir),
                 TusStates(tus_dir / "state"), transfer, app[EDGE_METRICS], tus_dir / "scratch")
             await tus.prepare()
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             sweeping = asyncio.create_task(sweeper.run(), name="spool-sweep")
-            tus_sweeping = asyncio.create_task(uploads.run_sweeps(), name="tus-sweep")
+            tus_sweeping = asyncio.create_task(tus.run_sweeps(), name="tus-sweep")
             try:
                 yield
             finally:
