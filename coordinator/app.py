@@ -26,6 +26,7 @@ from coordinator.keys import (
     EXPIRY,
     FILES,
     HASHES,
+    HEARTBEATS,
     MULTIPART,
     POPS,
     SESSION,
@@ -37,7 +38,9 @@ from coordinator.metadata import HashCache, build_metadata, requested_fields
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_registry import PopRegistry
+from coordinator.pop_sharing import SharedHeartbeats
 from coordinator.state import open_state_store
+from coordinator.state.factory import engine_name
 from coordinator.store_expiry import StoreExpiry
 from coordinator.webhooks import WebhookSender
 
@@ -62,8 +65,9 @@ class LocalFiles:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config, figures = app[CONFIG], app[COORDINATOR_METRICS]
+    engine = engine_name(config.coordinator.state)
     async with open_state_store(config.coordinator.state,
-                                on_transaction=figures.sqlite_transaction) as state:
+                                on_transaction=figures.transactions(engine)) as state:
         await state.sync_apps(list(config.apps.values()))
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
             sender = WebhookSender(state, config, session, metrics=figures)
@@ -78,13 +82,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # first heartbeat timeout (see coordinator.pop_choice).
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
+            # What the other coordinators on the state heard, known before the first start.
+            heartbeats = app[HEARTBEATS] = SharedHeartbeats(pops, state)
+            await heartbeats.refresh()
             app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             stores = app[STORE_EXPIRY] = StoreExpiry(
                 state, storage, list(config.storage.values()), config.upload_expiry)
             tasks = [asyncio.create_task(sender.run(), name="webhook-outbox"),
                      asyncio.create_task(expiry.run(), name="upload-expiry"),
-                     asyncio.create_task(stores.run(), name="store-expiry")]
+                     asyncio.create_task(stores.run(), name="store-expiry"),
+                     asyncio.create_task(heartbeats.run(), name="pop-heartbeats")]
             try:
                 yield
             finally:

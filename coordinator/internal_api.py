@@ -12,7 +12,7 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.storage import StorageError
 from common.web.http import read_bounded
-from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, MULTIPART, POPS
+from coordinator.keys import CONFIG, COORDINATOR_METRICS, FILES, HASHES, HEARTBEATS, MULTIPART
 from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
@@ -74,7 +74,7 @@ async def dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await files.get(handle))
         case wire.PopHeartbeat():
-            app[POPS].heard(msg)
+            await app[HEARTBEATS].heard(msg)
             app[COORDINATOR_METRICS].heartbeat(msg.pop)  # a configured POP: heard() checks
             return wire.Ack()
         case wire.GetMetadata(handle=handle, query=query):

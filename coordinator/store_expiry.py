@@ -21,7 +21,6 @@ the store TTL whose writer died.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,10 @@ from common.storage.storage_set import StorageSet
 from common.web import periodic
 from coordinator.expiry import BATCH, describe_duration
 from coordinator.state import PendingRemoval, StateStore
+
+# One sweep at a time among all the coordinators on the state: two would abort or
+# remove the same leftovers twice.
+SWEEP_LOCK = "sweep:store-expiry"
 
 log = logging.getLogger("cin.coordinator.store_expiry")
 
@@ -57,21 +60,28 @@ class StoreExpiry:
                                if driver_of(location).capabilities.sweeps_temporary)
         self.settings = settings
         self.clock = clock
-        self._sweeping = asyncio.Lock()
 
     async def run(self) -> None:
         """Sweep every `sweep_interval` seconds until cancelled."""
-        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+        await periodic.every(self.settings.sweep_interval, self.sweep_if_free, log=log,
                              what="store expiry sweep")
+
+    async def sweep_if_free(self) -> StoreSweepResult | None:
+        """A sweep, unless one is running already, here or at another coordinator on the
+        same state (None then): it does this one's work."""
+        async with self.state.locked(SWEEP_LOCK, wait=False) as held:
+            return await self._sweep(self.clock()) if held else None
 
     async def sweep_once(self, now: float | None = None) -> StoreSweepResult:
         """Fail the stores interrupted as of `now` (default: the clock), remove every
         leftover still owed, then the temp files of writers that died."""
-        async with self._sweeping:
-            now = self.clock() if now is None else now
-            expired = await self._expire(now)
-            removed, owed = await self._remove_owed()
-            temporary = await self._sweep_temporary()
+        async with self.state.locked(SWEEP_LOCK):
+            return await self._sweep(self.clock() if now is None else now)
+
+    async def _sweep(self, now: float) -> StoreSweepResult:
+        expired = await self._expire(now)
+        removed, owed = await self._remove_owed()
+        temporary = await self._sweep_temporary()
         return StoreSweepResult(tuple(expired), tuple(removed), owed, temporary)
 
     async def _expire(self, now: float) -> list[str]:

@@ -6,6 +6,13 @@ sqlite_writer.py). tests/state runs one conformance suite against every engine.
 """
 
 from coordinator.state.factory import open_state_store
-from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval, StateStore
+from coordinator.state.protocol import (
+    EventsFor,
+    HeardPop,
+    PendingAbort,
+    PendingRemoval,
+    StateStore,
+)
 
-__all__ = ["EventsFor", "PendingAbort", "PendingRemoval", "StateStore", "open_state_store"]
+__all__ = ["EventsFor", "HeardPop", "PendingAbort", "PendingRemoval", "StateStore",
+           "open_state_store"]

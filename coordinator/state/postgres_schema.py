@@ -114,9 +114,26 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt, id) WHERE NOT abandoned;
 """
 
+# What several coordinators share besides the records: each POP's latest heartbeat,
+# whichever coordinator heard it. `heard` is the database's clock (unix seconds), so the
+# coordinators' clocks play no part in a POP's health.
+_POP_HEARTBEATS = """
+CREATE TABLE pop_heartbeats (
+    pop TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    transfers BIGINT NOT NULL,
+    backlog_bytes BIGINT NOT NULL,
+    draining BOOLEAN NOT NULL,
+    disk_full BOOLEAN NOT NULL,
+    heard DOUBLE PRECISION NOT NULL
+);
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
+    (2, "the POPs' heartbeats, shared by the coordinators", _POP_HEARTBEATS),
 )
 
 

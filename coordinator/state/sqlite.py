@@ -7,20 +7,24 @@ commit that has returned only once it is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from common.config import AppConfig
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
+from common.protocol.pop_load import PopLoad
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.wire import PopHeartbeat
 from coordinator.events import Delivery, WebhookEvent
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import rules
-from coordinator.state.protocol import EventsFor, PendingAbort, PendingRemoval
+from coordinator.state.protocol import EventsFor, HeardPop, PendingAbort, PendingRemoval
 from coordinator.state.sqlite_writer import SqliteWriter
 
 SCHEMA_VERSION = 5
@@ -162,6 +166,10 @@ class SqliteStateStore:
         self.path = path
         self.synchronous = synchronous.upper()
         self._writer = SqliteWriter(on_commit=on_transaction)
+        # One coordinator alone uses a SQLite database, so what coordinators share stays
+        # in its process: the heartbeats it heard (by its monotonic clock), and its locks.
+        self._heard: dict[str, tuple[PopHeartbeat, float]] = {}
+        self._locks = KeyedLocks()
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -210,10 +218,13 @@ class SqliteStateStore:
         return await self._writer.write(write)
 
     async def create_upload(self, record: FileRecord, upload: UploadRecord,
-                            origin: str) -> None:
+                            origin: str) -> UploadRecord:
         row = _to_row(record)
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> UploadRecord:
+            earlier = _upload_by(db, "origin", origin)
+            if earlier is not None:
+                return earlier
             columns = ", ".join(("origin", *_FILE_COLUMNS))
             marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
             db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
@@ -221,8 +232,9 @@ class SqliteStateStore:
             db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
                        (upload.upload_id, upload.handle, upload.storage_upload_id,
                         upload.pop, int(upload.fii), upload.created))
+            return upload
 
-        await self._writer.write(write)
+        return await self._writer.write(write)
 
     async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
                          handle: str | None = None) -> UploadRecord | None:
@@ -231,15 +243,7 @@ class SqliteStateStore:
             ("upload_id", upload_id), ("origin", origin), ("handle", handle))
             if value is not None), ("upload_id", None))
 
-        def read(db: sqlite3.Connection) -> UploadRecord | None:
-            found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
-            if found is None:
-                return None
-            return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
-                                pop=found[3], fii=bool(found[4]), created=found[5],
-                                failure=found[6])
-
-        return await self._writer.read(read)
+        return await self._writer.read(lambda db: _upload_by(db, key, value))
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
@@ -461,6 +465,27 @@ class SqliteStateStore:
 
         return await self._writer.read(read)
 
+    # ------------------------------------------------------------------ shared
+
+    async def pop_heard(self, beat: PopHeartbeat) -> None:
+        self._heard[beat.pop] = (beat, time.monotonic())
+
+    async def pops_heard(self) -> list[HeardPop]:
+        now = time.monotonic()
+        return [HeardPop(pop=beat.pop, instance=beat.instance,
+                         load=PopLoad(beat.requests, beat.transfers, beat.backlog_bytes),
+                         draining=beat.draining, disk_full=beat.disk_full, age=now - at)
+                for beat, at in self._heard.values()]
+
+    @contextlib.asynccontextmanager
+    async def locked(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        lock = self._locks(key)
+        if not wait and lock.locked():
+            yield False
+            return
+        async with lock:
+            yield True
+
     async def _write(self, statement: str, values: tuple[Any, ...]) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute(statement, values)
@@ -475,6 +500,14 @@ class SqliteStateStore:
                            (json.dumps(hashes), handle))
 
         await self._writer.write(write)
+
+
+def _upload_by(db: sqlite3.Connection, key: str, value: str | None) -> UploadRecord | None:
+    found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
+    if found is None:
+        return None
+    return UploadRecord(upload_id=found[0], handle=found[1], storage_upload_id=found[2],
+                        pop=found[3], fii=bool(found[4]), created=found[5], failure=found[6])
 
 
 def _file(db: sqlite3.Connection, handle: str) -> FileRecord | None:
