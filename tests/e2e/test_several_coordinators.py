@@ -323,3 +323,41 @@ async def test_expiry_sweeping_at_both_coordinators_aborts_each_upload_once(
                                    for p in deployment.coordinators]
         print(f"\naborts per upload: {dict(aborts)}; coordinators that aborted: "
               f"{every_coordinator_swept}")
+
+
+def test_cin_dev_runs_two_coordinators_on_postgresql_behind_one_address(
+        tmp_path: Path, postgres_database: str) -> None:
+    data = config_data(tmp_path, state=postgres_database,
+                       heartbeat={"interval": 0.5, "timeout": 3.0})
+    config = write_config(data, tmp_path / "cin.yaml")
+    dev = CinProcess(["dev", "-c", str(config), "--coordinators", "2"], tmp_path)
+    try:
+        dev.wait_ready()
+        shown = [line for line in dev.lines if line.startswith("cin: coordinator")]
+        public = data["coordinator"]["public_url"]
+        assert len(shown) == 2 and all(line.endswith(f"at {public}") for line in shown)
+
+        async def store_and_read() -> None:
+            payload = os.urandom(20_000)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{data['pops'][0]['public_url']}/api/store/S3",
+                                        params={"key": APIKEY}, data=payload) as response:
+                    reply = await response.json()
+                    assert response.status == 200, reply
+                assert await complete_sha256(session, public, reply["handle"]) == \
+                    hashlib.sha256(payload).hexdigest()
+
+        asyncio.run(store_and_read())
+    finally:
+        dev.stop()
+    assert "Traceback" not in dev.output
+
+
+def test_cin_dev_refuses_several_coordinators_on_sqlite(tmp_path: Path) -> None:
+    config = write_config(config_data(tmp_path), tmp_path / "cin.yaml")
+    dev = CinProcess(["dev", "-c", str(config), "--coordinators", "2"], tmp_path)
+    assert dev.proc.wait(30) == 2
+    give_up = time.monotonic() + 10  # the output is read by a thread of its own
+    while "share their state in PostgreSQL" not in dev.output:
+        assert time.monotonic() < give_up, dev.output
+        time.sleep(0.02)
