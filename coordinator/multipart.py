@@ -136,6 +136,10 @@ class MultipartUploads:
         return await self._finish_if_stored(upload, await self.files.get(upload.handle))
 
     async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
+        if record.status is not FileStatus.IN_TRANSIT:
+            # Not completed yet (most part reports) or finished already: no lock to take,
+            # a round trip to the database on PostgreSQL.
+            return record
         # Finishing the bucket's multipart upload happens once, however many reports of
         # the last part arrive together, at whichever coordinators.
         async with self.state.locked(f"upload:{upload.upload_id}"):
