@@ -112,7 +112,9 @@ class PopRegistry:
             return  # a POP of another config, during a rolling change of the POP list
         at = self._clock() - heard.age
         before = self._heard.get(heard.pop)
-        if before is not None and before.at >= at:
+        # Two heartbeats of a POP are an interval apart; the one known here, read back,
+        # is within a round trip of itself, and must not undo the starts counted since.
+        if before is not None and at - before.at < self.heartbeat.interval / 2:
             return
         self._heard[heard.pop] = _Heard(heard.instance, heard.load, heard.draining, at,
                                         heard.disk_full)
