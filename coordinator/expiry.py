@@ -120,7 +120,10 @@ class UploadExpiry:
             await storage.abort_multipart(abort.container, abort.key, abort.storage_upload_id)
         except StorageError as exc:
             if exc.kind is StorageErrorKind.NO_SUCH_UPLOAD:
-                return True  # aborted by a sweep that stopped before recording it
+                # Aborted by a sweep that stopped before recording it.
+                log.info("upload %s of %s: bucket upload already aborted", abort.upload_id,
+                         abort.handle)
+                return True
             log.warning("upload %s: the bucket upload was not aborted (%s); retried at the "
                         "next sweep", abort.upload_id, exc)
             return False
