@@ -456,10 +456,13 @@ class PostgresStateStore:
             try:
                 yield True
             finally:
-                # Back to the pool unlocked (its reset would also unlock all, as would
-                # the server when the connection goes).
-                await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
-                                 LOCK_SPACE, key)
+                # Back to the pool unlocked. A connection that broke meanwhile lost the
+                # lock with it (the server lets go): the work done stands, and is not
+                # reported failed for that.
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError,
+                                         OSError):
+                    await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                                     LOCK_SPACE, key)
 
 
 def _upload(found: asyncpg.Record) -> UploadRecord:

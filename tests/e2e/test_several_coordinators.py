@@ -33,10 +33,12 @@ import aiohttp
 import asyncpg
 import filestack
 import pytest
+import requests
 import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from coordinator_balancer import CoordinatorBalancer
+from filestack.exceptions import FilestackHTTPError
 from impairment import Impairment, ImpairmentProxy
 from support import APIKEY, CinProcess, config_data, free_port, write_config
 from tls_network import create_buckets
@@ -288,7 +290,11 @@ async def test_uploads_go_on_while_one_of_two_coordinators_is_killed(
               f"{sum(1 for n in per_event.values() if n > 1)} delivered more than once; "
               f"connections per coordinator {dict(deployment.balancer.connections)}")
         assert len(sdk_replies) == 10
-        assert len(cut_off) <= 2, cut_off  # at most the calls under way at the kill
+        # A call cut off fails with the HTTP error or broken connection it met (a POP
+        # that could not reach a coordinator in time answers 503); nothing else.
+        assert all(isinstance(error, requests.RequestException | FilestackHTTPError)
+                   for error in cut_off), cut_off
+        assert len(cut_off) <= 5, cut_off  # most complete: POPs retry what a kill cuts
         assert receiver.overlapping() == []
         # The killed coordinator was really taking work, and so was the other.
         assert all(n > 0 for n in deployment.balancer.connections.values())

@@ -7,7 +7,6 @@ coordinators on one database see of each other: locks, heartbeats."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -137,8 +136,8 @@ async def test_a_coordinator_that_dies_lets_go_of_its_locks(
         await admin.close()
     async with asyncio.timeout(10), second.locked("sweep:upload-expiry") as held:
         assert held
-    with contextlib.suppress(Exception):
-        await holding.__aexit__(None, None, None)
+    # The holder whose connection broke finishes its work: what it did stands.
+    await holding.__aexit__(None, None, None)
 
 
 async def test_heartbeats_heard_at_one_coordinator_are_read_at_the_other(
