@@ -225,6 +225,8 @@ class SqliteStateStore:
             earlier = _upload_by(db, "origin", origin)
             if earlier is not None:
                 return earlier
+            if db.execute("SELECT 1 FROM files WHERE origin = ?", (origin,)).fetchone():
+                raise CinError(Code.CONFLICT, "this origin started a file, not an upload")
             columns = ", ".join(("origin", *_FILE_COLUMNS))
             marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
             db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608

@@ -274,6 +274,16 @@ async def test_a_repeated_start_returns_the_first_upload_and_adds_nothing(
     assert await store.get_upload("up-other") is None
 
 
+async def test_an_origin_that_started_a_file_cannot_start_an_upload(
+        store: StateStore) -> None:
+    await store.create_file(record(), origin="pop:1")
+    other = record("o" * 20, key="k/other", size=10)
+    with pytest.raises(CinError) as caught:
+        await store.create_upload(other, upload_of(other, "other"), origin="pop:1")
+    assert caught.value.code is Code.CONFLICT
+    assert await store.get_file(other.handle) is None
+
+
 async def test_starts_racing_with_one_origin_make_one_upload(store: StateStore) -> None:
     files = [record(str(n) * 20, key=f"k/{n}", size=10) for n in range(4)]
     recorded = await asyncio.gather(*(
