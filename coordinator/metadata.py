@@ -16,7 +16,6 @@ from common.protocol.file_status import FileStatus
 from common.protocol.flags import is_flag_value, query_flag
 from common.protocol.records import HASH_ALGORITHMS, FileRecord
 from common.storage.storage_set import StorageSet
-from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore
 
 PLAIN_FIELDS = ("size", "mimetype", "filename", "uploaded", "writeable", "cloud",
@@ -46,20 +45,19 @@ def requested_fields(query: Mapping[str, str]) -> list[str]:
 
 
 class HashCache:
-    """Computes a file version's hashes at most once, even under concurrent requests."""
+    """Computes a file version's hashes at most once, even under concurrent requests at
+    several coordinators."""
 
     CHUNK_HASH_IN_THREAD = 64 * 1024  # below this, the thread hop costs more than hashing
 
     def __init__(self, state: StateStore, storage: StorageSet) -> None:
         self.state = state
         self.storage = storage
-        self._locks = KeyedLocks()
 
     async def hashes(self, record: FileRecord) -> dict[str, str]:
         if record.hashes is not None:
             return record.hashes
-        lock = self._locks(f"{record.handle}:{record.version}")
-        async with lock:
+        async with self.state.locked(f"hashes:{record.handle}:{record.version}"):
             fresh = await self.state.get_file(record.handle)
             if fresh is not None and fresh.version == record.version and fresh.hashes:
                 return fresh.hashes
