@@ -30,17 +30,19 @@ class Load:
     client_cpu_ms: float
 
 
-async def closed_loop(url: str, clients: int, seconds: float, servers: Sequence[Process],
-                      send: Send, *, warmup: float) -> Load:
+async def closed_loop(url: str | Sequence[str], clients: int, seconds: float,
+                      servers: Sequence[Process], send: Send, *, warmup: float) -> Load:
     """`clients` connections sending with `send` for `warmup` and then `seconds` more;
     only the requests answered after the warm-up are counted. `send` raises on a
-    request that did not succeed."""
+    request that did not succeed. Several URLs (servers sharing the work) take the
+    connections in turn."""
+    urls = [url] if isinstance(url, str) else list(url)
     latencies: list[float] = []
     counting = False
     numbers = itertools.count()
     stop_at = time.monotonic() + warmup + seconds
 
-    async def client() -> None:
+    async def client(url: str) -> None:
         connection = Connection.to(url)
         try:
             while time.monotonic() < stop_at and len(latencies) < MAX_REQUESTS:
@@ -51,7 +53,7 @@ async def closed_loop(url: str, clients: int, seconds: float, servers: Sequence[
         finally:
             await connection.close()
 
-    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    tasks = [asyncio.create_task(client(urls[n % len(urls)])) for n in range(clients)]
     await asyncio.sleep(warmup)
     counting = True
     cpu, server_cpu = client_cpu_seconds(), sum(p.cpu_seconds() for p in servers)

@@ -153,6 +153,7 @@ class CinNetwork:
     event_loop: str = "uvloop"
     s3_endpoint: str | None = None
     sqlite_synchronous: str = "full"
+    state: str | None = None  # coordinator.state (None: SQLite in the scratch folder)
     coordinator_port: int = field(default_factory=free_port)
     pop_port: int = field(default_factory=free_port)
 
@@ -168,21 +169,25 @@ class CinNetwork:
     def bucket_root(self) -> Path:
         return self.root / "bucket"
 
-    def config(self) -> dict[str, Any]:
+    def config(self, coordinator_port: int | None = None) -> dict[str, Any]:
         if self.s3_endpoint is None:
             storage: dict[str, Any] = {"driver": "local", "root": str(self.bucket_root)}
         else:
             storage = {"driver": "s3", "endpoint_url": self.s3_endpoint,
                        "region": "us-east-1", "addressing_style": "path"}
         storage.update(provider="s3", container=BUCKET)
+        coordinator: dict[str, Any] = {
+            "listen": f"127.0.0.1:{coordinator_port or self.coordinator_port}",
+            "public_url": self.coordinator_url, "state_dir": str(self.root / "coordinator")}
+        if self.state is not None:
+            coordinator["state"] = self.state
+        else:
+            coordinator["sqlite_synchronous"] = self.sqlite_synchronous
         return {
             "event_loop": self.event_loop,
             "internal_secret": INTERNAL_SECRET,
             "shutdown_timeout": 10,
-            "coordinator": {"listen": f"127.0.0.1:{self.coordinator_port}",
-                            "public_url": self.coordinator_url,
-                            "state_dir": str(self.root / "coordinator"),
-                            "sqlite_synchronous": self.sqlite_synchronous},
+            "coordinator": coordinator,
             "pops": [{"name": POP_NAME, "listen": f"127.0.0.1:{self.pop_port}",
                       "public_url": self.pop_url, "spool_dir": str(self.root / "spool")}],
             "storage": {"bucket": storage},
@@ -190,16 +195,20 @@ class CinNetwork:
                               "storage": ["bucket"], "max_upload_size": "5GiB"}},
         }
 
-    def write_config(self) -> Path:
+    def write_config(self, coordinator_port: int | None = None) -> Path:
+        """The config; with `coordinator_port`, that of another coordinator on the same
+        state, listening there."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "cin.yaml"
-        path.write_text(yaml.safe_dump(self.config()))
+        path = self.root / (f"cin-{coordinator_port}.yaml" if coordinator_port else "cin.yaml")
+        path.write_text(yaml.safe_dump(self.config(coordinator_port)))
         return path
 
-    def coordinator(self) -> Process:
-        config = self.write_config()
-        return Process("coordinator", ["-m", "cin", "coordinator", "-c", str(config)],
-                       self.root / "coordinator.log", "cin: ready")
+    def coordinator(self, port: int | None = None) -> Process:
+        """The coordinator; with `port`, another one on the same state, listening there."""
+        config = self.write_config(port)
+        name = f"coordinator-{port}" if port else "coordinator"
+        return Process(name, ["-m", "cin", "coordinator", "-c", str(config)],
+                       self.root / f"{name}.log", "cin: ready")
 
     def pop(self) -> Process:
         config = self.write_config()

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cin import client_commands, config_reference, dev_config, logs
+from cin.dev_balancer import DevBalancer, free_listens
 from cin.serve import (
     Service,
     StartError,
@@ -27,10 +28,11 @@ from cin.serve import (
 )
 from cin.storage_check import check_storage
 from cin.usage import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from common.config import Config, ConfigError
+from common.config import Config, ConfigError, PostgresStateConfig
 from common.config.loader import load_config
 from common.protocol.errors import CinError
 from common.protocol.security import CALLS, Policy, encode_policy, sign_policy
+from coordinator.app import make_app as make_coordinator_app
 
 # The exit statuses stay importable from here, where callers have always found them.
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
@@ -84,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("-c", "--config",
                      help=f"config file (default {dev_config.FILE_NAME}, written with the "
                           "dev network's settings if it is not there)")
+    dev.add_argument("--coordinators", type=int, default=1, metavar="N",
+                     help="run N coordinators on one PostgreSQL state, behind the "
+                          "coordinator's address (default 1)")
     dev.set_defaults(run=_run_dev)
 
     reference = commands.add_parser(
@@ -122,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_services(config: Config, services: list[Service], banner: bool = False) -> int:
+def _run_services(config: Config, services: list[Service], banner: bool = False,
+                  balancer: DevBalancer | None = None) -> int:
     def ready(started: list[Service]) -> None:
         for service in started:
             print(f"cin: {service.name} at {service.public_url}", flush=True)
@@ -131,9 +137,17 @@ def _run_services(config: Config, services: list[Service], banner: bool = False)
             print(f"cin: apikey {apikeys}", flush=True)
         print("cin: ready", flush=True)
 
+    async def main() -> None:
+        if balancer is not None:
+            await balancer.start()
+        try:
+            await serve(services, config, on_ready=ready)
+        finally:
+            if balancer is not None:
+                await balancer.stop()
+
     check_addresses(services)
-    run(serve(services, config, on_ready=ready),
-        config.loop_for(runs_pops=any(service.role == "pop" for service in services)))
+    run(main(), config.loop_for(runs_pops=any(service.role == "pop" for service in services)))
     return EXIT_OK
 
 
@@ -146,9 +160,23 @@ def _run_edge(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_dev(config: Config, args: argparse.Namespace) -> int:
-    services = [coordinator_service(config)]
-    services += [pop_service(config, pop) for pop in config.pops]
-    return _run_services(config, services, banner=True)
+    pops = [pop_service(config, pop) for pop in config.pops]
+    if args.coordinators < 1:
+        raise UsageError("--coordinators is 1 or more")
+    if args.coordinators == 1:
+        return _run_services(config, [coordinator_service(config), *pops], banner=True)
+    if not isinstance(config.coordinator.state, PostgresStateConfig):
+        raise UsageError("several coordinators share their state in PostgreSQL: set "
+                         "coordinator.state to a postgresql:// URL (a SQLite database is "
+                         "one coordinator's)")
+    # Each on an address of its own; the config's address is the balancer's.
+    listens = free_listens(config.coordinator.listen.host, args.coordinators)
+    coordinators = [Service(f"coordinator {n} on {listen}", "coordinator",
+                            make_coordinator_app(config), listen,
+                            config.coordinator.public_url)
+                    for n, listen in enumerate(listens, 1)]
+    return _run_services(config, [*coordinators, *pops], banner=True,
+                         balancer=DevBalancer(config.coordinator.listen, listens))
 
 
 def _run_config_reference(config: Config | None, args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from coordinator.keys import (
     EXPIRY,
     FILES,
     HASHES,
+    HEARTBEATS,
     LEASES,
     MULTIPART,
     POP_BATCHES,
@@ -53,7 +54,9 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_batches import PopBatches
 from coordinator.pop_registry import PopRegistry
+from coordinator.pop_sharing import SharedHeartbeats
 from coordinator.state import open_state_store
+from coordinator.state.factory import engine_name
 from coordinator.store_expiry import StoreExpiry
 from coordinator.upload_finisher import UploadFinisher
 from coordinator.webhooks import WebhookSender
@@ -93,8 +96,9 @@ class LocalFiles:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config, figures = app[CONFIG], app[COORDINATOR_METRICS]
+    engine = engine_name(config.coordinator.state)
     async with open_state_store(config.coordinator.state,
-                                on_transaction=figures.sqlite_transaction) as state:
+                                on_transaction=figures.transactions(engine)) as state:
         await state.sync_apps(list(config.apps.values()))
         async with StorageSet(config) as storage, aiohttp.ClientSession() as session:
             sender = WebhookSender(state, config, session, metrics=figures)
@@ -109,6 +113,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # first heartbeat timeout (see coordinator.pop_choice).
             pops = PopRegistry(config.pops, config.heartbeat)
             app[POPS] = pops
+            # What the other coordinators on the state heard, known before the first start.
+            heartbeats = app[HEARTBEATS] = SharedHeartbeats(pops, state)
+            await heartbeats.refresh()
             uploads = app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             stores = app[STORE_EXPIRY] = StoreExpiry(
@@ -125,7 +132,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                      asyncio.create_task(finisher.run(), name="upload-finisher"),
                      asyncio.create_task(periodic.every(
                          FORGET_INTERVAL, batches.forget_old_ids, log=log,
-                         what="forgetting old POP event ids"), name="event-ids")]
+                         what="forgetting old POP event ids"), name="event-ids"),
+                     asyncio.create_task(heartbeats.run(), name="pop-heartbeats")]
             try:
                 yield
             finally:

@@ -16,7 +16,6 @@ answering that there is no such upload (the first abort got through) counts as d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +26,10 @@ from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from common.web import periodic
 from coordinator.state import PendingAbort, StateStore
+
+# One sweep at a time among all the coordinators on the state: two would abort or
+# remove the same leftovers twice.
+SWEEP_LOCK = "sweep:upload-expiry"
 
 log = logging.getLogger("cin.coordinator.expiry")
 
@@ -56,21 +59,27 @@ class UploadExpiry:
         self.settings = settings
         self.clock = clock
         self.reason = f"expired: not completed within {describe_duration(settings.ttl)}"
-        # The timer's sweep and one a test or an operator asks for never overlap.
-        self._sweeping = asyncio.Lock()
 
     async def run(self) -> None:
         """Sweep every `sweep_interval` seconds until cancelled."""
-        await periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+        await periodic.every(self.settings.sweep_interval, self.sweep_if_free, log=log,
                              what="upload expiry sweep")
+
+    async def sweep_if_free(self) -> SweepResult | None:
+        """A sweep, unless one is running already, here or at another coordinator on the
+        same state (None then): it does this one's work."""
+        async with self.state.locked(SWEEP_LOCK, wait=False) as held:
+            return await self._sweep(self.clock()) if held else None
 
     async def sweep_once(self, now: float | None = None) -> SweepResult:
         """Fail the uploads abandoned at `now` (default: the clock), then abort every
         bucket upload still owed, including those of sweeps that were interrupted."""
-        async with self._sweeping:
-            now = self.clock() if now is None else now
-            expired = await self._expire(now)
-            aborted, owed = await self._abort_owed(now)
+        async with self.state.locked(SWEEP_LOCK):
+            return await self._sweep(self.clock() if now is None else now)
+
+    async def _sweep(self, now: float) -> SweepResult:
+        expired = await self._expire(now)
+        aborted, owed = await self._abort_owed(now)
         return SweepResult(tuple(expired), tuple(aborted), owed)
 
     async def _expire(self, now: float) -> list[str]:
@@ -111,7 +120,10 @@ class UploadExpiry:
             await storage.abort_multipart(abort.container, abort.key, abort.storage_upload_id)
         except StorageError as exc:
             if exc.kind is StorageErrorKind.NO_SUCH_UPLOAD:
-                return True  # aborted by a sweep that stopped before recording it
+                # Aborted by a sweep that stopped before recording it.
+                log.info("upload %s of %s: bucket upload already aborted", abort.upload_id,
+                         abort.handle)
+                return True
             log.warning("upload %s: the bucket upload was not aborted (%s); retried at the "
                         "next sweep", abort.upload_id, exc)
             return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from common.config import Config
 from common.protocol.errors import CinError, Code
@@ -21,7 +22,6 @@ from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator import events
 from coordinator.events import WebhookEvent
-from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator")
@@ -34,9 +34,6 @@ class FileAuthority:
         self.config = config
         self.storage = storage
         self.on_events = on_events
-        # One change at a time per handle: an overwrite's bucket check and its record
-        # update must not interleave with another overwrite or a delete of that file.
-        self._lock = KeyedLocks()
 
     async def start(self, request: StartFile) -> FileRecord:
         """Give a new file its handle and key, recorded as Started."""
@@ -73,7 +70,7 @@ class FileAuthority:
 
     async def overwritten(self, handle: str, size: int, etag: str, mimetype: str) -> FileRecord:
         """A POP has put new bytes at a Complete file's key."""
-        async with self._lock(handle):
+        async with self._changing(handle):
             record = await self.get(handle)
             if record.etag == etag and record.size == size:
                 return record  # a repeated report
@@ -93,7 +90,7 @@ class FileAuthority:
 
     async def delete(self, handle: str, *, skip_storage: bool) -> FileRecord:
         """Remove a file: its object (unless `skip_storage`), then its record."""
-        async with self._lock(handle):
+        async with self._changing(handle):
             record = await self.get(handle)
             rules.check_delete(record)  # before the object goes; the store checks again
             if not skip_storage and record.etag is not None:
@@ -102,6 +99,12 @@ class FileAuthority:
         log.info("file %s deleted%s", handle, " (object kept)" if skip_storage else "")
         self._notify(deleted, events.DELETE)
         return deleted
+
+    def _changing(self, handle: str) -> AbstractAsyncContextManager[bool]:
+        """One change at a time per handle, at every coordinator: an overwrite's bucket
+        check and its record update must not interleave with another overwrite or a
+        delete of that file."""
+        return self.state.locked(f"file:{handle}")
 
     async def _delete_object(self, record: FileRecord) -> None:
         # Only the file's own bytes: a later store may have reused the key (an explicit

@@ -19,10 +19,10 @@ from coordinator.keys import (
     COORDINATOR_METRICS,
     FILES,
     HASHES,
+    HEARTBEATS,
     LEASES,
     MULTIPART,
     POP_BATCHES,
-    POPS,
     STATE,
 )
 
@@ -112,7 +112,7 @@ async def _dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
         case wire.LookupFile(handle=handle):
             return wire.FileReply(await files.get(handle))
         case wire.PopHeartbeat():
-            app[POPS].heard(msg)
+            await app[HEARTBEATS].heard(msg)
             app[COORDINATOR_METRICS].heartbeat(msg.pop)  # a configured POP: heard() checks
             return wire.Ack()
         case wire.LeaseHandles(pop=pop, count=count):

@@ -15,6 +15,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_batches import PopBatches
 from coordinator.pop_registry import PopRegistry
+from coordinator.pop_sharing import SharedHeartbeats
 from coordinator.state import StateStore
 from coordinator.store_expiry import StoreExpiry
 
@@ -26,6 +27,7 @@ FILES = web.AppKey("files", FileAuthority)
 HASHES = web.AppKey("hashes", HashCache)
 MULTIPART = web.AppKey("multipart", MultipartUploads)
 POPS = web.AppKey("pops", PopRegistry)
+HEARTBEATS = web.AppKey("heartbeats", SharedHeartbeats)
 EXPIRY = web.AppKey("expiry", UploadExpiry)
 STORE_EXPIRY = web.AppKey("store_expiry", StoreExpiry)
 LEASES = web.AppKey("leases", HandleLeases)

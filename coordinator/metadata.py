@@ -6,23 +6,21 @@ from __future__ import annotations
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
 from common.web.file_metadata import hash_object
-from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import StateStore
 
 
 class HashCache:
-    """Computes a file version's hashes at most once, even under concurrent requests."""
+    """Computes a file version's hashes at most once, even under concurrent requests at
+    several coordinators."""
 
     def __init__(self, state: StateStore, storage: StorageSet) -> None:
         self.state = state
         self.storage = storage
-        self._locks = KeyedLocks()
 
     async def hashes(self, record: FileRecord) -> dict[str, str]:
         if record.hashes is not None:
             return record.hashes
-        lock = self._locks(f"{record.handle}:{record.version}")
-        async with lock:
+        async with self.state.locked(f"hashes:{record.handle}:{record.version}"):
             fresh = await self.state.get_file(record.handle)
             if fresh is not None and fresh.version == record.version and fresh.hashes:
                 return fresh.hashes

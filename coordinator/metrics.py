@@ -9,6 +9,8 @@ outcomes: sets that the config and the code bound, never handles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from coordinator.pop_choice import Health
@@ -17,7 +19,8 @@ from coordinator.state import StateStore
 
 # Seconds. A webhook delivery: a receiver's answer, up to webhook_delivery.timeout.
 _DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# A state store transaction: a group commit, one fsync of the WAL at its heart.
+# A state store transaction: SQLite's group commit, one fsync of the WAL at its heart, or
+# one PostgreSQL transaction, its round trips included.
 # Applying one POP event batch: a transaction, then the bucket completes of its uploads.
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _TRANSACTION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -50,8 +53,8 @@ class CoordinatorMetrics:
             buckets=_DELIVERY_BUCKETS, registry=registry)
         self._transactions = Histogram(
             "cin_state_transaction_duration_seconds", "Time of each state store write "
-                                                      "transaction (a group commit), commit "
-                                                      "included.",
+                                                      "transaction (SQLite: a group commit), "
+                                                      "commit included, by engine.",
             ["engine"], buckets=_TRANSACTION_BUCKETS, registry=registry)
 
         self._leases = Counter(
@@ -91,10 +94,10 @@ class CoordinatorMetrics:
         if seconds is not None:
             self._delivery_latency.observe(seconds)
 
-    def sqlite_transaction(self, seconds: float) -> None:
-        """Called on the SQLite writer's thread: prometheus-client's figures are
-        thread-safe."""
-        self._transactions.labels("sqlite").observe(seconds)
+    def transactions(self, engine: str) -> Callable[[float], None]:
+        """What the state store of `engine` tells the seconds of each transaction (SQLite
+        calls it on its writer's thread: prometheus-client's figures are thread-safe)."""
+        return self._transactions.labels(engine).observe
 
     async def read(self, state: StateStore, pops: PopRegistry) -> None:
         """The figures a scrape reads rather than counts."""

@@ -22,7 +22,6 @@ from common.storage import (
 )
 from common.storage.storage_set import StorageSet
 from coordinator.files import FileAuthority
-from coordinator.keyed_locks import KeyedLocks
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import StateStore, rules
 
@@ -42,9 +41,6 @@ class MultipartUploads:
         self.storage = storage
         self.files = files
         self.pops = pops
-        # Finishing the bucket's multipart upload happens once, however many reports of
-        # the last part arrive together.
-        self._locks = KeyedLocks()
 
     async def start(self, request: StartUpload, client: str | None = None
                     ) -> tuple[FileRecord, UploadRecord]:
@@ -70,10 +66,25 @@ class MultipartUploads:
         upload = UploadRecord(upload_id=new_upload_id(), handle=record.handle,
                               storage_upload_id=storage_upload_id, pop=pop,
                               fii=request.fii, created=now)
-        await self.state.create_upload(record, upload, request.origin)
+        recorded = await self.state.create_upload(record, upload, request.origin)
+        if recorded.upload_id != upload.upload_id:
+            # The same start reached another coordinator too, which recorded it first:
+            # its upload is the one, and the bucket upload opened here is nobody's.
+            await self._abandon(record, storage_upload_id)
+            return await self.files.get(recorded.handle), recorded
         log.info("upload %s of %s started at %s: %s/%s (%d bytes)", upload.upload_id,
                  record.handle, pop, record.container, record.key, record.size)
         return record, upload
+
+    async def _abandon(self, record: FileRecord, storage_upload_id: str) -> None:
+        if not storage_upload_id:
+            return
+        try:
+            await self.storage[record.storage].abort_multipart(record.container, record.key,
+                                                               storage_upload_id)
+        except StorageError as exc:
+            # Left pending in the bucket; its lifecycle rule, if any, removes it.
+            log.warning("the bucket upload of a repeated start was not aborted: %s", exc)
 
     async def get(self, upload_id: str) -> UploadRecord:
         upload = await self.state.get_upload(upload_id)
@@ -133,7 +144,13 @@ class MultipartUploads:
         return await self._finish_if_stored(upload, record)
 
     async def _finish_if_stored(self, upload: UploadRecord, record: FileRecord) -> FileRecord:
-        async with self._locks(upload.upload_id):
+        if record.status is not FileStatus.IN_TRANSIT:
+            # Not completed yet (most part reports) or finished already: no lock to take,
+            # a round trip to the database on PostgreSQL.
+            return record
+        # Finishing the bucket's multipart upload happens once, however many reports of
+        # the last part arrive together, at whichever coordinators.
+        async with self.state.locked(f"upload:{upload.upload_id}"):
             record = await self.files.get(record.handle)
             if record.status is not FileStatus.IN_TRANSIT:
                 return record

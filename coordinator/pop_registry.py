@@ -4,9 +4,10 @@ A POP registers with its first heartbeat and repeats it every `heartbeat.interva
 has not heard from for `heartbeat.timeout` is down, and one that said it is draining, or
 that its disk is full, is not handed out either (see `coordinator.pop_choice`).
 
-The registry is in memory only. Heartbeats are frequent and each one carries the POP's
-whole state, so a restarted coordinator relearns every live POP within one interval;
-persisting them would only preserve stale news.
+The registry is this coordinator's view, in memory. Coordinators sharing one state learn
+each other's heartbeats through it (coordinator/pop_sharing.py): a POP sends each of its
+heartbeats to one coordinator, and every coordinator answers `/pops` and chooses a POP
+from all of them, a moment later.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from common.protocol.errors import CinError, Code
 from common.protocol.pop_load import PopLoad
 from common.protocol.wire import PopHeartbeat
 from coordinator.pop_choice import Candidate, Health, choose_pop, client_address, health
+from coordinator.state import HeardPop
 
 log = logging.getLogger("cin.coordinator.pops")
 
@@ -101,6 +103,22 @@ class PopRegistry:
             log.warning("POP %s says its disk is full: no new uploads go to it", beat.pop)
         elif before is not None and before.disk_full and not beat.disk_full:
             log.info("POP %s has disk space again", beat.pop)
+
+    def learned(self, heard: HeardPop) -> None:
+        """A heartbeat another coordinator heard (or this one, read back): kept when it
+        is newer than the one known here. Nothing is logged: the coordinator that heard
+        it did."""
+        if heard.pop not in {pop.name for pop in self.pops}:
+            return  # a POP of another config, during a rolling change of the POP list
+        at = self._clock() - heard.age
+        before = self._heard.get(heard.pop)
+        # Two heartbeats of a POP are an interval apart; the one known here, read back,
+        # is within a round trip of itself, and must not undo the starts counted since.
+        if before is not None and at - before.at < self.heartbeat.interval / 2:
+            return
+        self._heard[heard.pop] = _Heard(heard.instance, heard.load, heard.draining, at,
+                                        heard.disk_full)
+        self._assigned[heard.pop] = 0
 
     def status(self) -> list[PopStatus]:
         """Every configured POP, in configuration order."""

@@ -35,6 +35,10 @@ from common.web import periodic
 from coordinator.expiry import BATCH, describe_duration
 from coordinator.state import PendingRemoval, StateStore
 
+# One sweep at a time among all the coordinators on the state: two would abort or
+# remove the same leftovers twice.
+SWEEP_LOCK = "sweep:store-expiry"
+
 log = logging.getLogger("cin.coordinator.store_expiry")
 
 
@@ -57,14 +61,13 @@ class StoreExpiry:
                                if driver_of(location).capabilities.sweeps_temporary)
         self.settings = settings
         self.clock = clock
-        self._sweeping = asyncio.Lock()
         self._woken = asyncio.Event()
 
     async def run(self) -> None:
-        """Sweep every `sweep_interval` seconds until cancelled; remove what is owed as
-        soon as `wake` says a removal was written."""
+        """Sweep every `sweep_interval` seconds until cancelled, unless another coordinator
+        is sweeping; remove what is owed as soon as `wake` says a removal was written."""
         await asyncio.gather(
-            periodic.every(self.settings.sweep_interval, self.sweep_once, log=log,
+            periodic.every(self.settings.sweep_interval, self.sweep_if_free, log=log,
                            what="store expiry sweep"),
             self._remove_when_woken())
 
@@ -78,20 +81,30 @@ class StoreExpiry:
             await self._woken.wait()
             self._woken.clear()
             try:
-                async with self._sweeping:
+                # Waits for a sweep running here or at another coordinator: that sweep may
+                # have read what is owed before this removal was written.
+                async with self.state.locked(SWEEP_LOCK):
                     await self._remove_owed()
             except Exception:
                 log.exception("removal of abandoned stores' leftovers failed; the next "
                               "sweep retries")
 
+    async def sweep_if_free(self) -> StoreSweepResult | None:
+        """A sweep, unless one is running already, here or at another coordinator on the
+        same state (None then): it does this one's work."""
+        async with self.state.locked(SWEEP_LOCK, wait=False) as held:
+            return await self._sweep(self.clock()) if held else None
+
     async def sweep_once(self, now: float | None = None) -> StoreSweepResult:
         """Fail the stores interrupted as of `now` (default: the clock), remove every
         leftover still owed, then the temp files of writers that died."""
-        async with self._sweeping:
-            now = self.clock() if now is None else now
-            expired = await self._expire(now)
-            removed, owed = await self._remove_owed()
-            temporary = await self._sweep_temporary()
+        async with self.state.locked(SWEEP_LOCK):
+            return await self._sweep(self.clock() if now is None else now)
+
+    async def _sweep(self, now: float) -> StoreSweepResult:
+        expired = await self._expire(now)
+        removed, owed = await self._remove_owed()
+        temporary = await self._sweep_temporary()
         return StoreSweepResult(tuple(expired), tuple(removed), owed, temporary)
 
     async def _expire(self, now: float) -> list[str]:

@@ -74,8 +74,9 @@ def _as_server_user() -> tuple[list[str], int | None, int | None]:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path, root: Path, port: int) -> None:
+    def __init__(self, bindir: Path, root: Path, port: int, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.root = root
         self.data = root / "data"
         self.port = port
@@ -98,12 +99,14 @@ class PostgresServer:
         with self.log.open("wb") as log:
             if uid is not None and gid is not None:
                 os.chown(self.log, uid, gid)
-            # Durability is not what these tests are about: no fsync, so they stay fast.
+            # Durability is not what the tests are about: no fsync, so they stay fast. A
+            # benchmark asks for it (`durable`), as a deployment runs.
+            fast = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"]
             self.process = subprocess.Popen(
                 [*prefix, str(self.bindir / "postgres"), "-D", str(self.data),
                  "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.root),
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                 *fast, "-c", "max_connections=200"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -137,14 +140,15 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PostgresServer]:
-    """A started server, stopped and its files removed on leaving."""
+def running_server(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A started server, stopped and its files removed on leaving; `durable`: each commit
+    on disk before it returns, as in production (the tests run without)."""
     bindir = server_bindir()
     # As root, the server's user must reach the directory: not under a TMPDIR that only
     # root can enter.
     root = Path(tempfile.mkdtemp(prefix="cin-postgres-",
                                  dir="/tmp" if os.geteuid() == 0 else None))
-    server = PostgresServer(bindir, root, free_port())
+    server = PostgresServer(bindir, root, free_port(), durable=durable)
     try:
         server.start()
         yield server

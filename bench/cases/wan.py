@@ -89,8 +89,8 @@ class WanNetwork(CinNetwork):
     def far_pop_url(self) -> str:
         return f"http://127.0.0.1:{self.far_pop_port}"
 
-    def config(self) -> dict[str, Any]:
-        data = super().config()
+    def config(self, coordinator_port: int | None = None) -> dict[str, Any]:
+        data = super().config(coordinator_port)
         data["pops"].append({"name": FAR_POP, "listen": f"127.0.0.1:{self.far_pop_port}",
                              "public_url": self.far_pop_url,
                              "spool_dir": str(self.root / "spool-far")})

@@ -298,8 +298,9 @@ class PostgresStateConfig:
     # may hold a password: never shown, in a repr, a log line or an error.
     url: str = field(repr=False)
     pool_size: int = field(default=10, metadata=doc(
-        "PostgreSQL connections each coordinator holds at most (with a "
-        "`postgresql://` state)", key="postgres_pool_size"))
+        "PostgreSQL connections each coordinator holds at most for its transactions "
+        "(with a `postgresql://` state), and at most as many again for the per-file "
+        "locks it holds while their work runs", key="postgres_pool_size"))
 
 
 # Which engine keeps the coordinator's state (`coordinator.state`), with its settings.

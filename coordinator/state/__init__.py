@@ -11,11 +11,12 @@ from coordinator.state.protocol import (
     AppliedBatch,
     EventOutcome,
     EventsFor,
+    HeardPop,
     OutboxEntry,
     PendingAbort,
     PendingRemoval,
     StateStore,
 )
 
-__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "OutboxEntry", "PendingAbort",
-           "PendingRemoval", "StateStore", "open_state_store"]
+__all__ = ["AppliedBatch", "EventOutcome", "EventsFor", "HeardPop", "OutboxEntry",
+           "PendingAbort", "PendingRemoval", "StateStore", "open_state_store"]

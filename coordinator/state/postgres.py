@@ -8,15 +8,22 @@ one before it committed; changes to different files never wait on each other. Th
 and the webhook outbox take rows with `FOR UPDATE SKIP LOCKED`: two coordinators sweeping
 or delivering at once each take other rows, neither waits.
 
+What several coordinators share besides the records: the POPs' heartbeats, one row per
+POP timed by the database's clock; and `locked`, an advisory lock of the server held by a
+connection of a pool of its own (a holder waiting for a connection to do its work never
+keeps one that a lock is waiting for). A coordinator that dies loses its connections,
+and the server lets go of its locks.
+
 The schema is coordinator/state/postgres_schema.py, migrated when the store opens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
@@ -25,8 +32,11 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.handle_lease import HandleBlock
 from common.protocol.pop_events import PopEvent, UploadInTransit
+from common.protocol.pop_load import PopLoad
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.wire import PopHeartbeat
 from coordinator.events import Delivery, WebhookEvent
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import pop_event_rules, rules
 from coordinator.state.pop_event_rules import refusal
 from coordinator.state.postgres_retry import in_transaction
@@ -35,6 +45,7 @@ from coordinator.state.protocol import (
     AppliedBatch,
     EventOutcome,
     EventsFor,
+    HeardPop,
     OutboxEntry,
     PendingAbort,
     PendingRemoval,
@@ -90,12 +101,33 @@ _FINISHABLE = (
     "AND EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle) "
     "AND NOT EXISTS (SELECT 1 FROM parts WHERE parts.handle = files.handle "
     "AND parts.state != 'stored') ORDER BY files.uploaded LIMIT $1")
+# The database's clock, in unix seconds: when a heartbeat was heard, and how long ago.
+_NOW = "extract(epoch from clock_timestamp())::double precision"
+_SAVE_HEARTBEAT = (
+    "INSERT INTO pop_heartbeats VALUES ($1, $2, $3, $4, $5, $6, $7, "  # noqa: S608
+    f"{_NOW}) ON CONFLICT (pop) DO UPDATE SET instance = excluded.instance, "
+    "requests = excluded.requests, transfers = excluded.transfers, "
+    "backlog_bytes = excluded.backlog_bytes, draining = excluded.draining, "
+    "disk_full = excluded.disk_full, heard = excluded.heard")
+_HEARTBEATS = ("SELECT pop, instance, requests, transfers, backlog_bytes, draining, "  # noqa: S608
+               f"disk_full, {_NOW} - heard AS age FROM pop_heartbeats")
+# `locked` keys are advisory locks (LOCK_SPACE, hashtext(key)): two 32-bit keys, a space
+# apart from the migrations' one 64-bit key. Two keys that hash alike only take turns.
+LOCK_SPACE = 0x63696E
+
+T = TypeVar("T")
 
 
 class PostgresStateStore:
-    def __init__(self, config: PostgresStateConfig) -> None:
+    def __init__(self, config: PostgresStateConfig, *,
+                 on_transaction: Callable[[float], None] | None = None) -> None:
         self.config = config
+        self._on_transaction = on_transaction
         self._pool: asyncpg.Pool | None = None
+        # The connections that hold `locked` keys, and the keys this coordinator holds or
+        # waits for: a second holder here waits in the process, not on a connection.
+        self._lock_pool: asyncpg.Pool | None = None
+        self._local = KeyedLocks()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -113,15 +145,21 @@ class PostgresStateStore:
         try:
             async with pool.acquire() as db:
                 await migrate(db)
+            self._lock_pool = await asyncpg.create_pool(self.config.url, min_size=0,
+                                                        max_size=self.config.pool_size)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._lock_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._lock_pool = None
+
+    async def _transaction(self, work: Callable[[Db], Awaitable[T]]) -> T:
+        return await in_transaction(self.pool, work, on_commit=self._on_transaction)
 
     async def sync_apps(self, apps: list[AppConfig]) -> None:
         rows = [(a.apikey, a.security, json.dumps(list(a.storage)), a.max_upload_size,
@@ -134,7 +172,7 @@ class PostgresStateStore:
                 "max_upload_size = excluded.max_upload_size, updated = excluded.updated",
                 rows)
 
-        await in_transaction(self.pool, write)
+        await self._transaction(write)
 
     # ------------------------------------------------------------------ files
 
@@ -151,7 +189,7 @@ class PostgresStateStore:
             assert found is not None, "a file whose origin conflicted is there"
             return _from_row(found)
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def get_file(self, handle: str) -> FileRecord | None:
         found = await self.pool.fetchrow(
@@ -177,7 +215,7 @@ class PostgresStateStore:
                 await _enqueue(db, events(updated))
             return updated
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def overwrite_file(self, handle: str, *, size: int, etag: str, mimetype: str,
                              events: EventsFor) -> FileRecord:
@@ -190,7 +228,7 @@ class PostgresStateStore:
             await _enqueue(db, events(updated))
             return updated
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def delete_file(self, handle: str, *, events: EventsFor) -> FileRecord:
         async def write(db: Db) -> FileRecord:
@@ -200,7 +238,7 @@ class PostgresStateStore:
             await _enqueue(db, events(record))
             return record
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         async def write(db: Db) -> None:
@@ -211,19 +249,29 @@ class PostgresStateStore:
                 await db.execute("UPDATE files SET hashes = $1 WHERE handle = $2",
                                  json.dumps(hashes), handle)
 
-        await in_transaction(self.pool, write)
+        await self._transaction(write)
 
     # ------------------------------------------------------------------ uploads, parts
 
     async def create_upload(self, record: FileRecord, upload: UploadRecord,
-                            origin: str) -> None:
-        async def write(db: Db) -> None:
-            await db.execute(_INSERT_FILE, origin, *_to_row(record))
+                            origin: str) -> UploadRecord:
+        async def write(db: Db) -> UploadRecord:
+            # A start repeated to another coordinator at once: the origin's unique index
+            # makes this insert wait for the other's to commit, then do nothing.
+            inserted = await db.fetchval(
+                _INSERT_FILE + " ON CONFLICT (origin) DO NOTHING RETURNING handle",
+                origin, *_to_row(record))
+            if inserted is None:
+                earlier = await _upload_by(db, "origin", origin)
+                if earlier is None:
+                    raise CinError(Code.CONFLICT, "this origin started a file, not an upload")
+                return earlier
             await db.execute("INSERT INTO uploads VALUES ($1, $2, $3, $4, $5, $6)",
                              upload.upload_id, upload.handle, upload.storage_upload_id,
                              upload.pop, upload.fii, upload.created)
+            return upload
 
-        await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
                          handle: str | None = None) -> UploadRecord | None:
@@ -231,7 +279,7 @@ class PostgresStateStore:
             ("upload_id", upload_id), ("origin", origin), ("handle", handle))
             if value is not None), ("upload_id", None))
         async with self.pool.acquire() as db:
-            return await _upload(db, key, value)
+            return await _upload_by(db, key, value)
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
@@ -246,7 +294,7 @@ class PostgresStateStore:
                              updated.status.value, json.dumps(updated.tags), handle)
             return updated
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def part_stored(self, handle: str, part: PartRecord) -> None:
         stored = rules.stored_part(part)
@@ -260,7 +308,7 @@ class PostgresStateStore:
                 raise CinError(Code.FILE_NOT_FOUND, handle)
             await _put_parts(db, handle, [stored])
 
-        await in_transaction(self.pool, write)
+        await self._transaction(write)
 
     async def parts_of(self, handle: str) -> list[PartRecord]:
         async with self.pool.acquire() as db:
@@ -289,7 +337,7 @@ class PostgresStateStore:
                     abort.key, abort.storage_upload_id, reason, now)
             return ended
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def pending_aborts(self, limit: int) -> list[PendingAbort]:
         rows = await self.pool.fetch(
@@ -299,7 +347,7 @@ class PostgresStateStore:
         return [PendingAbort(*row) for row in rows]
 
     async def abort_done(self, upload_id: str, now: float) -> None:
-        await in_transaction(self.pool, lambda db: db.execute(
+        await self._transaction(lambda db: db.execute(
             "UPDATE upload_aborts SET aborted = $1 WHERE upload_id = $2 AND aborted IS NULL",
             now, upload_id))
 
@@ -322,7 +370,7 @@ class PostgresStateStore:
                                  removal.key, now)
             return ended
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def pending_removals(self, limit: int) -> list[PendingRemoval]:
         rows = await self.pool.fetch(
@@ -331,7 +379,7 @@ class PostgresStateStore:
         return [PendingRemoval(*row) for row in rows]
 
     async def removal_done(self, handle: str) -> None:
-        await in_transaction(self.pool, lambda db: db.execute(
+        await self._transaction(lambda db: db.execute(
             "DELETE FROM store_removals WHERE handle = $1", handle))
 
     async def key_in_use(self, storage: str, container: str, key: str, *,
@@ -353,7 +401,7 @@ class PostgresStateStore:
             if inserted is None:
                 raise CinError(Code.CONFLICT, f"block {block.block} is leased already")
 
-        await in_transaction(self.pool, write)
+        await self._transaction(write)
 
     async def lease(self, block: str) -> HandleBlock | None:
         row = await self.pool.fetchrow("SELECT block, size, pop, granted FROM handle_leases "
@@ -384,7 +432,7 @@ class PostgresStateStore:
             return AppliedBatch(outcomes, {handle: found[handle] for handle in handles
                                            if handle in found})
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def forget_applied_events(self, applied_before: float) -> int:
         async def write(db: Db) -> int:
@@ -392,7 +440,7 @@ class PostgresStateStore:
                                       applied_before)
             return int(status.split()[-1])
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def finishable_uploads(self, limit: int) -> list[str]:
         rows = await self.pool.fetch(_FINISHABLE, limit)
@@ -419,10 +467,10 @@ class PostgresStateStore:
                              until, [row["id"] for row in rows])
             return [_delivery(row) for row in rows]
 
-        return await in_transaction(self.pool, write)
+        return await self._transaction(write)
 
     async def release_deliveries(self, delivery_ids: Collection[int], now: float) -> None:
-        await in_transaction(self.pool, lambda db: db.execute(
+        await self._transaction(lambda db: db.execute(
             "UPDATE outbox SET next_attempt = $1 WHERE id = ANY($2::bigint[]) "
             "AND NOT abandoned", now, list(delivery_ids)))
 
@@ -433,7 +481,7 @@ class PostgresStateStore:
         return float(value) if value is not None else None
 
     async def delivery_done(self, delivery_id: int) -> None:
-        await in_transaction(self.pool, lambda db: db.execute(
+        await self._transaction(lambda db: db.execute(
             "DELETE FROM outbox WHERE id = $1", delivery_id))
 
     async def delivery_failed(self, delivery_id: int, error: str, *,
@@ -446,7 +494,7 @@ class PostgresStateStore:
             statement = ("UPDATE outbox SET attempts = attempts + 1, last_error = $1, "
                          "next_attempt = $3 WHERE id = $2")
             values = (error[:1000], delivery_id, retry_at)
-        await in_transaction(self.pool, lambda db: db.execute(statement, *values))
+        await self._transaction(lambda db: db.execute(statement, *values))
 
     async def outbox_counts(self) -> dict[str, int]:
         rows = await self.pool.fetch(
@@ -474,6 +522,51 @@ class PostgresStateStore:
         return [OutboxEntry(*row) for row in rows]
 
 
+    # ------------------------------------------------------------------ shared
+
+    async def pop_heard(self, beat: PopHeartbeat) -> None:
+        # One statement, no transaction: a heartbeat is the most frequent write there is,
+        # and the last one written is the one that counts.
+        await self.pool.execute(
+            _SAVE_HEARTBEAT, beat.pop, beat.instance, beat.requests, beat.transfers,
+            beat.backlog_bytes, beat.draining, beat.disk_full)
+
+    async def pops_heard(self) -> list[HeardPop]:
+        rows = await self.pool.fetch(_HEARTBEATS)
+        return [HeardPop(pop=row["pop"], instance=row["instance"],
+                         load=PopLoad(row["requests"], row["transfers"],
+                                      row["backlog_bytes"]),
+                         draining=row["draining"], disk_full=row["disk_full"],
+                         age=max(0.0, row["age"]))
+                for row in rows]
+
+    @contextlib.asynccontextmanager
+    async def locked(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        local = self._local(key)
+        if not wait and local.locked():
+            yield False
+            return
+        assert self._lock_pool is not None, "state store is not open"
+        async with local, self._lock_pool.acquire() as db:
+            if wait:
+                await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_SPACE,
+                                 key)
+            elif not await db.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                                       LOCK_SPACE, key):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                # Back to the pool unlocked. A connection that broke meanwhile lost the
+                # lock with it (the server lets go): the work done stands, and is not
+                # reported failed for that.
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError,
+                                         OSError):
+                    await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                                     LOCK_SPACE, key)
+
+
 async def _apply_event(db: Db, pop: str, event: PopEvent, now: float,
                        stored: EventsFor) -> EventOutcome:
     """One event of a batch, inside its savepoint (see pop_event_rules.py). Another
@@ -486,7 +579,7 @@ async def _apply_event(db: Db, pop: str, event: PopEvent, now: float,
                             event.handle)
     file = _from_row(row) if row is not None else None
     upload_id = pop_event_rules.needs_upload(event)
-    upload = await _upload(db, "upload_id", upload_id) if upload_id is not None else None
+    upload = await _upload_by(db, "upload_id", upload_id) if upload_id is not None else None
     parts = tuple(await _parts(db, event.handle)) if isinstance(event, UploadInTransit) else ()
     change = pop_event_rules.change_for(event, pop, pop_event_rules.Found(file, upload,
                                                                           parts))
@@ -521,7 +614,7 @@ async def _apply_event(db: Db, pop: str, event: PopEvent, now: float,
     return EventOutcome(event, "applied")
 
 
-async def _upload(db: Db, key: str, value: str | None) -> UploadRecord | None:
+async def _upload_by(db: Db, key: str, value: str | None) -> UploadRecord | None:
     found = await db.fetchrow(_UPLOAD_BY[key], value)
     if found is None:
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
@@ -42,15 +43,22 @@ RETRIED: tuple[type[Exception], ...] = (
 
 async def in_transaction(pool: asyncpg.Pool, work: Callable[[Db], Awaitable[T]],
                          *, isolation: Isolation = "read_committed",
-                         readonly: bool = False) -> T:
+                         readonly: bool = False,
+                         on_commit: Callable[[float], None] | None = None) -> T:
     """`work` on one connection of `pool`, in a transaction at `isolation`; committed when
     it returns, rolled back when it raises, and run again from the start (a new
-    transaction) when the server failed it for a conflict with another."""
+    transaction) when the server failed it for a conflict with another. `on_commit` is
+    told the seconds the transaction that committed took, from its start to its commit
+    (not the wait for a connection)."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with pool.acquire() as db, db.transaction(isolation=isolation,
-                                                            readonly=readonly):
-                return await work(db)
+            async with pool.acquire() as db:
+                started = time.perf_counter()
+                async with db.transaction(isolation=isolation, readonly=readonly):
+                    result = await work(db)
+                if on_commit is not None:
+                    on_commit(time.perf_counter() - started)
+                return result
         except RETRIED as exc:
             if attempt == ATTEMPTS:
                 raise

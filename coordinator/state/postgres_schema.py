@@ -142,11 +142,28 @@ CREATE INDEX pop_events_applied ON pop_events (applied);
 -- through) are indexed by migration 2: `files_in_transit`.
 """
 
+# What several coordinators share besides the records: each POP's latest heartbeat,
+# whichever coordinator heard it. `heard` is the database's clock (unix seconds), so the
+# coordinators' clocks play no part in a POP's health.
+_POP_HEARTBEATS = """
+CREATE TABLE pop_heartbeats (
+    pop TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    transfers BIGINT NOT NULL,
+    backlog_bytes BIGINT NOT NULL,
+    draining BOOLEAN NOT NULL,
+    disk_full BOOLEAN NOT NULL,
+    heard DOUBLE PRECISION NOT NULL
+);
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
     (2, "indexes for the operator's page", _OPERATOR_INDEXES),
     (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
+    (4, "the POPs' heartbeats, shared by the coordinators", _POP_HEARTBEATS),
 )
 
 

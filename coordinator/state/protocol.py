@@ -13,6 +13,9 @@ and a server database (for several coordinators) are interchangeable. An engine 
   for another change the file's status does not allow, FILE_NOT_FOUND for a change to a
   file that is not there.
 * Concurrency: any number of calls may be in flight at once; each sees the others whole.
+* Sharing: every coordinator on the same database sees the same state, the POPs'
+  heartbeats included, and `locked` excludes a holder in any of them. An engine that one
+  coordinator alone can use (SQLite) keeps heartbeats and locks in that process.
 
 tests/state/test_state_conformance.py is this contract as tests; an engine runs it.
 """
@@ -20,6 +23,7 @@ tests/state/test_state_conformance.py is this contract as tests; an engine runs 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +31,9 @@ from common.config import AppConfig
 from common.protocol.file_status import FileStatus
 from common.protocol.handle_lease import HandleBlock
 from common.protocol.pop_events import PopEvent
+from common.protocol.pop_load import PopLoad
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.wire import PopHeartbeat
 from coordinator.events import Delivery, WebhookEvent
 
 # Given the record as a change leaves it, the webhook events to write with the change.
@@ -92,6 +98,18 @@ class AppliedBatch:
     statuses: dict[str, FileStatus]  # each file the batch named that is recorded, after it
 
 
+@dataclass(frozen=True)
+class HeardPop:
+    """A POP's latest heartbeat, as any coordinator on the state heard it."""
+
+    pop: str
+    instance: str
+    load: PopLoad
+    draining: bool
+    disk_full: bool
+    age: float  # seconds since it was heard, by the engine's own clock (never a POP's)
+
+
 class StateStore(Protocol):
     async def open(self) -> None:
         """Connect, and create or upgrade the schema. `open_state_store` calls it."""
@@ -148,8 +166,10 @@ class StateStore(Protocol):
     # Multipart uploads (the Upload API) and their parts.
 
     async def create_upload(self, record: FileRecord, upload: UploadRecord,
-                            origin: str) -> None:
-        """Insert a Started file and the multipart upload that will bring its bytes."""
+                            origin: str) -> UploadRecord:
+        """Insert a Started file and the multipart upload that will bring its bytes, and
+        return `upload`. If `origin` was seen before, return that upload instead and
+        insert nothing: a start repeated to two coordinators at once makes one upload."""
         ...
 
     async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
@@ -306,4 +326,23 @@ class StateStore(Protocol):
     async def outbox_entries(self, *, abandoned: bool, limit: int) -> list[OutboxEntry]:
         """Up to `limit` deliveries: pending ones the earliest due first (as
         `due_deliveries` orders them), or abandoned ones, the latest event first."""
+        ...
+
+    # What several coordinators share besides the records.
+
+    async def pop_heard(self, beat: PopHeartbeat) -> None:
+        """Keep a POP's heartbeat (a checked one) as its latest, heard now."""
+        ...
+
+    async def pops_heard(self) -> list[HeardPop]:
+        """The latest heartbeat of every POP heard since the state was created (SQLite:
+        since the store opened)."""
+        ...
+
+    def locked(self, key: str, *, wait: bool = True) -> AbstractAsyncContextManager[bool]:
+        """`async with state.locked(key) as held:` hold `key` until the block ends, against
+        every other holder of it on this state, in this coordinator or another; a holder
+        that dies lets go. With `wait=False`, `held` is False at once when another holds
+        it (and nothing is held): for work that one coordinator at a time does, and that
+        the other does meanwhile. Else it waits its turn, and `held` is True."""
         ...

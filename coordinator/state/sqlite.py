@@ -7,10 +7,11 @@ commit that has returned only once it is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,19 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.handle_lease import HandleBlock
 from common.protocol.pop_events import PopEvent, UploadInTransit
+from common.protocol.pop_load import PopLoad
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.wire import PopHeartbeat
 from common.sqlite_writer import SqliteWriter
 from coordinator.events import Delivery, WebhookEvent
+from coordinator.keyed_locks import KeyedLocks
 from coordinator.state import pop_event_rules, rules
 from coordinator.state.pop_event_rules import refusal
 from coordinator.state.protocol import (
     AppliedBatch,
     EventOutcome,
     EventsFor,
+    HeardPop,
     OutboxEntry,
     PendingAbort,
     PendingRemoval,
@@ -220,6 +225,10 @@ class SqliteStateStore:
         self.path = path
         self.synchronous = synchronous.upper()
         self._writer = SqliteWriter(on_commit=on_transaction)
+        # One coordinator alone uses a SQLite database, so what coordinators share stays
+        # in its process: the heartbeats it heard (by its monotonic clock), and its locks.
+        self._heard: dict[str, tuple[PopHeartbeat, float]] = {}
+        self._locks = KeyedLocks()
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -268,10 +277,15 @@ class SqliteStateStore:
         return await self._writer.write(write)
 
     async def create_upload(self, record: FileRecord, upload: UploadRecord,
-                            origin: str) -> None:
+                            origin: str) -> UploadRecord:
         row = _to_row(record)
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> UploadRecord:
+            earlier = _upload_by(db, "origin", origin)
+            if earlier is not None:
+                return earlier
+            if db.execute("SELECT 1 FROM files WHERE origin = ?", (origin,)).fetchone():
+                raise CinError(Code.CONFLICT, "this origin started a file, not an upload")
             columns = ", ".join(("origin", *_FILE_COLUMNS))
             marks = ", ".join("?" * (len(_FILE_COLUMNS) + 1))
             db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})",  # noqa: S608
@@ -279,8 +293,9 @@ class SqliteStateStore:
             db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
                        (upload.upload_id, upload.handle, upload.storage_upload_id,
                         upload.pop, int(upload.fii), upload.created))
+            return upload
 
-        await self._writer.write(write)
+        return await self._writer.write(write)
 
     async def get_upload(self, upload_id: str | None = None, *, origin: str | None = None,
                          handle: str | None = None) -> UploadRecord | None:
@@ -289,7 +304,7 @@ class SqliteStateStore:
             ("upload_id", upload_id), ("origin", origin), ("handle", handle))
             if value is not None), ("upload_id", None))
 
-        return await self._writer.read(lambda db: _upload(db, key, value))
+        return await self._writer.read(lambda db: _upload_by(db, key, value))
 
     async def upload_in_transit(self, handle: str, parts: Sequence[PartRecord],
                                 tags: dict[str, str]) -> FileRecord:
@@ -603,6 +618,27 @@ class SqliteStateStore:
 
         return await self._writer.read(read)
 
+    # ------------------------------------------------------------------ shared
+
+    async def pop_heard(self, beat: PopHeartbeat) -> None:
+        self._heard[beat.pop] = (beat, time.monotonic())
+
+    async def pops_heard(self) -> list[HeardPop]:
+        now = time.monotonic()
+        return [HeardPop(pop=beat.pop, instance=beat.instance,
+                         load=PopLoad(beat.requests, beat.transfers, beat.backlog_bytes),
+                         draining=beat.draining, disk_full=beat.disk_full, age=now - at)
+                for beat, at in self._heard.values()]
+
+    @contextlib.asynccontextmanager
+    async def locked(self, key: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        lock = self._locks(key)
+        if not wait and lock.locked():
+            yield False
+            return
+        async with lock:
+            yield True
+
     async def _write(self, statement: str, values: tuple[Any, ...]) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute(statement, values)
@@ -628,7 +664,7 @@ def _apply_event(db: sqlite3.Connection, pop: str, event: PopEvent, now: float,
         return EventOutcome(event, "repeated")
     file = _file(db, event.handle)
     upload_id = pop_event_rules.needs_upload(event)
-    upload = _upload(db, "upload_id", upload_id) if upload_id is not None else None
+    upload = _upload_by(db, "upload_id", upload_id) if upload_id is not None else None
     parts = tuple(_parts(db, event.handle)) if isinstance(event, UploadInTransit) else ()
     change = pop_event_rules.change_for(event, pop, pop_event_rules.Found(file, upload,
                                                                           parts))
@@ -660,7 +696,7 @@ def _apply_event(db: sqlite3.Connection, pop: str, event: PopEvent, now: float,
     return EventOutcome(event, "applied")
 
 
-def _upload(db: sqlite3.Connection, key: str, value: str | None) -> UploadRecord | None:
+def _upload_by(db: sqlite3.Connection, key: str, value: str | None) -> UploadRecord | None:
     found = db.execute(_UPLOAD_BY[key], (value,)).fetchone()
     if found is None:
         return None

@@ -1,5 +1,6 @@
 """The coordinator on PostgreSQL: a REST store and an Upload API upload through a POP,
-each to Complete, with the coordinator's state in a database of the test server."""
+each to Complete, with the coordinator's state in a database of the test server, and its
+transactions timed in the metrics."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 import upload_client
-from support import APIKEY, Network, start_network
+from prometheus_client.parser import text_string_to_metric_families
+from support import APIKEY, INTERNAL_SECRET, Network, start_network
 from upload_client import PART
 
 
@@ -66,3 +68,12 @@ async def test_stores_and_uploads_complete_with_the_state_on_postgresql(
         [(store_handle, "Complete"), (upload_handle, "Complete")])
     assert parts == 2
     assert not (network.root / "coordinator" / "state.sqlite3").exists()
+
+    # Each of those changes was a PostgreSQL transaction, timed in the metrics.
+    response = await network.coordinator.get("/metrics",
+                                             headers={"Authorization": f"Bearer {INTERNAL_SECRET}"})
+    counted = {(sample.name, sample.labels.get("engine")): sample.value
+               for family in text_string_to_metric_families(await response.text())
+               for sample in family.samples}
+    assert counted[("cin_state_transaction_duration_seconds_count", "postgresql")] >= 6
+    assert ("cin_state_transaction_duration_seconds_count", "sqlite") not in counted

@@ -183,9 +183,7 @@ class Relay:
                 client_out.transport.abort()
                 return
             try:
-                server_in, server_out = await asyncio.wait_for(asyncio.open_connection(
-                    *self.target, ssl=self._target_ssl,
-                    server_hostname=self.target[0] if self._target_ssl else None), TIMEOUT)
+                server_in, server_out = await self._dial()
             except (OSError, TimeoutError):
                 client_out.transport.abort()  # as a target that refuses
                 return
@@ -204,6 +202,12 @@ class Relay:
                 del self._open[connection]
         finally:
             self._handlers.discard(handler)
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The connection to the target for a client that has just connected."""
+        return await asyncio.wait_for(asyncio.open_connection(
+            *self.target, ssl=self._target_ssl,
+            server_hostname=self.target[0] if self._target_ssl else None), TIMEOUT)
 
     async def _relay(self, connection: Connection) -> None:
         """Move bytes both ways until both are done; raise to reset the connection."""

@@ -15,7 +15,9 @@ from state_engines import Engine
 
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus, IllegalTransition
+from common.protocol.pop_load import PopLoad
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.wire import PopHeartbeat
 from coordinator.events import WebhookEvent
 from coordinator.state import StateStore
 
@@ -260,6 +262,36 @@ async def test_an_upload_is_found_by_its_id_its_origin_and_its_file(store: State
     assert await store.get_upload(origin="origin-other") is None
     assert await store.get_upload(handle="n" * 20) is None
     assert await store.get_upload(handle=(await add_rest_file(store)).handle) is None
+
+
+async def test_a_repeated_start_returns_the_first_upload_and_adds_nothing(
+        store: StateStore) -> None:
+    first = await add_upload(store, "one")
+    other = record("o" * 20, key="k/other", size=10)
+    again = await store.create_upload(other, upload_of(other, "other"), origin="origin-one")
+    assert again == upload_of(first, "one")
+    assert await store.get_file(other.handle) is None
+    assert await store.get_upload("up-other") is None
+
+
+async def test_an_origin_that_started_a_file_cannot_start_an_upload(
+        store: StateStore) -> None:
+    await store.create_file(record(), origin="pop:1")
+    other = record("o" * 20, key="k/other", size=10)
+    with pytest.raises(CinError) as caught:
+        await store.create_upload(other, upload_of(other, "other"), origin="pop:1")
+    assert caught.value.code is Code.CONFLICT
+    assert await store.get_file(other.handle) is None
+
+
+async def test_starts_racing_with_one_origin_make_one_upload(store: StateStore) -> None:
+    files = [record(str(n) * 20, key=f"k/{n}", size=10) for n in range(4)]
+    recorded = await asyncio.gather(*(
+        store.create_upload(file, upload_of(file, str(n)), origin="origin-same")
+        for n, file in enumerate(files)))
+    assert len({upload.upload_id for upload in recorded}) == 1
+    assert recorded[0] == await store.get_upload(origin="origin-same")
+    assert [await store.get_file(file.handle) is not None for file in files].count(True) == 1
 
 
 async def add_rest_file(store: StateStore) -> FileRecord:
@@ -563,3 +595,54 @@ async def test_released_deliveries_are_due_again_at_once(store: StateStore) -> N
     await store.delivery_failed(again.id, "gone", retry_at=None)
     await store.release_deliveries([again.id], now=130.0)  # abandoned stays abandoned
     assert await store.outbox_counts() == {"pending": 0, "abandoned": 1}
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+def heartbeat(pop: str, *, instance: str = "i1", requests: int = 0,
+              draining: bool = False) -> PopHeartbeat:
+    return PopHeartbeat(pop=pop, instance=instance, requests=requests, transfers=2,
+                        backlog_bytes=3, draining=draining, disk_full=False)
+
+
+async def test_a_pops_latest_heartbeat_is_read_back_with_its_age(store: StateStore) -> None:
+    assert await store.pops_heard() == []
+    await store.pop_heard(heartbeat("east", requests=9))
+    await store.pop_heard(heartbeat("west"))
+    await store.pop_heard(heartbeat("east", instance="i2", requests=1, draining=True))
+    heard = {pop.pop: pop for pop in await store.pops_heard()}
+    assert set(heard) == {"east", "west"}
+    east = heard["east"]
+    assert (east.instance, east.load, east.draining, east.disk_full) == (
+        "i2", PopLoad(1, 2, 3), True, False)
+    assert all(0 <= pop.age < 5 for pop in heard.values())
+
+
+async def test_a_locked_key_has_one_holder_at_a_time(store: StateStore) -> None:
+    inside: list[str] = []
+    overlapped = False
+
+    async def hold(name: str) -> None:
+        nonlocal overlapped
+        async with store.locked("upload:one") as held:
+            assert held
+            overlapped = overlapped or bool(inside)
+            inside.append(name)
+            await asyncio.sleep(0.01)
+            inside.remove(name)
+
+    await asyncio.wait_for(asyncio.gather(*(hold(str(n)) for n in range(5))), 10)
+    assert not overlapped
+
+
+async def test_a_lock_not_waited_for_is_refused_while_held_and_others_are_free(
+        store: StateStore) -> None:
+    async with store.locked("sweep") as held:
+        assert held
+        async with store.locked("sweep", wait=False) as second:
+            assert not second
+        async with asyncio.timeout(10), store.locked("another", wait=False) as other:
+            assert other  # another key never waits on this one
+    async with store.locked("sweep", wait=False) as again:
+        assert again  # let go when the block ended

@@ -12,6 +12,7 @@ from common.protocol.errors import CinError, Code
 from common.protocol.pop_load import BACKLOG_UNIT, PopLoad
 from coordinator.pop_choice import Candidate, Health, choose_pop, client_address, health
 from coordinator.pop_registry import PopRegistry
+from coordinator.state import HeardPop
 
 UP, PENDING, DOWN, DRAINING = Health.UP, Health.PENDING, Health.DOWN, Health.DRAINING
 FULL = Health.FULL
@@ -254,3 +255,30 @@ def test_work_is_handed_to_healthy_pops_first_least_loaded_first() -> None:
     assert [p.name for p in pops.by_preference()] == ["west", "east"]
     pops.heard(beat("west", draining=True))
     assert [p.name for p in pops.by_preference()] == ["east", "west"]
+
+
+def heard_elsewhere(name: str, *, age: float, requests: int = 0) -> HeardPop:
+    """A heartbeat another coordinator on the state heard `age` seconds ago."""
+    return HeardPop(pop=name, instance="one", load=PopLoad(requests, 0, 0), draining=False,
+                    disk_full=False, age=age)
+
+
+def test_heartbeats_another_coordinator_heard_count_once_newer() -> None:
+    clock = Clock()
+    pops = registry(clock)
+    pops.learned(heard_elsewhere("west", age=2))  # never heard here: known at once
+    east, west = pops.status()
+    assert (east.health, west.health) == (PENDING, UP)
+    assert west.seconds_since_heartbeat == 2
+    pops.heard(beat("east"))
+    assert [pops.choose(asked=None, client=None) for _ in range(2)] == ["east", "west"]
+    # The heartbeat heard here, read back from the state: the start counted stays.
+    pops.learned(heard_elsewhere("east", age=0.01))
+    assert pops.status()[0].score == 1
+    pops.learned(heard_elsewhere("east", age=30))  # older than what is known: ignored
+    assert pops.status()[0].seconds_since_heartbeat == 0
+    clock.now += 5
+    pops.learned(heard_elsewhere("east", age=0, requests=4))  # the next one: it counts
+    assert pops.status()[0].score == 4
+    pops.learned(heard_elsewhere("north", age=0))  # not in this config: left out
+    assert [s.pop.name for s in pops.status()] == ["east", "west"]
