@@ -30,6 +30,7 @@ from common.protocol.limits import MIN_PART_SIZE
 from common.protocol.new_files import new_file_record
 from common.protocol.pop_events import new_event_id
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
+from common.protocol.upload_expiry import expired_reason
 from common.storage import Access
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
@@ -37,7 +38,6 @@ from edge.journal.protocol import PopJournal
 
 log = logging.getLogger("cin.edge.uploads")
 
-EXPIRED = "expired: not completed within upload_expiry.ttl"
 # How long a complete that needs the coordinator waits for this POP's journal to reach
 # it first: its events say which parts this POP stored.
 FLUSH_SECONDS = 10.0
@@ -105,7 +105,8 @@ class PopUploads:
                     and self.clock() - upload.created > self.config.upload_expiry.ttl):
                 # The coordinator fails it at the same age; this POP need not ask.
                 record = record.with_changes(status=FileStatus.FAILED)
-                upload = UploadRecord(**{**upload.to_wire(), "failure": EXPIRED})
+                upload = UploadRecord(**{**upload.to_wire(), "failure": expired_reason(
+                    self.config.upload_expiry.ttl)})
             return KnownUpload(record, upload, local=True)
         reply = await self.coordinator.call(wire.LookupUpload(upload_id=upload_id),
                                             wire.UploadReply)
