@@ -142,11 +142,21 @@ CREATE INDEX pop_events_applied ON pop_events (applied);
 -- through) are indexed by migration 2: `files_in_transit`.
 """
 
+_SCHEMA_4 = """
+-- The handles of deleted files: a leased handle without a record is otherwise taken for
+-- a file its POP has not reported yet.
+CREATE TABLE deleted_files (
+    handle TEXT PRIMARY KEY,
+    deleted DOUBLE PRECISION NOT NULL
+);
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
     (2, "indexes for the operator's page", _OPERATOR_INDEXES),
     (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
+    (4, "the handles of deleted files", _SCHEMA_4),
 )
 
 
