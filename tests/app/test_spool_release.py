@@ -58,7 +58,8 @@ async def expire_uploads(network: Network) -> SweepResult:
     later = time.time() + network.config.upload_expiry.ttl + 60
     await shipped(network)
     network.pop.app[UPLOADS].clock = lambda: later
-    return await network.coordinator.app[EXPIRY].sweep_once(now=later)
+    swept: SweepResult = await network.coordinator.app[EXPIRY].sweep_once(now=later)
+    return swept
 
 
 async def wait_complete(network: Network, handle: str) -> None:

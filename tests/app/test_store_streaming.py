@@ -49,7 +49,8 @@ def files_by_status(network: Network) -> list[tuple[str, str, str]]:
 
 async def begun_stores(network: Network) -> list[FileRecord]:
     """The stores the POP has named (in its journal) and neither finished nor forgotten."""
-    return await network.pop.app[JOURNAL].interrupted_stores()
+    begun: list[FileRecord] = await network.pop.app[JOURNAL].interrupted_stores()
+    return begun
 
 
 async def named_store(network: Network) -> FileRecord:
