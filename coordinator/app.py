@@ -75,13 +75,14 @@ class LocalFiles:
 
     async def lookup(self, handle: str) -> FileRecord:
         """The file; FileAtPop for a handle leased to a POP that has not reported it yet
-        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other."""
+        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other (one
+        deleted, too)."""
         try:
             return await self.app[FILES].get(handle)
         except CinError as error:
             holder = (await self.app[LEASES].holder(handle)
                       if error.code is Code.FILE_NOT_FOUND else None)
-            if holder is None:
+            if holder is None or await self.app[STATE].was_deleted(handle):
                 raise
             raise FileAtPop(handle, holder) from error
 

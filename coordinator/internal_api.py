@@ -71,7 +71,8 @@ async def _at_pop(app: web.Application, msg: wire.Message) -> FileAtPop | None:
     if not isinstance(handle, str):
         return None
     holder = await app[LEASES].holder(handle)
-    if holder is None or await app[STATE].get_file(handle) is not None:
+    if (holder is None or await app[STATE].get_file(handle) is not None
+            or await app[STATE].was_deleted(handle)):
         return None
     return FileAtPop(handle, holder)
 
