@@ -352,7 +352,7 @@ class TusUploads:
         if meta is None:
             raise CinError(Code.UPLOAD_GONE, "the upload's bytes are gone from this POP")
         return CinUpload(FileRecord.from_wire(meta["record"]),
-                         UploadRecord.from_wire(meta["upload"]))
+                         UploadRecord.from_wire(meta["upload"]), local=bool(meta.get("local")))
 
     async def set_length(self, upload: TusUpload, length: int) -> TusUpload:
         """A deferred upload learns its length (Upload-Length on a PATCH)."""
