@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import APIKEY, CinProcess, config_data, free_port, write_config
+from support import APIKEY, APP_SECRET, CinProcess, config_data, free_port, write_config
 from upload_client import PART, send_and_complete, start_upload
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +38,8 @@ pytestmark = pytest.mark.e2e
 OUTAGE_SECONDS = 60.0
 RECOVERY_SECONDS = 10.0  # the bound, from the coordinator's return
 CLIENTS = 4
+# Deleting needs `remove`: the app secret grants it (the app's security is optional).
+APP_AUTH = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
 
 
 class HookReceiver:
@@ -182,7 +185,7 @@ async def test_uploads_go_on_while_the_coordinator_is_stopped(network: Network) 
                 # Deleting asks the coordinator: refused while it is away, never a 500.
                 async with session.delete(
                         f"{pop}/api/file/{acknowledged[0].handle}",
-                        params={"key": APIKEY}) as response:
+                        params={"key": APIKEY}, headers=APP_AUTH) as response:
                     if response.status == 503:
                         refusals.append((await response.json())["code"])
                     else:
