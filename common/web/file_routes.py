@@ -97,6 +97,10 @@ async def serve_record(request: web.Request, record: FileRecord) -> web.StreamRe
         raise CinError(Code.FILE_NOT_FOUND, f"{record.handle} failed to upload")
     if record.status is FileStatus.IN_TRANSIT:
         return await request.app[FILE_IN_TRANSIT](request, record)
+    if record.status is FileStatus.STARTED and FILE_AT_POP in request.app:
+        # At the coordinator, an upload its POP completed a moment ago is still Started
+        # until that POP's In Transit fact arrives: the POP knows, so ask it.
+        return to_holder(request, FileAtPop(record.handle, record.pop))
     if record.status is not FileStatus.COMPLETE:
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}, not stored yet")
     storage = request.app[FILE_STORAGE][record.storage]
