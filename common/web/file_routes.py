@@ -119,8 +119,13 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     return web.json_response(fields)
 
 
-async def delete(request: web.Request) -> web.Response:
-    record = await find_file(request)
+async def delete(request: web.Request) -> web.StreamResponse:
+    try:
+        record = await find_file(request)
+    except FileAtPop as at_pop:
+        # Only the POP holding the handle can tell a file it has not reported yet from
+        # one deleted since: it decides (a 302 keeps the DELETE in every client).
+        return to_holder(request, at_pop)
     authorize_file(request, request.app[FILE_CONFIG], record, Action.remove(record.handle))
     skip_storage = query_flag(request.query, "skip_storage") is True
     await request.app[FILE_SOURCE].delete(record.handle, skip_storage=skip_storage)
