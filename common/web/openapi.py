@@ -269,7 +269,10 @@ def _file_api() -> dict[str, Schema]:
         "parameters": [_ANY_HANDLE, _APIKEY, *_CREDENTIALS,
                        _query("skip_storage", "keep the object in the bucket",
                               {"type": "boolean"})],
-        "responses": _responses(_ref("DeleteReply"), _FILE_ERRORS)}
+        "responses": _responses(_ref("DeleteReply"), _FILE_ERRORS, {
+            "302": {"description": "at a POP that has not reported it yet: decided by the "
+                                   "POP holding it",
+                    "headers": {"Location": {"schema": _text()}}}})}
     return {
         "/api/file/{handle}": api,
         "/api/file/{handle}/metadata": _metadata("metadata", _ANY_HANDLE),
