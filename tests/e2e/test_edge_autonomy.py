@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ from common.protocol.handle_lease import mint_handle
 from common.protocol.naming import new_handle
 from common.protocol.pop_events import FileStored, new_event_id
 from common.protocol.records import FileRecord
+from common.protocol.security import encode_policy, sign_policy
 from edge.coordinator_client import CoordinatorClient
 
 pytestmark = pytest.mark.e2e
@@ -57,8 +57,14 @@ pytestmark = pytest.mark.e2e
 OUTAGE_SECONDS = 60.0
 RECOVERY_SECONDS = 10.0  # the issue's bound, from the coordinator's return
 CLIENTS = 4
-# Deleting needs `remove`: the app secret grants it (the app's security is optional).
-APP_AUTH = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
+
+
+def remove_policy() -> dict[str, str]:
+    """Deleting needs `remove`, even for the dev app (its security is optional): a policy
+    signed with the app secret, in the query, so that it follows a redirect to the POP
+    holding the file (an Authorization header is dropped on the way)."""
+    text = encode_policy({"expiry": int(time.time()) + 3600, "call": ["remove"]})
+    return {"policy": text, "signature": sign_policy(APP_SECRET, text)}
 
 
 class HookReceiver:
@@ -204,7 +210,7 @@ async def test_uploads_go_on_while_the_coordinator_is_stopped(network: Network) 
                 # Deleting asks the coordinator: refused while it is away, never a 500.
                 async with session.delete(
                         f"{pop}/api/file/{acknowledged[0].handle}",
-                        params={"key": APIKEY}, headers=APP_AUTH) as response:
+                        params={"key": APIKEY, **remove_policy()}) as response:
                     if response.status == 503:
                         refusals.append((await response.json())["code"])
                     else:
