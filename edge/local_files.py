@@ -104,6 +104,8 @@ class JournalFirstFiles:
     async def _instead(self, handle: str, error: CinError) -> FileRecord:
         """The journal's record when the coordinator could not answer for a file this
         POP holds; the coordinator's error otherwise."""
+        if error.code is Code.FILE_AT_POP and await self._ours_and_gone(handle, error):
+            raise CinError(Code.FILE_NOT_FOUND, handle) from error
         if error.code in _CANNOT_SAY:
             local = await self.journal.file(handle)
             if local is not None:
