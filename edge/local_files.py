@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from common.protocol.errors import CinError, Code
+from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.records import FileRecord
 from common.storage.storage_set import StorageSet
 from common.web.file_metadata import UncachedHashes, build_metadata, requested_fields
@@ -69,7 +69,19 @@ class JournalFirstFiles:
         while it cannot be reached."""
         if await self._unacknowledged(handle) is not None:
             await self.flush(FLUSH_SECONDS)
-        return await self.remote.lookup(handle)
+        try:
+            return await self.remote.lookup(handle)
+        except CinError as exc:
+            if exc.code is Code.FILE_AT_POP and await self._ours_and_gone(handle, exc):
+                raise CinError(Code.FILE_NOT_FOUND, handle) from exc
+            raise
+
+    async def _ours_and_gone(self, handle: str, error: CinError) -> bool:
+        """The coordinator has no record of a handle leased to this POP, and this POP has
+        nothing of it left to ship: it was deleted (or never used). Not a file at a POP."""
+        at_pop = FileAtPop.from_error(error)
+        return (at_pop is not None and at_pop.pop == self.remote.pop
+                and await self._unacknowledged(handle) is None)
 
     async def _shipped_first(self, handle: str) -> LocalFile | None:
         """The journal's view of a file the coordinator has not acknowledged and cannot
@@ -92,6 +104,8 @@ class JournalFirstFiles:
     async def _instead(self, handle: str, error: CinError) -> FileRecord:
         """The journal's record when the coordinator could not answer for a file this
         POP holds; the coordinator's error otherwise."""
+        if error.code is Code.FILE_AT_POP and await self._ours_and_gone(handle, error):
+            raise CinError(Code.FILE_NOT_FOUND, handle) from error
         if error.code in _CANNOT_SAY:
             local = await self.journal.file(handle)
             if local is not None:

@@ -9,6 +9,9 @@
   coordinator.
 * The coordinator killed -9 while it applies a long backlog of batches: after its
   restart no fact was applied twice (each file has one `fp.upload` event id).
+* Forged facts sent to the coordinator process, signed with the internal secret as a POP
+  signs them (a handle leased to the other POP, a handle never leased, a replayed batch),
+  are refused or applied once, and change nothing else.
 """
 
 from __future__ import annotations
@@ -29,14 +32,39 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import APIKEY, CinProcess, config_data, free_port, write_config
+from support import (
+    APIKEY,
+    APP_SECRET,
+    INTERNAL_SECRET,
+    CinProcess,
+    config_data,
+    free_port,
+    write_config,
+)
 from upload_client import PART, send_and_complete, start_upload
+
+from common.protocol import wire
+from common.protocol.file_status import FileStatus
+from common.protocol.handle_lease import mint_handle
+from common.protocol.naming import new_handle
+from common.protocol.pop_events import FileStored, new_event_id
+from common.protocol.records import FileRecord
+from common.protocol.security import encode_policy, sign_policy
+from edge.coordinator_client import CoordinatorClient
 
 pytestmark = pytest.mark.e2e
 
 OUTAGE_SECONDS = 60.0
 RECOVERY_SECONDS = 10.0  # the issue's bound, from the coordinator's return
 CLIENTS = 4
+
+
+def remove_policy() -> dict[str, str]:
+    """Deleting needs `remove`, even for the dev app (its security is optional): a policy
+    signed with the app secret, in the query, so that it follows a redirect to the POP
+    holding the file (an Authorization header is dropped on the way)."""
+    text = encode_policy({"expiry": int(time.time()) + 3600, "call": ["remove"]})
+    return {"policy": text, "signature": sign_policy(APP_SECRET, text)}
 
 
 class HookReceiver:
@@ -182,7 +210,7 @@ async def test_uploads_go_on_while_the_coordinator_is_stopped(network: Network) 
                 # Deleting asks the coordinator: refused while it is away, never a 500.
                 async with session.delete(
                         f"{pop}/api/file/{acknowledged[0].handle}",
-                        params={"key": APIKEY}) as response:
+                        params={"key": APIKEY, **remove_policy()}) as response:
                     if response.status == 503:
                         refusals.append((await response.json())["code"])
                     else:
@@ -255,3 +283,51 @@ async def test_a_coordinator_killed_mid_batch_applies_no_fact_twice(network: Net
     twice = [file.handle for file in files
              if len(network.hooks.events[(file.handle, "fp.upload")]) != 1]
     assert not twice, f"{len(twice)} files have no fp.upload event, or more than one"
+
+
+def forged_store(handle: str, pop: str) -> FileStored:
+    record = FileRecord(handle=handle, apikey=APIKEY, storage="bucket", provider="s3",
+                        container="cin-test", key=f"forged/{handle}", filename="forged.txt",
+                        mimetype="text/plain", size=6, status=FileStatus.COMPLETE, pop=pop,
+                        uploaded=time.time(), etag="etag")
+    return FileStored(id=new_event_id(), handle=handle, at=time.time(), record=record)
+
+
+async def test_forged_facts_are_refused_by_the_coordinator_process(network: Network) -> None:
+    east, west = "us-east-1", "eu-west-1"
+    async with aiohttp.ClientSession() as session:
+        client = CoordinatorClient(network.coordinator_url, INTERNAL_SECRET, session)
+
+        async def lease(pop: str) -> str:
+            block = await client.call(wire.LeaseHandles(pop=pop, count=2), wire.HandleLease,
+                                      retry=False)
+            return mint_handle(INTERNAL_SECRET, block.block, 0)
+
+        async def send(pop: str, *events: FileStored) -> wire.BatchReply:
+            return await client.call(wire.EventBatch(pop=pop, events=[
+                event.to_wire() for event in events]), wire.BatchReply, retry=False)
+
+        good = forged_store(await lease(east), east)
+        wrong_pop = forged_store(await lease(west), east)  # west's handle, told by east
+        never_leased = forged_store(new_handle(), east)
+        reply = await send(east, good, wrong_pop, never_leased)
+        assert [event_id for event_id, _ in reply.refused] == [wrong_pop.id, never_leased.id]
+        assert reply.statuses == {good.handle: "Complete"}
+        replayed = await send(east, good, wrong_pop, never_leased)  # a retry, or a replay
+        assert replayed == reply
+        for forged in (wrong_pop, never_leased):
+            assert await recorded(session, network.coordinator_url, forged.handle) is None
+        async with session.get(f"{network.coordinator_url}/api/file/{good.handle}/metadata",
+                               params={"size": "true"}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["size"] == 6
+        # A webhook the replay had queued would be due before this later file's.
+        later = forged_store(await lease(east), east)
+        assert (await send(east, later)).statuses == {later.handle: "Complete"}
+        deadline = time.monotonic() + 10
+        while not network.hooks.events[(later.handle, "fp.upload")]:
+            assert time.monotonic() < deadline, "the later file's webhook never arrived"
+            await asyncio.sleep(0.05)
+    assert len(network.hooks.events[(good.handle, "fp.upload")]) == 1
+    assert not network.hooks.events[(wrong_pop.handle, "fp.upload")]
+    assert not network.hooks.events[(never_leased.handle, "fp.upload")]
