@@ -25,6 +25,7 @@ from common.web import (
     periodic,
     request_log,
 )
+from common.web.file_metadata import build_metadata, requested_fields
 from common.web.http import error_middleware
 from common.web.in_transit import HolderRedirect
 from common.web.request_body import SERVER_ARGS
@@ -48,7 +49,7 @@ from coordinator.keys import (
     STORE_EXPIRY,
 )
 from coordinator.leases import HandleLeases
-from coordinator.metadata import HashCache, build_metadata, requested_fields
+from coordinator.metadata import HashCache
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.multipart import MultipartUploads
 from coordinator.pop_batches import PopBatches
@@ -74,13 +75,14 @@ class LocalFiles:
 
     async def lookup(self, handle: str) -> FileRecord:
         """The file; FileAtPop for a handle leased to a POP that has not reported it yet
-        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other."""
+        (the File API sends its reads to that POP), FILE_NOT_FOUND for any other (one
+        deleted, too)."""
         try:
             return await self.app[FILES].get(handle)
         except CinError as error:
             holder = (await self.app[LEASES].holder(handle)
                       if error.code is Code.FILE_NOT_FOUND else None)
-            if holder is None:
+            if holder is None or await self.app[STATE].was_deleted(handle):
                 raise
             raise FileAtPop(handle, holder) from error
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.config import UploadExpiryConfig
+from common.protocol.upload_expiry import expired_reason
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from common.web import periodic
@@ -34,14 +35,6 @@ SWEEP_LOCK = "sweep:upload-expiry"
 log = logging.getLogger("cin.coordinator.expiry")
 
 BATCH = 100  # uploads per transaction: a long backlog never holds the writer for long
-
-
-def describe_duration(seconds: float) -> str:
-    """A TTL as a person reads it in an error message: `24 h`, `90 min`, `45 s`."""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)} {unit}"
-    return f"{seconds:g} s"
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class UploadExpiry:
         self.storage = storage
         self.settings = settings
         self.clock = clock
-        self.reason = f"expired: not completed within {describe_duration(settings.ttl)}"
+        self.reason = expired_reason(settings.ttl)
 
     async def run(self) -> None:
         """Sweep every `sweep_interval` seconds until cancelled."""

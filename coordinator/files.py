@@ -14,9 +14,10 @@ from contextlib import AbstractAsyncContextManager
 from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.naming import clean_filename, new_handle, object_key
+from common.protocol.naming import new_handle
+from common.protocol.new_files import new_file_record
 from common.protocol.records import FileRecord, file_url
-from common.protocol.wire import StartFile, StartUpload
+from common.protocol.wire import StartFile
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator import events
@@ -24,33 +25,6 @@ from coordinator.events import WebhookEvent
 from coordinator.state import StateStore, rules
 
 log = logging.getLogger("cin.coordinator")
-
-
-def new_file_record(request: StartFile | StartUpload, *, pop: str, now: float) -> FileRecord:
-    """A new file as the coordinator names it, Started at `pop`: a fresh handle, the
-    client's file name made safe, and the key made of the request's path and that name.
-    A file stored whole (StartFile) comes with its tags and source URL; an upload in
-    parts (StartUpload) gets its tags when it completes."""
-    filename = clean_filename(request.filename)
-    record = FileRecord(
-        handle=new_handle(),
-        apikey=request.apikey,
-        storage=request.storage,
-        provider=request.provider,
-        container=request.container,
-        key=object_key(request.path, filename),
-        filename=filename,
-        mimetype=request.mimetype,
-        size=request.size,
-        status=FileStatus.STARTED,
-        pop=pop,
-        uploaded=now,
-        access=request.access,
-        region=request.region,
-    )
-    if isinstance(request, StartFile):
-        record = record.with_changes(source_url=request.source_url, tags=dict(request.tags))
-    return record
 
 
 class FileAuthority:
@@ -63,7 +37,7 @@ class FileAuthority:
 
     async def start(self, request: StartFile) -> FileRecord:
         """Give a new file its handle and key, recorded as Started."""
-        record = new_file_record(request, pop=request.pop, now=time.time())
+        record = new_file_record(request, handle=new_handle(), pop=request.pop, now=time.time())
         stored = await self.state.create_file(record, request.origin)
         if stored.handle == record.handle:
             log.info("file %s started at %s: %s/%s", record.handle, record.pop,

@@ -12,6 +12,7 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.handle_lease import handle_of_upload_id
 from common.storage import StorageError
+from common.web.file_metadata import build_metadata, requested_fields
 from common.web.http import read_bounded
 from coordinator.keys import (
     CONFIG,
@@ -24,7 +25,6 @@ from coordinator.keys import (
     POP_BATCHES,
     STATE,
 )
-from coordinator.metadata import build_metadata, requested_fields
 
 RPC_PATH = "/internal/v1/rpc"
 
@@ -71,7 +71,8 @@ async def _at_pop(app: web.Application, msg: wire.Message) -> FileAtPop | None:
     if not isinstance(handle, str):
         return None
     holder = await app[LEASES].holder(handle)
-    if holder is None or await app[STATE].get_file(handle) is not None:
+    if (holder is None or await app[STATE].get_file(handle) is not None
+            or await app[STATE].was_deleted(handle)):
         return None
     return FileAtPop(handle, holder)
 

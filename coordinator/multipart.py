@@ -10,6 +10,8 @@ from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.limits import MIN_PART_SIZE
+from common.protocol.naming import new_handle
+from common.protocol.new_files import new_file_record
 from common.protocol.records import FileRecord, PartRecord, UploadRecord, upload_closed
 from common.protocol.wire import StartUpload
 from common.storage import (
@@ -19,7 +21,7 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.storage.storage_set import StorageSet
-from coordinator.files import FileAuthority, new_file_record
+from coordinator.files import FileAuthority
 from coordinator.pop_registry import PopRegistry
 from coordinator.state import StateStore, rules
 
@@ -53,7 +55,7 @@ class MultipartUploads:
         # Before anything is created: with no POP to take the bytes, the start is refused.
         pop = self.pops.choose(asked=request.pop, client=client)
         now = time.time()
-        record = new_file_record(request, pop=pop, now=now)
+        record = new_file_record(request, handle=new_handle(), pop=pop, now=now)
         storage_upload_id = ""
         if record.size >= MIN_PART_SIZE:
             # Smaller files go in one PutObject (UploadRecord.in_one_put): two round

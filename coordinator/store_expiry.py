@@ -28,11 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.config import StorageConfig, UploadExpiryConfig
+from common.protocol.upload_expiry import describe_duration
 from common.storage import Storage, StorageError, StorageErrorKind, SweepsTemporary
 from common.storage.drivers import driver_of
 from common.storage.storage_set import StorageSet
 from common.web import periodic
-from coordinator.expiry import BATCH, describe_duration
+from coordinator.expiry import BATCH
 from coordinator.state import PendingRemoval, StateStore
 
 # One sweep at a time among all the coordinators on the state: two would abort or

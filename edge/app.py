@@ -25,21 +25,27 @@ from edge.keys import (
     COORDINATOR,
     EDGE_METRICS,
     FETCHER,
+    FILES,
     JOURNAL,
     PART_SPOOL,
     POP,
+    SHIPPER,
     STAGING,
     STORAGE,
     SWEEPER,
     TRANSFER,
+    UPLOADS,
 )
+from edge.local_files import JournalFirstFiles
 from edge.metrics import EdgeMetrics
 from edge.multipart import part_routes, start_routes
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
+from edge.multipart.uploads import PopUploads
 from edge.rest import overwrite, process, store
 from edge.rest.staging import Staging
+from edge.rest.store_recovery import report_interrupted_stores
 from edge.rest.url_fetch import UrlFetcher
 from edge.tus import tus_routes
 from edge.tus.cin_upload import CinUploads
@@ -67,22 +73,32 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[STORAGE] = storage
             app[file_routes.FILE_STORAGE] = storage
             app[COORDINATOR] = client
-            app[file_routes.FILE_SOURCE] = RemoteFiles(client)
             app[FETCHER] = fetcher
-            transfer = PartTransfer(parts, storage, client, pop.name, app[EDGE_METRICS])
+            journal = app[JOURNAL]
+            uploads = app[UPLOADS] = PopUploads(config, pop, journal, client, storage,
+                                                flush=app[SHIPPER].flush)
+            transfer = PartTransfer(parts, storage, uploads, journal, pop.name,
+                                    app[EDGE_METRICS])
             app[TRANSFER] = transfer
+            app[SHIPPER].on_statuses(transfer.files_ended)
+            files = JournalFirstFiles(journal, RemoteFiles(client, pop.name), storage,
+                                      flush=app[SHIPPER].flush)
+            app[file_routes.FILE_SOURCE] = app[FILES] = files
             app[file_routes.FILE_IN_TRANSIT] = TransitDownloads(
-                pop.name, parts, client, storage, elsewhere=HolderRedirect(config))
-            sweeper = app[SWEEPER] = SpoolSweeper(parts, client, config.upload_expiry)
+                pop.name, parts, client, journal, files, storage,
+                elsewhere=HolderRedirect(config))
+            sweeper = app[SWEEPER] = SpoolSweeper(parts, client, journal, config.upload_expiry)
+            await report_interrupted_stores(journal)
             tus_dir = pop.spool_dir / "tus"
-            uploads = app[TUS_UPLOADS] = TusUploads(
-                config, CinUploads(config, pop, client, storage), parts, PartSpool(tus_dir),
+            tus = app[TUS_UPLOADS] = TusUploads(
+                config, CinUploads(config, pop, client, storage, uploads, transfer), parts,
+                PartSpool(tus_dir),
                 TusStates(tus_dir / "state"), transfer, app[EDGE_METRICS], tus_dir / "scratch")
-            await uploads.prepare()
+            await tus.prepare()
             # A restarted POP finishes what it acknowledged; it need not wait to serve.
             resuming = asyncio.create_task(transfer.resume_until_done(), name="resume")
             sweeping = asyncio.create_task(sweeper.run(), name="spool-sweep")
-            tus_sweeping = asyncio.create_task(uploads.run_sweeps(), name="tus-sweep")
+            tus_sweeping = asyncio.create_task(tus.run_sweeps(), name="tus-sweep")
             try:
                 yield
             finally:

@@ -10,10 +10,12 @@ from edge.coordinator_client import CoordinatorClient
 from edge.journal.leases import LeaseKeeper
 from edge.journal.protocol import PopJournal
 from edge.journal.shipper import Shipper
+from edge.local_files import JournalFirstFiles
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
 from edge.multipart.spool_sweeper import SpoolSweeper
+from edge.multipart.uploads import PopUploads
 from edge.rest.staging import Staging
 from edge.rest.url_fetch import UrlFetcher
 
@@ -32,3 +34,6 @@ SWEEPER = web.AppKey("sweeper", SpoolSweeper)
 JOURNAL = web.AppKey("journal", PopJournal)
 SHIPPER = web.AppKey("shipper", Shipper)
 LEASES = web.AppKey("leases", LeaseKeeper)
+# The uploads and files as this POP sees them: its journal first, then the coordinator.
+UPLOADS = web.AppKey("uploads", PopUploads)
+FILES = web.AppKey("files", JournalFirstFiles)

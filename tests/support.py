@@ -23,6 +23,7 @@ from common.config import Config, SqliteStateConfig
 from common.config.loader import parse_config
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
+from edge.keys import SHIPPER
 
 APIKEY = "TESTAPIKEY0123456789"
 APP_SECRET = "test-app-secret-0123456789"
@@ -209,6 +210,15 @@ async def start_network(root: Path, **settings: Any) -> AsyncIterator[Network]:
                               port=config.pops[0].listen.port)) as pop,
     ):
         yield Network(config, pop, coordinator, root)
+
+
+async def shipped(network: Network, timeout: float = 10.0) -> None:
+    """Wait until the coordinator has applied every fact the POP journaled so far.
+
+    A POP acknowledges a store or an upload step without asking the coordinator, which
+    hears of it a moment later (edge/journal/shipper.py): a test that looks at the
+    coordinator right after a POP answered waits for this first, never for a time."""
+    await network.pop.app[SHIPPER].flush(timeout)
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:

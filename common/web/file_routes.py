@@ -97,6 +97,10 @@ async def serve_record(request: web.Request, record: FileRecord) -> web.StreamRe
         raise CinError(Code.FILE_NOT_FOUND, f"{record.handle} failed to upload")
     if record.status is FileStatus.IN_TRANSIT:
         return await request.app[FILE_IN_TRANSIT](request, record)
+    if record.status is FileStatus.STARTED and FILE_AT_POP in request.app:
+        # At the coordinator, an upload its POP completed a moment ago is still Started
+        # until that POP's In Transit fact arrives: the POP knows, so ask it.
+        return to_holder(request, FileAtPop(record.handle, record.pop))
     if record.status is not FileStatus.COMPLETE:
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}, not stored yet")
     storage = request.app[FILE_STORAGE][record.storage]
@@ -116,6 +120,9 @@ async def metadata(request: web.Request) -> web.StreamResponse:
 
 
 async def delete(request: web.Request) -> web.Response:
+    # A file the coordinator has not heard of yet is 503 file_at_pop, not a redirect: a
+    # 302 turns a DELETE into a GET in some clients (python-requests), which would read
+    # the file and report it deleted.
     record = await find_file(request)
     authorize_file(request, request.app[FILE_CONFIG], record, Action.remove(record.handle))
     skip_storage = query_flag(request.query, "skip_storage") is True

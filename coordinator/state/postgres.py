@@ -235,10 +235,17 @@ class PostgresStateStore:
             record = await _file_for_update(db, handle)
             rules.check_delete(record)
             await db.execute("DELETE FROM files WHERE handle = $1", handle)
+            await db.execute("INSERT INTO deleted_files VALUES ($1, $2) "
+                             "ON CONFLICT (handle) DO NOTHING", handle, time.time())
             await _enqueue(db, events(record))
             return record
 
         return await self._transaction(write)
+
+    async def was_deleted(self, handle: str) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT 1 FROM deleted_files WHERE handle = $1", handle)
+        return found is not None
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         async def write(db: Db) -> None:

@@ -158,12 +158,22 @@ CREATE TABLE pop_heartbeats (
 );
 """
 
+_DELETED_FILES = """
+-- The handles of deleted files: a leased handle without a record is otherwise taken for
+-- a file its POP has not reported yet.
+CREATE TABLE deleted_files (
+    handle TEXT PRIMARY KEY,
+    deleted DOUBLE PRECISION NOT NULL
+);
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
     (2, "indexes for the operator's page", _OPERATOR_INDEXES),
     (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
     (4, "the POPs' heartbeats, shared by the coordinators", _POP_HEARTBEATS),
+    (5, "the handles of deleted files", _DELETED_FILES),
 )
 
 

@@ -155,7 +155,14 @@ class StateStore(Protocol):
 
     async def delete_file(self, handle: str, *, events: EventsFor) -> FileRecord:
         """Remove a file's record, its upload and its parts (not an abort it is owed),
-        unless it is still uploading (`rules.check_delete`); returns what it was."""
+        unless it is still uploading (`rules.check_delete`); returns what it was. The
+        handle is remembered as deleted (`was_deleted`)."""
+        ...
+
+    async def was_deleted(self, handle: str) -> bool:
+        """Whether a file of this handle was deleted: for a handle leased to a POP, no
+        record means "not reported yet" (a redirect to that POP) unless it was deleted
+        (then it is gone, a 404)."""
         ...
 
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:

@@ -38,7 +38,7 @@ from coordinator.state.protocol import (
     PendingRemoval,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -153,6 +153,9 @@ CREATE TABLE IF NOT EXISTS pop_events (
     applied REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pop_events_applied ON pop_events (applied);
+-- The handles of deleted files: a leased handle without a record is otherwise taken for
+-- a file its POP has not reported yet.
+CREATE TABLE IF NOT EXISTS deleted_files (handle TEXT PRIMARY KEY, deleted REAL NOT NULL);
 """
 # What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
 # each a range of an index read in order and cut at its LIMIT; Started files are read
@@ -385,10 +388,19 @@ class SqliteStateStore:
             record = _file_for_update(db, handle)
             rules.check_delete(record)
             db.execute("DELETE FROM files WHERE handle = ?", (handle,))
+            db.execute("INSERT OR IGNORE INTO deleted_files VALUES (?, ?)",
+                       (handle, time.time()))
             _enqueue(db, events(record))
             return record
 
         return await self._writer.write(write)
+
+    async def was_deleted(self, handle: str) -> bool:
+        def read(db: sqlite3.Connection) -> bool:
+            return db.execute("SELECT 1 FROM deleted_files WHERE handle = ?",
+                              (handle,)).fetchone() is not None
+
+        return await self._writer.read(read)
 
     # ------------------------------------------------------------------ upload expiry
 

@@ -29,13 +29,14 @@ from aiohttp import web
 from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.records import FileRecord
+from common.protocol.records import FileRecord, PartRecord
 from common.storage import ByteRange, ObjectReader
 from common.storage.storage_set import StorageSet
 from common.web.download import Body, serve_bytes
-from common.web.file_routes import serve_record
+from common.web.file_routes import FileSource, serve_record
 from common.web.in_transit import InTransitServer
 from edge.coordinator_client import CoordinatorClient
+from edge.journal.protocol import PopJournal
 from edge.multipart.part_spool import PartSpool
 
 log = logging.getLogger("cin.edge.transit")
@@ -80,10 +81,13 @@ class TransitDownloads:
     """A POP's `InTransitServer`: the files it holds from its spool, others `elsewhere`."""
 
     def __init__(self, pop: str, spool: PartSpool, coordinator: CoordinatorClient,
-                 storage: StorageSet, elsewhere: InTransitServer) -> None:
+                 journal: PopJournal, files: FileSource, storage: StorageSet,
+                 elsewhere: InTransitServer) -> None:
         self.pop = pop
         self.spool = spool
         self.coordinator = coordinator
+        self.journal = journal
+        self.files = files
         self.storage = storage
         self.elsewhere = elsewhere
 
@@ -91,8 +95,7 @@ class TransitDownloads:
                        record: FileRecord) -> web.StreamResponse:
         if record.pop != self.pop:
             return await self.elsewhere(request, record)
-        reply = await self.coordinator.call(wire.LookupUploadOfFile(handle=record.handle),
-                                            wire.UploadPartsReply)
+        reply = await self._upload_of_file(record.handle)
         current = reply.record
         if current.status is FileStatus.IN_TRANSIT:
             held = await self._held(reply)
@@ -104,11 +107,31 @@ class TransitDownloads:
                 return await serve_bytes(request, held.record, etag=transit_etag(held.upload_id),
                                          size=held.record.size, open_body=open_body)
             # Freed meanwhile (the file became Complete), or never all here.
-            current = await self.coordinator.file(wire.LookupFile(handle=record.handle))
+            current = await self.files.lookup(record.handle)
         if current.status is FileStatus.IN_TRANSIT:
             raise CinError(Code.IN_TRANSIT_UNAVAILABLE,
                            f"{record.handle} is not all spooled at {self.pop}")
         return await serve_record(request, current)
+
+    async def _upload_of_file(self, handle: str) -> wire.UploadPartsReply:
+        """The upload bringing a file and its parts: for an upload started here that the
+        coordinator has not acknowledged yet, from the journal and the spool (every part
+        of such an upload In Transit is here); otherwise as the coordinator records it."""
+        local = await self.journal.file(handle)
+        if local is not None and local.upload is not None and not local.acknowledged:
+            upload_id = local.upload.upload_id
+            parts = []
+            try:
+                for number in await self.spool.part_numbers(upload_id):
+                    state = await self.spool.part_state(upload_id, number)
+                    parts.append(PartRecord(number, self.pop, "spooled", state.contiguous,
+                                            None))
+            except CinError as exc:
+                if exc.code is not Code.FILE_NOT_FOUND:
+                    raise
+            return wire.UploadPartsReply(record=local.record, upload=local.upload, parts=parts)
+        return await self.coordinator.call(wire.LookupUploadOfFile(handle=handle),
+                                           wire.UploadPartsReply)
 
     async def _held(self, reply: wire.UploadPartsReply) -> HeldFile | None:
         """The file, if every part the coordinator recorded is whole in the spool."""
@@ -132,7 +155,7 @@ class TransitDownloads:
 
     async def rest_from_bucket(self, held: HeldFile, rest: ByteRange) -> ObjectReader:
         """Bytes `rest` of a file that was In Transit and must now be in the bucket."""
-        current = await self.coordinator.file(wire.LookupFile(handle=held.record.handle))
+        current = await self.files.lookup(held.record.handle)
         if (current.status is not FileStatus.COMPLETE or current.version != held.record.version
                 or current.size != held.record.size):
             raise CinError(Code.IN_TRANSIT_UNAVAILABLE,

@@ -56,6 +56,10 @@ class ShippedJournal(PopJournal, Protocol):
         ...
 
 
+# Failed attempts in a row after which a flush stops waiting: one may be a lost reply.
+FLUSH_GIVES_UP_AFTER = 2
+
+
 class Shipper:
     def __init__(self, journal: ShippedJournal, client: CoordinatorClient, pop: str, *,
                  batch_size: int = 500, linger: float = 0.005,
@@ -124,6 +128,11 @@ class Shipper:
                     self._urgent.set()
                     self._wanted.set()
                     await progress.wait()
+                    if self._failures >= FLUSH_GIVES_UP_AFTER:
+                        # Attempts in a row failed: the coordinator is away. Waiting on
+                        # would only send attempt after attempt until the timeout.
+                        raise CinError(Code.COORDINATOR_UNAVAILABLE,
+                                       "the coordinator is not taking this POP's events")
         except TimeoutError:
             raise CinError(Code.COORDINATOR_UNAVAILABLE,
                            "the coordinator has not acknowledged this POP's events") from None

@@ -21,39 +21,38 @@ from typing import Any
 from aiohttp import web
 
 from common.config import AppConfig
-from common.protocol import wire
 from common.protocol.chunk_sizer import NEXT_CHUNK_HEADER, THROUGHPUT_HEADER, suggest_chunk_size
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.part_status import status_reply
-from common.protocol.records import FileRecord, UploadRecord, file_url, upload_closed
+from common.protocol.records import FileRecord, file_url, upload_closed
 from common.protocol.security import Credentials
 from common.protocol.upload_access import authorize_upload, check_sent
 from common.protocol.upload_api import CommitRequest, CompleteRequest, PartRequest, UploadIds
 from common.web.http import read_json
 from common.web.request_auth import app_of, request_credentials
-from edge.keys import CONFIG, COORDINATOR, EDGE_METRICS, PART_SPOOL, POP, TRANSFER
+from edge.keys import CONFIG, EDGE_METRICS, PART_SPOOL, POP, TRANSFER, UPLOADS
 from edge.multipart.part_urls import new_target, verify_target
+from edge.multipart.uploads import KnownUpload
 
 READ_BYTES = 256 * 1024
 
 
 async def _upload_of(request: web.Request, ids: UploadIds, *,
-                     finished_ok: bool = False) -> tuple[FileRecord, UploadRecord]:
+                     finished_ok: bool = False) -> KnownUpload:
     """The upload a request names, if the apikey is its app's and it is still open (or,
     for a repeated complete, finished)."""
-    reply = await request.app[COORDINATOR].call(wire.LookupUpload(upload_id=ids.upload_id),
-                                                wire.UploadReply)
-    if reply.record.apikey != ids.apikey:
+    known = await request.app[UPLOADS].find(ids.upload_id)
+    if known.record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
-    status = reply.record.status
+    status = known.record.status
     if status is FileStatus.FAILED:
         # Expired or refused: whatever this POP still holds of it is of no use.
         await request.app[PART_SPOOL].remove_upload(ids.upload_id)
     if status is not FileStatus.STARTED and not (
             finished_ok and status in (FileStatus.IN_TRANSIT, FileStatus.COMPLETE)):
-        raise upload_closed(reply.record, reply.upload)
-    return reply.record, reply.upload
+        raise upload_closed(known.record, known.upload)
+    return known
 
 
 def _credentials(request: web.Request, fields: Mapping[str, Any],
@@ -64,12 +63,13 @@ def _credentials(request: web.Request, fields: Mapping[str, Any],
 async def part_url(request: web.Request) -> web.Response:
     fields = await read_json(request)
     part = PartRequest.parse(fields)
-    record, upload = await _upload_of(request, part.ids)
+    known = await _upload_of(request, part.ids)
+    record, upload = known.record, known.upload
     check_sent(*_credentials(request, fields, record), record)
     if part.offset + part.size > record.size:
         raise CinError(Code.BAD_PARAMETER, "the chunk ends past the end of the file")
     await request.app[PART_SPOOL].open_upload(upload.upload_id, {
-        "record": record.to_wire(), "upload": upload.to_wire()})
+        "record": record.to_wire(), "upload": upload.to_wire(), "local": known.local})
     # A regular part comes whole in one PUT; it can go to the bucket once written.
     whole = not part.fii and part.offset == 0
     target = new_target(upload.upload_id, part.part, part.offset, part.size, part.md5,
@@ -122,22 +122,22 @@ async def put_part(request: web.Request) -> web.Response:
 
 async def _not_spooled(request: web.Request, upload_id: str, error: CinError) -> CinError:
     """The answer to a PUT for an upload the spool does not hold (the spool never
-    recreates one): why it is gone when the coordinator ended it (it expired), rather
-    than only that it is not here."""
+    recreates one): why it is gone when it ended (it expired), rather than only that it
+    is not here."""
     try:
-        reply = await request.app[COORDINATOR].call(wire.LookupUpload(upload_id=upload_id),
-                                                    wire.UploadReply)
+        known = await request.app[UPLOADS].find(upload_id)
     except CinError:
         return error
-    if reply.record.status is FileStatus.STARTED:
+    if known.record.status is FileStatus.STARTED:
         return error
-    return upload_closed(reply.record, reply.upload)
+    return upload_closed(known.record, known.upload)
 
 
 async def commit(request: web.Request) -> web.Response:
     fields = await read_json(request)
     committed = CommitRequest.parse(fields)
-    record, upload = await _upload_of(request, committed.ids)
+    known = await _upload_of(request, committed.ids)
+    record, upload = known.record, known.upload
     check_sent(*_credentials(request, fields, record), record)
     spool = request.app[PART_SPOOL]
     finished = await spool.finish_part(upload.upload_id, committed.part)
@@ -148,11 +148,13 @@ async def commit(request: web.Request) -> web.Response:
 
 
 async def complete(request: web.Request) -> web.Response:
-    """Every part is sent: answered 200 as soon as the bytes are durable here (In
-    Transit), before they reach the bucket. Never 202: filestack-python fails on it."""
+    """Every part is sent: answered 200 as soon as the bytes are durable (In Transit),
+    before they reach the bucket, and, for an upload started here, without asking the
+    coordinator. Never 202: filestack-python fails on it."""
     fields = await read_json(request)
     done = CompleteRequest.parse(fields)
-    record, upload = await _upload_of(request, done.ids, finished_ok=True)
+    known = await _upload_of(request, done.ids, finished_ok=True)
+    record, upload = known.record, known.upload
     authorize_upload(*_credentials(request, fields, record), record)
     if record.status is FileStatus.STARTED:
         spool = request.app[PART_SPOOL]
@@ -166,15 +168,15 @@ async def complete(request: web.Request) -> web.Response:
             given = done.parts.get(part.part)
             if given and given != await spool.part_md5(part):
                 raise CinError(Code.CONFLICT, f"part {part.part}'s ETag is not {given}")
-        record = await request.app[COORDINATOR].file(wire.CompleteUpload(
-            upload_id=upload.upload_id, parts=[[p.part, p.size] for p in finished],
-            tags=done.tags, pop=request.app[POP].name))
+        record = await request.app[UPLOADS].complete(
+            known, {part.part: part.size for part in finished}, done.tags)
+        transfer = request.app[TRANSFER]
         if record.status is FileStatus.IN_TRANSIT:
-            request.app[TRANSFER].dispatch(record, upload, finished)
+            transfer.dispatch(KnownUpload(record, upload, known.local), finished)
         elif record.status is FileStatus.COMPLETE:
             # Every part went to the bucket before the client completed: no report is
             # left to answer Complete, so the spool is freed here.
-            await request.app[TRANSFER].complete(record, upload)
+            await transfer.complete(record, upload)
         request.app[EDGE_METRICS].upload("upload_api", record.status)
     config = request.app[CONFIG]
     return web.json_response({
@@ -192,20 +194,25 @@ async def complete(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Which parts are stored (from any POP) and which this POP holds: see
-    common/protocol/part_status.py."""
+    common/protocol/part_status.py. An upload started here is described by this POP
+    alone: every part it took stays in its spool until the file is done."""
     fields = await read_json(request)
     ids = UploadIds.parse(fields)
-    reply = await request.app[COORDINATOR].call(wire.LookupUploadParts(upload_id=ids.upload_id),
-                                                wire.UploadPartsReply)
-    if reply.record.apikey != ids.apikey:
+    uploads = request.app[UPLOADS]
+    known = await uploads.find(ids.upload_id)
+    if known.record.apikey != ids.apikey:
         raise CinError(Code.FILE_NOT_FOUND, "no upload has this upload_id")
-    authorize_upload(*_credentials(request, fields, reply.record), reply.record)
+    authorize_upload(*_credentials(request, fields, known.record), known.record)
     spool = request.app[PART_SPOOL]
     held: dict[int, int] = {}
     if await spool.upload_meta(ids.upload_id) is not None:
         for number in await spool.part_numbers(ids.upload_id):
             held[number] = (await spool.part_state(ids.upload_id, number)).contiguous
-    return web.json_response(status_reply(reply.record, reply.upload, reply.parts, held,
+    if known.local:
+        recorded = request.app[TRANSFER].stored_parts(known.upload.upload_id)
+    else:
+        recorded = await uploads.recorded_parts(known)
+    return web.json_response(status_reply(known.record, known.upload, recorded, held,
                                           request.app[POP].name))
 
 

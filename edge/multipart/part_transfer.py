@@ -8,12 +8,13 @@ as one PutObject after complete.
 
 Sends are bounded, and retried with capped backoff for as long as the bucket fails and
 the upload exists: the POP acknowledged these bytes, so it does not give up on them.
-Each stored part is reported to the coordinator until the report is acknowledged. When
-the coordinator answers that the file is Complete, or Failed (it expired, or was refused),
-the POP frees its spool at once: a full spool turns stores away. So it does when the
-bucket upload turns out to be gone or a report is refused, once the coordinator says the
-upload has ended. Transfers still running at shutdown are cancelled; the spool keeps
-their bytes.
+Each stored part is a fact: journaled, for an upload started at this POP (the journal
+ships it), or reported to the coordinator until it is acknowledged, for one started
+elsewhere (edge/multipart/uploads.py). Once the file is Complete, or Failed (it expired,
+or was refused), the POP frees its spool at once: a full spool turns stores away. So it
+does when the bucket upload turns out to be gone or a report is refused, once the upload
+is known to have ended. Transfers still running at shutdown are cancelled; the spool
+keeps their bytes.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-from common.protocol import wire
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.records import FileRecord, UploadRecord
+from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from common.storage import Access, StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
-from edge.coordinator_client import CoordinatorClient
+from edge.journal.protocol import PopJournal
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import FinishedPart, PartSpool
+from edge.multipart.uploads import KnownUpload, PopUploads
 
 log = logging.getLogger("cin.edge.transfer")
 
@@ -60,11 +61,12 @@ def backoff(first: float = FIRST_RETRY, cap: float = MAX_RETRY) -> Iterator[floa
 
 
 class PartTransfer:
-    def __init__(self, spool: PartSpool, storage: StorageSet, coordinator: CoordinatorClient,
-                 pop: str, metrics: EdgeMetrics | None = None) -> None:
+    def __init__(self, spool: PartSpool, storage: StorageSet, uploads: PopUploads,
+                 journal: PopJournal, pop: str, metrics: EdgeMetrics | None = None) -> None:
         self.spool = spool
         self.storage = storage
-        self.coordinator = coordinator
+        self.uploads = uploads
+        self.journal = journal
         self.pop = pop
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._waiting = 0  # transfers waiting for a slot
@@ -89,17 +91,22 @@ class PartTransfer:
         part of the POP's load (common.protocol.pop_load)."""
         return len(self._sizes), sum(self._sizes.values())
 
-    def send(self, record: FileRecord, upload: UploadRecord, part: FinishedPart) -> None:
+    def stored_parts(self, upload_id: str) -> list[PartRecord]:
+        """The parts of an upload this process has put in the bucket."""
+        return [PartRecord(number, self.pop, "stored", size, None)
+                for (upload, number), size in sorted(self._stored.items())
+                if upload == upload_id]
+
+    def send(self, known: KnownUpload, part: FinishedPart) -> None:
         """Start sending `part` unless it is on its way or stored."""
-        key = (upload.upload_id, part.part)
+        key = (known.upload.upload_id, part.part)
         if self._stored.get(key) == part.size:
             return
-        self._start(key, self._send_part(record, upload, part), part.size)
+        self._start(key, self._send_part(known, part), part.size)
 
-    def send_whole(self, record: FileRecord, upload: UploadRecord,
-                   parts: Sequence[FinishedPart]) -> None:
+    def send_whole(self, known: KnownUpload, parts: Sequence[FinishedPart]) -> None:
         """Put a one-put upload's parts, in order, as the file's one object."""
-        self._start((upload.upload_id, _WHOLE_FILE), self._put_whole(record, upload, parts),
+        self._start((known.upload.upload_id, _WHOLE_FILE), self._put_whole(known, parts),
                     sum(part.size for part in parts))
 
     async def part_arrived(self, upload_id: str, part: FinishedPart) -> None:
@@ -109,26 +116,40 @@ class PartTransfer:
             return
         upload = UploadRecord.from_wire(meta["upload"])
         if not upload.in_one_put:
-            self.send(FileRecord.from_wire(meta["record"]), upload, part)
+            self.send(KnownUpload(FileRecord.from_wire(meta["record"]), upload,
+                                  bool(meta.get("local"))), part)
+
+    async def files_ended(self, statuses: dict[str, str]) -> None:
+        """The coordinator answered these statuses for files of this POP's journal: free
+        the spool of each upload whose file is now Complete or Failed."""
+        for handle, status in statuses.items():
+            if status not in (FileStatus.COMPLETE.value, FileStatus.FAILED.value):
+                continue
+            local = await self.journal.file(handle)
+            if local is not None and local.upload is not None:
+                await self.complete(local.record.with_changes(status=FileStatus(status)),
+                                    local.upload)
 
     async def resume(self) -> None:
-        """After a restart: send on the parts of every spooled upload the coordinator
-        does not have yet, and drop those it has finished with or never knew."""
+        """After a restart: send on the parts of every spooled upload not in the bucket
+        yet, and drop those that have ended or that nobody knows."""
         for spooled in await self.spool.recover():
             try:
-                reply = await self.coordinator.call(
-                    wire.LookupUploadParts(upload_id=spooled.upload_id), wire.UploadPartsReply)
+                known = await self.uploads.find(spooled.upload_id)
             except CinError as exc:
                 if exc.code is Code.FILE_NOT_FOUND:
                     await self.spool.remove_upload(spooled.upload_id)
                     continue
                 raise
-            record, upload = reply.record, reply.upload
+            record, upload = known.record, known.upload
             if record.status in _ENDED:
                 await self.spool.remove_upload(upload.upload_id)
                 continue
-            stored = {p.number: p.size for p in reply.parts if p.state == "stored"}
-            self._stored.update({(upload.upload_id, n): size for n, size in stored.items()})
+            if not known.local:
+                stored = {p.number: p.size for p in await self.uploads.recorded_parts(known)
+                          if p.state == "stored"}
+                self._stored.update({(upload.upload_id, n): size
+                                     for n, size in stored.items()})
             finished: list[FinishedPart] = []
             for state in spooled.parts:
                 try:
@@ -140,16 +161,15 @@ class PartTransfer:
             if record.status is FileStatus.IN_TRANSIT:
                 log.info("resuming the transfer of %s (%d parts)", record.handle,
                          len(finished))
-                self.dispatch(record, upload, finished)
+                self.dispatch(known, finished)
 
-    def dispatch(self, record: FileRecord, upload: UploadRecord,
-                 parts: Sequence[FinishedPart]) -> None:
+    def dispatch(self, known: KnownUpload, parts: Sequence[FinishedPart]) -> None:
         """Send every part of an In Transit upload that this POP holds."""
-        if upload.in_one_put:
-            self.send_whole(record, upload, parts)
+        if known.upload.in_one_put:
+            self.send_whole(known, parts)
         else:
             for part in parts:
-                self.send(record, upload, part)
+                self.send(known, part)
 
     async def resume_until_done(self) -> None:
         """`resume`, retried while the coordinator cannot be reached."""
@@ -180,8 +200,8 @@ class PartTransfer:
 
         task.add_done_callback(done)
 
-    async def _send_part(self, record: FileRecord, upload: UploadRecord,
-                         part: FinishedPart) -> None:
+    async def _send_part(self, known: KnownUpload, part: FinishedPart) -> None:
+        record, upload = known.record, known.upload
         storage = self.storage[record.storage]
         etag = await self._until_stored(
             record, f"part {part.part}",
@@ -189,16 +209,15 @@ class PartTransfer:
                                         upload.storage_upload_id, part.part,
                                         self.spool.read_part(part), part.size))
         if etag is None:
-            await self._free_if_ended(upload)  # completed, or aborted as it expired
+            await self._free_if_ended(known)  # completed, or aborted as it expired
             return
         self._stored[(upload.upload_id, part.part)] = part.size
         self.metrics.stored("upload_api", part.size)
-        await self._report(record, upload, wire.PartStored(
-            upload_id=upload.upload_id, part=part.part, size=part.size, etag=etag,
-            pop=self.pop))
+        await self._report(known, lambda: self.uploads.part_stored(known, part.part,
+                                                                   part.size, etag))
 
-    async def _put_whole(self, record: FileRecord, upload: UploadRecord,
-                         parts: Sequence[FinishedPart]) -> None:
+    async def _put_whole(self, known: KnownUpload, parts: Sequence[FinishedPart]) -> None:
+        record = known.record
         storage = self.storage[record.storage]
 
         async def put() -> str:
@@ -208,12 +227,11 @@ class PartTransfer:
 
         etag = await self._until_stored(record, "the file", put)
         if etag is None:
-            await self._free_if_ended(upload)
+            await self._free_if_ended(known)
             return
         size = sum(part.size for part in parts)
         self.metrics.stored("upload_api", size)
-        await self._report(record, upload,
-                           wire.FileStored(handle=record.handle, size=size, etag=etag))
+        await self._report(known, lambda: self.uploads.stored_whole(known, size, etag))
 
     async def _concatenated(self, parts: Sequence[FinishedPart]) -> AsyncIterator[bytes]:
         for part in sorted(parts, key=lambda p: p.part):
@@ -248,24 +266,27 @@ class PartTransfer:
                         failure, delay)
             await asyncio.sleep(delay)
 
-    async def _report(self, record: FileRecord, upload: UploadRecord,
-                      msg: wire.Message) -> None:
-        """Tell the coordinator, until it has heard; free the spool once the file is
-        Complete or Failed."""
+    async def _report(self, known: KnownUpload,
+                      report: Callable[[], Awaitable[FileRecord | None]]) -> None:
+        """Record a fact, until it is recorded: journaled for this POP's own upload,
+        told to the coordinator (while it is unreachable, again and again) for one
+        started elsewhere. Free the spool once the file is Complete or Failed."""
         for delay in backoff():
             try:
-                updated = await self.coordinator.file(msg)
+                updated = await report()
                 break
             except CinError as exc:
-                if exc.code is not Code.COORDINATOR_UNAVAILABLE:
-                    log.error("%s of %s refused: %s", msg.TYPE, record.handle, exc)
-                    await self._free_if_ended(upload)
+                if exc.code not in (Code.COORDINATOR_UNAVAILABLE, Code.FILE_AT_POP,
+                                    Code.INSUFFICIENT_STORAGE):
+                    log.error("a transfer report on %s was refused: %s", known.record.handle,
+                              exc)
+                    await self._free_if_ended(known)
                     return
-                log.warning("coordinator unreachable; %s of %s again in %.0fs", msg.TYPE,
-                            record.handle, delay)
+                log.warning("cannot record a transfer of %s yet (%s); again in %.0fs",
+                            known.record.handle, exc, delay)
                 await asyncio.sleep(delay)
-        if updated.status in _ENDED:
-            await self.complete(updated, upload)
+        if updated is not None and updated.status in _ENDED:
+            await self.complete(updated, known.upload)
 
     async def complete(self, record: FileRecord, upload: UploadRecord) -> None:
         """The file is in the bucket (or Failed): free what this POP holds of it."""
@@ -274,17 +295,15 @@ class PartTransfer:
             del self._stored[key]
         log.info("%s %s; spool freed", record.handle, record.status.value)
 
-    async def _free_if_ended(self, upload: UploadRecord) -> None:
-        """Free the spool of an upload the coordinator says has ended, or does not know.
-        Without its word the spool stays: the POP's spool sweep asks again later."""
+    async def _free_if_ended(self, known: KnownUpload) -> None:
+        """Free the spool of an upload that has ended, or that nobody knows. Without
+        that word the spool stays: the POP's spool sweep asks again later."""
         try:
-            reply = await self.coordinator.call(wire.LookupUpload(upload_id=upload.upload_id),
-                                                wire.UploadReply)
+            current = await self.uploads.find(known.upload.upload_id)
         except CinError as exc:
             if exc.code is Code.FILE_NOT_FOUND:
-                await self.spool.remove_upload(upload.upload_id)
-                log.info("upload %s is unknown to the coordinator; spool freed",
-                         upload.upload_id)
+                await self.spool.remove_upload(known.upload.upload_id)
+                log.info("upload %s is unknown; spool freed", known.upload.upload_id)
             return
-        if reply.record.status in _ENDED:
-            await self.complete(reply.record, upload)
+        if current.record.status in _ENDED:
+            await self.complete(current.record, known.upload)

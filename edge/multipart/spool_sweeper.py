@@ -1,12 +1,14 @@
 """A POP's sweep of its part spool: the bytes nothing needs any more are deleted.
 
 Every upload in the spool is asked about at the coordinator, which alone knows what became
-of it. Its bytes go at once when the file is Complete (it is in the bucket, perhaps sent
-there by another POP) or Failed (it expired, or was refused): a spool kept for them would
-only fill the disk. They go too when the upload is unknown to the coordinator, or still
-Started, once it has been idle for the expiry TTL (the coordinator fails it: its start is
-older still). An In Transit upload is kept however long it idles: every byte of it was
-acknowledged to the client, and this POP is what will bring them to the bucket.
+of it, unless this POP's journal already says: an upload started here that ended, or that
+the coordinator has not heard of yet. Its bytes go at once when the file is Complete (it
+is in the bucket, perhaps sent there by another POP) or Failed (it expired, or was
+refused): a spool kept for them would only fill the disk. They go too when the upload is
+unknown to the coordinator, or still Started, once it has been idle for the expiry TTL
+(the coordinator fails it: its start is older still). An In Transit upload is kept however
+long it idles: every byte of it was acknowledged to the client, and this POP is what will
+bring them to the bucket.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.web import periodic
 from edge.coordinator_client import CoordinatorClient
+from edge.journal.protocol import PopJournal
 from edge.multipart.part_spool import PartSpool
 
 log = logging.getLogger("cin.edge.spool_sweeper")
@@ -37,10 +40,11 @@ def may_remove(status: FileStatus | None, *, idle: bool) -> bool:
 
 
 class SpoolSweeper:
-    def __init__(self, spool: PartSpool, coordinator: CoordinatorClient,
+    def __init__(self, spool: PartSpool, coordinator: CoordinatorClient, journal: PopJournal,
                  settings: UploadExpiryConfig, clock: Callable[[], float] = time.time) -> None:
         self.spool = spool
         self.coordinator = coordinator
+        self.journal = journal
         self.settings = settings
         self.clock = clock
         self._sweeping = asyncio.Lock()
@@ -81,6 +85,11 @@ class SpoolSweeper:
             return removed
 
     async def _status(self, upload_id: str) -> FileStatus | None:
+        local = await self.journal.upload(upload_id)
+        if local is not None and (not local.acknowledged
+                                  or local.record.status in (FileStatus.COMPLETE,
+                                                             FileStatus.FAILED)):
+            return local.record.status
         try:
             reply = await self.coordinator.call(wire.LookupUpload(upload_id=upload_id),
                                                 wire.UploadReply)

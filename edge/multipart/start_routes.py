@@ -1,7 +1,8 @@
-"""The Upload API at a POP: `POST /multipart/start`, forwarded to the coordinator.
+"""The Upload API at a POP: `POST /multipart/start`, answered here.
 
-A start at a POP is checked here (so a bad one costs no round trip) and the POP names
-itself: the client that called it gets it back as `location_url`.
+A start at a POP is checked here, named from the POP's lease and journaled
+(edge/multipart/uploads.py): it costs no round trip to the coordinator, and works while
+the coordinator is away. The client that called this POP gets it back as `location_url`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import secrets
 
 from aiohttp import web
 
-from common.protocol import wire
 from common.protocol.upload_start import start_message, start_reply
 from common.web.http import read_json
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
-from edge.keys import CONFIG, COORDINATOR, POP
+from edge.keys import CONFIG, POP, UPLOADS
 
 
 async def start(request: web.Request) -> web.Response:
@@ -26,8 +26,8 @@ async def start(request: web.Request) -> web.Response:
     fields = await read_json(request)
     message = start_message(config, fields, request_credentials(request, fields),
                             pop=pop.name, origin=f"{pop.name}:{secrets.token_hex(12)}")
-    reply = await request.app[COORDINATOR].call(message, wire.UploadReply)
-    return web.json_response(start_reply(config, reply.record, reply.upload))
+    record, upload = await request.app[UPLOADS].start(message)
+    return web.json_response(start_reply(config, record, upload))
 
 
 def add_routes(app: web.Application) -> None:

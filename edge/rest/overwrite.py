@@ -20,10 +20,10 @@ from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Action, authorize
 from common.protocol.sniff import choose_mimetype, is_mimetype
 from common.storage import Access, StorageError
-from common.web.file_routes import find_file
+from common.web.file_routes import find_file, request_handle
 from common.web.request_auth import app_of, request_credentials
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, FETCHER, STAGING, STORAGE
+from edge.keys import CONFIG, COORDINATOR, FETCHER, FILES, STAGING, STORAGE
 from edge.rest.intake import open_incoming, receive, stage_within
 from edge.rest.own_object import remove_own_object
 from edge.rest.staging import StagedBody
@@ -33,7 +33,10 @@ log = logging.getLogger("cin.edge.overwrite")
 
 async def overwrite(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    record = await find_file(request)
+    await find_file(request)  # the apikey given must be the file's
+    # Decided at the coordinator: asked before anything is read or put, so that while it
+    # is away the file's bytes stay as recorded (503, retry).
+    record = await request.app[FILES].at_coordinator(request_handle(request))
     app = app_of(config, record)
     creds = request_credentials(request)
     if not creds.present:

@@ -1,12 +1,13 @@
 """`POST /api/store/{provider}`: the Filestack REST store, at a POP.
 
-The reply is sent once the object is stored and the coordinator has recorded it: an
-acknowledged store is complete. A raw body that declares its length goes straight to
-a local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`):
-its size is known up front, so the coordinator can name the file before the rest of the
-bytes come, and nothing is written twice. Any other body (a form, a URL to fetch,
-base64, a chunked raw body) is staged first (bounded by the app's size limit), since
-the file's size is only known at its end.
+The reply is sent once the object is stored and the fact is in the POP's journal
+(edge/journal), which ships it to the coordinator: an acknowledged store is complete, and
+no store waits on the coordinator. A raw body that declares its length goes straight to a
+local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`): its
+size is known up front, so the file can be named before the rest of the bytes come, and
+nothing is written twice. Any other body (a form, a URL to fetch, base64, a chunked raw
+body) is staged first (bounded by the app's size limit), since the file's size is only
+known at its end.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiohttp import web
 
 from common.config import AppConfig, StorageConfig
-from common.protocol import wire
+from common.protocol import pop_events, wire
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.naming import clean_filename, valid_text
+from common.protocol.new_files import new_file_record
+from common.protocol.pop_events import new_event_id
 from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Credentials, authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
@@ -34,7 +38,7 @@ from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
 from edge.jobs import JOBS
-from edge.keys import CONFIG, COORDINATOR, EDGE_METRICS, FETCHER, POP, STAGING, STORAGE
+from edge.keys import CONFIG, EDGE_METRICS, FETCHER, JOURNAL, POP, STAGING, STORAGE
 from edge.rest.intake import (
     IncomingFile,
     exactly,
@@ -137,14 +141,20 @@ async def _store_staged(app: web.Application, start: wire.StartFile, staged: Sta
 
 async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],
                  params: StoreParams) -> FileRecord:
-    """Name the file, put its bytes in the bucket, record it stored; a failure on the
-    way is recorded too, so that no file stays Started."""
-    coordinator, metrics = app[COORDINATOR], app[EDGE_METRICS]
-    record = await coordinator.file(start)
+    """Name the file from this POP's lease, put its bytes in the bucket, and journal the
+    fact: the store is acknowledged once both are durable, without asking the
+    coordinator (the journal ships the fact to it). A store that fails on the way is
+    forgotten, and what it put removed; one this POP never finishes (it stopped) is
+    found in the journal when it starts again (edge/rest/store_recovery.py)."""
+    journal, metrics = app[JOURNAL], app[EDGE_METRICS]
+    record = new_file_record(start, handle=await journal.take_handle(), pop=start.pop,
+                             now=time.time())
+    # Before any byte reaches the bucket: whatever happens next, this POP finds the
+    # store again.
+    await journal.begin(record)
     storage = app[STORAGE][record.storage]
-    # A store still Started after the store TTL is taken for one whose POP died: the
-    # coordinator fails it and removes what it left. So no store may take longer, however
-    # steadily its client trickles.
+    # A store still Started after the store TTL is taken for one whose POP died, so no
+    # store may take longer, however steadily its client trickles.
     store_ttl = app[CONFIG].upload_expiry.store_ttl
     deadline = asyncio.timeout(store_ttl)
     try:
@@ -154,25 +164,28 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
     except BaseException as exc:
         failure = (CinError(Code.STORE_TIMEOUT, f"{store_ttl:g} s") if deadline.expired()
                    else exc)
-        reason = str(failure) or type(failure).__name__
-        log.warning("storing %s failed: %s", record.handle, reason)
+        log.warning("storing %s failed: %s", record.handle, str(failure) or type(failure).__name__)
         metrics.upload("store", FileStatus.FAILED)
-        with contextlib.suppress(CinError):  # the client hears of `exc`, not of this
-            await asyncio.shield(coordinator.file(
-                wire.FileFailed(handle=record.handle, reason=reason[:200])))
+        # The driver removed what it wrote; the client hears of `exc`, not of this.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(journal.forget(record.handle))
         if failure is not exc:
             raise failure from exc
         raise
     metrics.stored("store", info.size)
+    stored = record.with_changes(status=FileStatus.COMPLETE, size=info.size, etag=info.etag)
     try:
-        stored = await coordinator.file(wire.FileStored(handle=record.handle, size=info.size,
-                                                        etag=info.etag))
-    except CinError:
-        # Not recorded as stored, so the client is told it failed: the object must go
-        # too, or it would sit in the bucket with no file pointing at it.
+        if info.size != record.size:
+            raise CinError(Code.CONFLICT, f"stored {info.size} bytes, expected {record.size}")
+        await journal.record(pop_events.FileStored(new_event_id(), record.handle, time.time(),
+                                                   stored), record=stored)
+    except BaseException:
+        # Not journaled, so the client is told it failed: the object must go too, or it
+        # would sit in the bucket with no file pointing at it.
         metrics.upload("store", FileStatus.FAILED)
-        await _forget(app, record, info.etag)
+        await asyncio.shield(_forget(app, record, info.etag))
         raise
+    journal.wake_shipper()
     log.info("%s stored: %d bytes in %s/%s", record.handle, info.size, record.container,
              record.key)
     metrics.upload("store", stored.status)
@@ -182,10 +195,9 @@ async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterato
 async def _forget(app: web.Application, record: FileRecord, etag: str) -> None:
     await remove_own_object(app[STORAGE][record.storage], record, etag)
     try:
-        await app[COORDINATOR].file(wire.FileFailed(handle=record.handle,
-                                                    reason="not recorded as stored"))
-    except CinError as exc:
-        log.warning("could not mark %s failed: %s", record.handle, exc)
+        await app[JOURNAL].forget(record.handle)
+    except Exception as exc:
+        log.warning("could not forget %s: %s", record.handle, exc)
 
 
 def _name_from_url(url: str | None) -> str | None:

@@ -1,10 +1,11 @@
-"""Everything tus asks of the coordinator, in one place: start an upload, look one up,
+"""Everything tus asks of cin's uploads, in one place: start an upload, look one up,
 complete it, end it.
 
-Each call is what the Upload API's routes send for the same step (edge/multipart/
-start_routes.py and part_routes.py): a tus upload is an Upload API upload whose requests
-speak tus. When the POP takes handles from its lease and keeps its own journal, these
-few functions are what changes.
+Each call is what the Upload API's routes do for the same step (edge/multipart/
+start_routes.py and part_routes.py, through edge/multipart/uploads.py): a tus upload is an
+Upload API upload whose requests speak tus. One started at this POP is named from its
+lease and journaled, without asking the coordinator; one started elsewhere is asked of
+the coordinator. Only termination always asks the coordinator (it fails the file).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from common.protocol.upload_start import start_message
 from common.storage import StorageError
 from common.storage.storage_set import StorageSet
 from edge.coordinator_client import CoordinatorClient
+from edge.multipart.part_transfer import PartTransfer
+from edge.multipart.uploads import FLUSH_SECONDS, KnownUpload, PopUploads
 
 log = logging.getLogger("cin.edge.tus")
 
@@ -33,22 +36,30 @@ log = logging.getLogger("cin.edge.tus")
 class CinUpload:
     record: FileRecord
     upload: UploadRecord
-    parts: tuple[PartRecord, ...] = ()  # as the coordinator records them (lookup only)
+    parts: tuple[PartRecord, ...] = ()  # as recorded (lookup only)
+    local: bool = False  # started at this POP: its journal describes it
+
+    @property
+    def known(self) -> KnownUpload:
+        return KnownUpload(self.record, self.upload, self.local)
 
     def meta(self) -> dict[str, Any]:
         """What the part spool keeps of it: what the transfer reads (part_transfer.py)."""
-        return {"record": self.record.to_wire(), "upload": self.upload.to_wire()}
+        return {"record": self.record.to_wire(), "upload": self.upload.to_wire(),
+                "local": self.local}
 
 
 class CinUploads:
     """The coordinator's side of tus uploads at one POP."""
 
     def __init__(self, config: Config, pop: PopConfig, coordinator: CoordinatorClient,
-                 storage: StorageSet) -> None:
+                 storage: StorageSet, uploads: PopUploads, transfer: PartTransfer) -> None:
         self.config = config
         self.pop = pop
         self.coordinator = coordinator
         self.storage = storage
+        self.uploads = uploads
+        self.transfer = transfer
 
     def check_start(self, fields: Mapping[str, Any], creds: Credentials) -> wire.StartUpload:
         """The start as the Upload API checks it (app, credentials, policy, size, store
@@ -57,29 +68,32 @@ class CinUploads:
                              origin=f"{self.pop.name}:{secrets.token_hex(12)}")
 
     async def start(self, message: wire.StartUpload) -> CinUpload:
-        """The file's handle and the bucket's multipart upload."""
-        reply = await self.coordinator.call(message, wire.UploadReply)
-        return CinUpload(reply.record, reply.upload)
+        """The file's handle (from this POP's lease) and the bucket's multipart upload."""
+        record, upload = await self.uploads.start(message)
+        return CinUpload(record, upload, local=True)
 
     async def lookup(self, upload_id: str) -> CinUpload:
-        """The upload, its file and its parts; FILE_NOT_FOUND when nobody started it."""
-        reply = await self.coordinator.call(wire.LookupUploadParts(upload_id=upload_id),
-                                            wire.UploadPartsReply)
-        return CinUpload(reply.record, reply.upload, tuple(reply.parts))
+        """The upload, its file and its stored parts; FILE_NOT_FOUND when nobody started
+        it."""
+        known = await self.uploads.find(upload_id)
+        parts = (self.transfer.stored_parts(upload_id) if known.local
+                 else await self.uploads.recorded_parts(known))
+        return CinUpload(known.record, known.upload, tuple(parts), known.local)
 
-    async def complete(self, upload: UploadRecord, parts: Mapping[int, int],
+    async def complete(self, cin: CinUpload, parts: Mapping[int, int],
                        tags: Mapping[str, str]) -> FileRecord:
         """Every byte is durable (here, or stored from here or another POP): In Transit,
         or Complete when every part is in the bucket already."""
-        return await self.coordinator.file(wire.CompleteUpload(
-            upload_id=upload.upload_id, parts=[[n, size] for n, size in sorted(parts.items())],
-            tags=dict(tags), pop=self.pop.name))
+        return await self.uploads.complete(cin.known, dict(parts), dict(tags))
 
     async def terminate(self, cin: CinUpload) -> FileRecord:
         """The client ended the upload (tus termination): the file is Failed and the
         bucket's multipart upload, if it has one, aborted."""
         # Failed first: from then on no complete can make it In Transit, so the abort
-        # destroys no acknowledged byte.
+        # destroys no acknowledged byte. The coordinator decides: it must have heard of
+        # the upload first.
+        if cin.local:
+            await self.uploads.flush(FLUSH_SECONDS)
         record = await self.coordinator.file(wire.FileFailed(
             handle=cin.record.handle, reason="terminated by the client"))
         if not cin.upload.in_one_put:

@@ -43,6 +43,7 @@ from common.web import periodic
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import FinishedPart, PartSpool
 from edge.multipart.part_transfer import PartTransfer
+from edge.multipart.uploads import KnownUpload
 from edge.tus.byte_source import ByteSource
 from edge.tus.cin_upload import CinUpload, CinUploads
 from edge.tus.tus_state import TusEnd, TusKind, TusStates, TusUpload
@@ -342,7 +343,7 @@ class TusUploads:
                     and within + piece == upload.part_size and not last):
                 # A whole part, not the last: to the bucket now, while the rest arrives.
                 finished = await spool.finish_part(spool_id, part)
-                self.transfer.send(cin.record, cin.upload, finished)
+                self.transfer.send(cin.known, finished)
         return offset
 
     async def _cin_of(self, upload: TusUpload) -> CinUpload:
@@ -351,7 +352,7 @@ class TusUploads:
         if meta is None:
             raise CinError(Code.UPLOAD_GONE, "the upload's bytes are gone from this POP")
         return CinUpload(FileRecord.from_wire(meta["record"]),
-                         UploadRecord.from_wire(meta["upload"]))
+                         UploadRecord.from_wire(meta["upload"]), local=bool(meta.get("local")))
 
     async def set_length(self, upload: TusUpload, length: int) -> TusUpload:
         """A deferred upload learns its length (Upload-Length on a PATCH)."""
@@ -400,9 +401,10 @@ class TusUploads:
         finished: list[FinishedPart] = [
             await self.spool.finish_part(upload.upload_id, n) for n in numbers]
         held = {part.part: part.size for part in finished if part.size}
-        record = await self.cin.complete(cin.upload, held, upload.tags)
+        record = await self.cin.complete(cin, held, upload.tags)
         if record.status is FileStatus.IN_TRANSIT:
-            self.transfer.dispatch(record, cin.upload, [p for p in finished if p.size])
+            self.transfer.dispatch(KnownUpload(record, cin.upload, cin.local),
+                                   [p for p in finished if p.size])
         elif record.status is FileStatus.COMPLETE:
             await self.transfer.complete(record, cin.upload)
         self.metrics.upload("tus", record.status)

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import upload_client
-from support import APIKEY, Network
+from support import APIKEY, Network, shipped
 from upload_client import PART
 
 from common.protocol.records import FileRecord, UploadRecord
@@ -26,7 +26,7 @@ from common.storage import Storage
 from coordinator.keys import EXPIRY, FILES, MULTIPART, STATE
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE
 from edge.keys import STORAGE as POP_STORAGE
-from edge.keys import SWEEPER, TRANSFER
+from edge.keys import SWEEPER, TRANSFER, UPLOADS
 
 EXPIRED = "expired: not completed within 24 h"
 
@@ -38,6 +38,13 @@ def network(network_on_each_driver: Network) -> Network:
 
 def past_the_ttl(network: Network) -> float:
     return time.time() + network.config.upload_expiry.ttl + 60
+
+
+def pop_clock_past_the_ttl(network: Network, later: float,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A POP tells a late client about an upload it started by itself, from its own clock
+    (edge/multipart/uploads.py): it reads the time the sweeps were run at."""
+    monkeypatch.setattr(network.pop.app[UPLOADS], "clock", lambda: later)
 
 
 def md5_b64(data: bytes) -> str:
@@ -98,6 +105,7 @@ async def abandon(network: Network) -> Abandoned:
     while network.pop.app[TRANSFER].in_flight:
         assert time.monotonic() < deadline, "part 1 never reached the bucket"
         await asyncio.sleep(0.02)
+    await shipped(network)  # the coordinator knows the upload and its part 1
     upload = await network.coordinator.app[MULTIPART].get(ids["upload_id"])
     record = await network.coordinator.app[FILES].get(upload.handle)
     abandoned = Abandoned(network, ids, targets[1], upload, record)
@@ -132,9 +140,11 @@ async def late_requests(abandoned: Abandoned) -> list[aiohttp.ClientResponse]:
     return answers
 
 
-async def test_an_abandoned_upload_leaves_nothing_behind(network: Network) -> None:
+async def test_an_abandoned_upload_leaves_nothing_behind(
+        network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
     abandoned = await abandon(network)
     later = past_the_ttl(network)
+    pop_clock_past_the_ttl(network, later, monkeypatch)
 
     swept = await network.coordinator.app[EXPIRY].sweep_once(now=later)
     assert swept.expired == swept.aborted == (abandoned.upload.upload_id,)
@@ -157,9 +167,12 @@ async def test_an_abandoned_upload_leaves_nothing_behind(network: Network) -> No
     assert await network.pop.app[SWEEPER].sweep_once(now=later) == []
 
 
-async def test_a_late_request_frees_the_spool_before_the_pop_sweeps(network: Network) -> None:
+async def test_a_late_request_frees_the_spool_before_the_pop_sweeps(
+        network: Network, monkeypatch: pytest.MonkeyPatch) -> None:
     abandoned = await abandon(network)
-    await network.coordinator.app[EXPIRY].sweep_once(now=past_the_ttl(network))
+    later = past_the_ttl(network)
+    await network.coordinator.app[EXPIRY].sweep_once(now=later)
+    pop_clock_past_the_ttl(network, later, monkeypatch)
     assert abandoned.spool.is_dir()  # the POP has not swept yet
     response = await network.pop.post("/multipart/upload", json={
         **abandoned.ids, "part": 2, "size": PART})
@@ -205,6 +218,7 @@ async def test_an_in_transit_upload_never_expires(network: Network,
     reply = await upload_client.upload(network.config.pops[0].public_url, payload)
     assert reply["status"] == "InTransit"
     handle = reply["handle"]
+    await shipped(network)  # the coordinator has heard it is In Transit
     upload, _ = await network.coordinator.app[MULTIPART].of_file(handle)
     spool = network.config.pops[0].spool_dir / "uploads" / upload.upload_id
 

@@ -16,7 +16,7 @@ import pytest
 import upload_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import APIKEY, Network, start_network
+from support import APIKEY, Network, shipped, start_network
 
 from common.web.drain import DRAIN
 from edge.keys import STORAGE
@@ -208,6 +208,7 @@ async def test_an_in_transit_file_is_readable_from_the_spool_and_by_redirect(
     payload = os.urandom(100 * 1024)
     reply = await upload_client.upload(browser_network.config.pops[0].public_url, payload)
     assert reply["status"] == "InTransit"
+    await shipped(browser_network)  # the coordinator has heard it is In Transit
     origin = {"Origin": ORIGIN}
     # The redirect itself must be readable, or a browser will not follow it.
     redirect = await browser_network.coordinator.get(

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import upload_client
 from aiohttp.test_utils import TestClient, TestServer
-from support import APP_SECRET, Network, start_network
+from support import APP_SECRET, Network, shipped, start_network
 
 from common.protocol.security import encode_policy, sign_policy
 from common.web.download import content_disposition
@@ -81,6 +81,7 @@ async def upload(network: Network, payload: bytes) -> dict[str, Any]:
 async def in_transit(network: Network, payload: bytes) -> str:
     reply = await upload(network, payload)
     assert reply["status"] == "InTransit"
+    await shipped(network)  # the POP answered alone; the coordinator hears of it now
     assert await status_of(network, reply["handle"]) == "In Transit"
     return str(reply["handle"])
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support import APIKEY, APP_SECRET, Network, read_answer
+from support import APIKEY, APP_SECRET, Network, read_answer, shipped
 
 from common.protocol import wire
 from common.protocol.records import FileRecord
@@ -111,6 +111,7 @@ async def test_the_bytes_of_another_file_at_the_key_stay(network: Network) -> No
                                     data=b"the first store's bytes")
     first = await stored.json()
     assert stored.status == 200, first
+    await shipped(network)  # the coordinator knows the first file is Complete at that key
     # A second store to the same path, whose POP died before it put anything.
     second = await network.coordinator.app[FILES].start(wire.StartFile(
         origin="us-east-1:second", apikey=APIKEY, storage="bucket", provider="s3",

@@ -127,8 +127,12 @@ async def test_the_coordinator_shows_outbox_messages_heartbeats_and_transactions
     assert value(samples, "cin_webhook_outbox", state="pending") >= 1
     assert value(samples, "cin_webhook_outbox", state="abandoned") == 0
     assert value(samples, "cin_webhook_delivery_duration_seconds_count") >= 1
-    assert value(samples, "cin_rpc_messages_total", type="start_file", outcome="ok") == 1
-    assert value(samples, "cin_rpc_messages_total", type="file_stored", outcome="ok") == 1
+    # A store asks nothing of the coordinator: the POP leased its handles when it started
+    # and reports the store in a batch of its journal's events.
+    assert value(samples, "cin_rpc_messages_total", type="start_file", outcome="ok") == 0
+    assert value(samples, "cin_rpc_messages_total", type="file_stored", outcome="ok") == 0
+    assert value(samples, "cin_rpc_messages_total", type="lease_handles", outcome="ok") == 1
+    assert value(samples, "cin_rpc_messages_total", type="event_batch", outcome="ok") >= 1
     assert value(samples, "cin_pop_heartbeats_total", pop="us-east-1") >= 1
     assert value(samples, "cin_pop_health", pop="us-east-1", state="up") == 1
     assert value(samples, "cin_pop_health", pop="us-east-1", state="down") == 0

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, SECURE_APIKEY, Network
+from support import APIKEY, SECURE_APIKEY, Network, shipped
 from upload_client import (
     PART,
     complete,
@@ -111,11 +111,17 @@ async def test_committed_chunks_are_stored_before_complete(network: Network) -> 
                          numbers={3})
         await wait_for_stored(session, east, upload_id, {1, 2, 3})
         reply = await complete(session, east, upload_id, len(payload), [], fii=True)
-    # Every part was in the bucket before the complete: the file is Complete at once,
-    # and the POP freed its spool then, with no part report left to do it.
-    assert reply["status"] == "Stored"
-    assert not (network.config.pops[0].spool_dir / "uploads" / upload_id).exists()
+    # Every part was in the bucket before the complete: the POP answers In Transit
+    # without asking, and the coordinator finishes the bucket upload when the POP's
+    # journal reaches it, with no part left to send. Then the POP frees its spool.
+    assert reply["status"] == "InTransit"
+    await shipped(network)
     assert (await wait_complete(network, reply["handle"]))["upload_status"] == "Complete"
+    spool = network.config.pops[0].spool_dir / "uploads" / upload_id
+    deadline = time.monotonic() + 10
+    while spool.exists():
+        assert time.monotonic() < deadline, "the spool of a Complete upload stayed"
+        await asyncio.sleep(0.05)
     assert await downloaded_sha256(network, reply["handle"]) == hashlib.sha256(
         payload).hexdigest()
 

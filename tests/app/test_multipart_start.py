@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped
 
 from common.protocol.records import FileRecord
 from common.protocol.security import Credentials, encode_policy, sign_policy
@@ -50,6 +50,7 @@ async def test_start_names_the_pop_and_opens_the_bucket_upload(network: Network)
         # host:port without a scheme: filestack-python adds https:// itself.
         assert reply["location_url"] == urlsplit(east.public_url).netloc
         assert reply["location_region"] == east.region
+        await shipped(network)  # a start at the POP reaches the coordinator a moment later
         record = await file_of(network, reply["upload_id"])
         assert (record.status.value, record.size, record.mimetype) == (
             "Started", 20 * 1024**2, "video/mp4")

@@ -17,7 +17,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 from aiohttp import web
-from support import APIKEY, Network
+from support import APIKEY, Network, shipped
 from yarl import URL
 
 import edge.coordinator_client
@@ -109,14 +109,19 @@ async def test_a_5xx_is_logged_at_error_with_its_cause(
         network: Network, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edge.coordinator_client, "RETRY_DELAYS", ())
+    stored = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"bytes")
+    handle = (await stored.json())["handle"]
+    await shipped(network)
     await network.coordinator.close()  # the POP cannot reach it any more
-    response = await network.pop.post("/api/store/S3", params={"key": APIKEY}, data=b"bytes")
+    # A store goes on without the coordinator; an overwrite is decided there.
+    response = await network.pop.post(f"/api/file/{handle}", params={"key": APIKEY},
+                                      data=b"other bytes")
     body = await response.json()
     assert (response.status, body["code"]) == (503, "coordinator_unavailable"), body
     [record] = errors(caplog)
     message = record.getMessage()
     assert record.name == "cin.http"
-    assert "POST /api/store/{provider} answered 503 coordinator_unavailable" in message
+    assert "POST /api/file/{handle} answered 503 coordinator_unavailable" in message
     assert "from ClientConnectorError" in message  # the cause
     assert response.headers["X-Request-Id"] in message
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, INTERNAL_SECRET, Network, config_data, start_network, to_config
+from support import APIKEY, INTERNAL_SECRET, Network, config_data, shipped, start_network, to_config
 
 from common.config import ConfigError
 from common.protocol.file_status import FileStatus
@@ -46,6 +46,7 @@ async def start_upload(network: Network, filename: str) -> dict[str, Any]:
         "size": 12 * 1024**2, "store": {"location": "s3"}})
     reply: dict[str, Any] = await response.json()
     assert response.status == 200, reply
+    await shipped(network)  # the coordinator hears of a POP's start from its journal
     return reply
 
 

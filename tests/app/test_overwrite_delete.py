@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from botocore.exceptions import ClientError
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage.drivers import LocalSettings, S3Settings
@@ -44,6 +44,15 @@ def signed(secret: str = APP_SECRET, **fields: Any) -> dict[str, str]:
 
 def client_of(network: Network, via: str) -> Client:
     return network.pop if via == "pop" else network.coordinator
+
+
+async def deciding(network: Network, via: str) -> Client:
+    """The client a delete goes to. The POP brings its journal to the coordinator
+    itself before a delete; asked straight, the coordinator first has to have heard of
+    the store the POP just took (until then the file is at the POP: 503 file_at_pop)."""
+    if via == "coordinator":
+        await shipped(network)
+    return client_of(network, via)
 
 
 async def refused(response: aiohttp.ClientResponse, status: int, code: str,
@@ -271,7 +280,7 @@ async def test_delete_removes_the_record_and_the_object(network: Network, via: s
     stored = await store(network, b"delete me")
     handle = stored["handle"]
     assert await object_bytes(network, stored["container"], stored["key"]) == b"delete me"
-    client = client_of(network, via)
+    client = await deciding(network, via)
     creds = signed(call=["remove"], handle=handle)
     response = await client.delete(f"/api/file/{handle}", params={"key": APIKEY, **creds})
     assert response.status == 200, await response.text()
@@ -292,7 +301,7 @@ async def test_delete_removes_the_record_and_the_object(network: Network, via: s
 async def test_delete_with_skip_storage_keeps_the_object(network: Network, via: str) -> None:
     stored = await store(network, b"keep my bytes")
     handle = stored["handle"]
-    client = client_of(network, via)
+    client = await deciding(network, via)
     auth = BASIC
     response = await client.delete(f"/api/file/{handle}", params={"skip_storage": "true"},
                                    headers={"Authorization": auth})
@@ -308,6 +317,7 @@ async def test_delete_with_skip_storage_keeps_the_object(network: Network, via: 
 
 async def test_delete_with_skip_storage_false_removes_the_object(network: Network) -> None:
     stored = await store(network, b"gone")
+    await shipped(network)
     response = await network.coordinator.delete(
         f"/api/file/{stored['handle']}",
         params={"skip_storage": "false", **signed(call=["remove"])})

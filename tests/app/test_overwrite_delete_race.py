@@ -18,7 +18,7 @@ from typing import Any
 import aiobotocore.session
 import aiohttp
 import pytest
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage.drivers import LocalSettings, S3Settings, settings_of
@@ -105,6 +105,9 @@ async def test_overwrite_racing_delete_leaves_no_orphan(network: Network) -> Non
     async with bucket_lister(network, calibration["container"]) as bucket_keys:
         for trial in range(TRIALS):
             stored = await store(network, b"version one")
+            # The delete goes straight to the coordinator: it has to know of the file
+            # first (until then it is at the POP, a 503), or nothing would race.
+            await shipped(network)
             handles.append(stored["handle"])
             after = span * (trial % STAGGER_STEPS) / STAGGER_STEPS
             written, deleted = await asyncio.gather(

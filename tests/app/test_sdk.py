@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
+from edge.keys import UPLOADS
 from sdk import ApiError, AsyncClient, Progress, UploadInterrupted, UploadResult
 
 MiB = 1024**2
@@ -247,8 +248,12 @@ async def test_an_expired_upload_starts_afresh(network: Network, tmp_path: Path)
         [kept] = state_files(state)
         abandoned = json.loads(kept.read_text())["upload_id"]
         later = time.time() + network.config.upload_expiry.ttl + 60
+        await shipped(network)  # the coordinator has heard of the upload the POP started
         swept = await network.coordinator.app[EXPIRY].sweep_once(now=later)
         assert swept.expired == (abandoned,)
+        # The POP that started the upload judges its age itself, by its own clock: past
+        # the same ttl there too.
+        network.pop.app[UPLOADS].clock = lambda: later
         result = await cin.upload(original)
         assert result.resumed_bytes == 0 and result.upload_id != abandoned
         await check_stored(cin, result, original, tmp_path)

@@ -28,6 +28,7 @@ from support import (
     SECURE_APIKEY,
     SECURE_SECRET,
     Network,
+    shipped,
     sqlite_state,
     start_network,
 )
@@ -255,6 +256,7 @@ async def test_policy_max_size_is_enforced_while_streaming(network: Network) -> 
                                       params={"key": SECURE_APIKEY, **creds})
     await refused(response, "policy_denies", "maxSize")
     assert (await store(network, b"\1" * 100_000, creds=creds))["size"] == 100_000
+    await shipped(network)  # the coordinator records the store once it hears of it
     assert count_files(network) == files_before + 1
 
 
@@ -681,6 +683,7 @@ async def test_an_optional_app_goes_on_without_credentials_but_not_with_bad_ones
     ids = {"apikey": APIKEY, "upload_id": (await response.json())["upload_id"]}
     response = await network.pop.post("/multipart/status", json=ids)
     assert response.status == 200, await response.text()
+    await shipped(network)  # the coordinator knows the upload the POP started
     response = await network.coordinator.post("/multipart/status",
                                               json={**ids, **signed(call=["store"])})
     await refused(response, "bad_signature")  # signed with the other app's secret

@@ -16,13 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import Network
+from support import Network, shipped
 from upload_client import PART, complete, send_parts, start_upload, wait_for_stored
 
+from coordinator.expiry import SweepResult
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
 from edge.keys import STORAGE as POP_STORAGE
-from edge.keys import SWEEPER, TRANSFER
+from edge.keys import SWEEPER, TRANSFER, UPLOADS
 
 
 @pytest.fixture
@@ -48,6 +49,17 @@ async def eventually_gone(path: Path, what: str) -> None:
     while path.exists():
         assert time.monotonic() < deadline, f"{what} was kept"
         await asyncio.sleep(0.05)
+
+
+async def expire_uploads(network: Network) -> SweepResult:
+    """Move past the upload ttl: the coordinator's expiry sweep fails (and aborts) the
+    uploads it knows, once the POP's journal has told it of them; the POP that started
+    one judges its age by its own clock, moved on as well."""
+    later = time.time() + network.config.upload_expiry.ttl + 60
+    await shipped(network)
+    network.pop.app[UPLOADS].clock = lambda: later
+    swept: SweepResult = await network.coordinator.app[EXPIRY].sweep_once(now=later)
+    return swept
 
 
 async def wait_complete(network: Network, handle: str) -> None:
@@ -90,8 +102,7 @@ async def test_a_spool_whose_upload_expired_goes_at_the_next_sweep(network: Netw
     while network.pop.app[TRANSFER].in_flight:
         assert time.monotonic() < deadline, "part 1 never reached the bucket"
         await asyncio.sleep(0.02)
-    await network.coordinator.app[EXPIRY].sweep_once(
-        now=time.time() + network.config.upload_expiry.ttl + 60)
+    assert (await expire_uploads(network)).expired == (upload_id,)
     assert spool_of(network, upload_id).is_dir()
     assert await network.pop.app[SWEEPER].sweep_once() == [upload_id]
     assert not spool_of(network, upload_id).exists()
@@ -116,8 +127,7 @@ async def test_a_part_that_finds_its_upload_ended_frees_the_spool_at_once(
         upload_id = (await start_upload(session, east, 2 * PART))["upload_id"]
         await send_parts(session, east, upload_id, os.urandom(2 * PART), numbers={1})
     await asyncio.wait_for(waiting.wait(), 10)
-    swept = await network.coordinator.app[EXPIRY].sweep_once(
-        now=time.time() + network.config.upload_expiry.ttl + 60)
+    swept = await expire_uploads(network)
     assert swept.aborted == (upload_id,)
 
     released.set()

@@ -20,6 +20,9 @@ import pytest
 from support import APIKEY, APP_SECRET, Network, start_network
 from yarl import URL
 
+from edge.journal.sqlite_journal import JOURNAL_FILE
+from edge.keys import JOURNAL
+
 BODY_IDLE = 0.5
 # The longest a stalled request may take to be answered: the idle time and a margin for
 # a busy machine, well under the 60 s default it would otherwise wait.
@@ -65,7 +68,16 @@ def assert_timed_out(status: int, answer: dict[str, Any], took: float) -> None:
 
 
 def spooled(network: Network) -> list[Path]:
-    return [path for path in network.config.pops[0].spool_dir.rglob("*") if path.is_file()]
+    """The files in the POP's spool, but for its journal's database (which is there for
+    good: edge/journal/sqlite_journal.py)."""
+    return [path for path in network.config.pops[0].spool_dir.rglob("*")
+            if path.is_file() and not path.name.startswith(JOURNAL_FILE)]
+
+
+async def journal_forgot_the_store(network: Network) -> None:
+    """A store given up is forgotten by the POP's journal: no begun store is left in it
+    (the coordinator never hears of it)."""
+    assert await network.pop.app[JOURNAL].interrupted_stores() == []
 
 
 def md5_b64(data: bytes) -> str:
@@ -82,6 +94,7 @@ async def test_a_form_that_stalls_inside_its_file_leaves_no_spool(network: Netwo
                    "Content-Length: 1000000"), form_start)
     assert_timed_out(status, answer, took)
     assert spooled(network) == []
+    await journal_forgot_the_store(network)
 
 
 async def test_a_chunked_body_that_stalls_leaves_no_spool(network: Network) -> None:
@@ -92,6 +105,7 @@ async def test_a_chunked_body_that_stalls_leaves_no_spool(network: Network) -> N
         b"%x\r\n%s\r\n" % (len(chunk), chunk))
     assert_timed_out(status, answer, took)
     assert spooled(network) == []
+    await journal_forgot_the_store(network)
 
 
 async def test_a_stalled_chunk_acknowledges_nothing_and_its_retry_is_taken(

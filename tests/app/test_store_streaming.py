@@ -1,7 +1,12 @@
 """A raw REST store that declares its length goes to the bucket as it arrives (to S3 only
 while it is under one staging batch), over real loopback HTTP: nothing is staged, a client
-that hangs up or stalls midway leaves no object and no file Started, and what the policy
-or the app refuses is refused before a byte is kept."""
+that hangs up or stalls midway leaves no object and no file (the POP's journal forgets the
+store, and the coordinator never hears of it), and what the policy or the app refuses is
+refused before a byte is kept.
+
+The POP names a file itself, from its lease, and records it in its journal
+(edge/rest/store.py); the coordinator learns of a finished store when the journal's
+events reach it."""
 
 from __future__ import annotations
 
@@ -13,11 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from support import APIKEY, APP_SECRET, Network, read_answer, sqlite_state
+from support import APIKEY, APP_SECRET, Network, read_answer, shipped, sqlite_state
 
+from common.protocol.file_status import FileStatus
+from common.protocol.records import FileRecord
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import StorageError, StorageErrorKind, open_storage
 from common.storage.drivers import LocalSettings
+from edge.keys import JOURNAL
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -37,6 +45,22 @@ def files_by_status(network: Network) -> list[tuple[str, str, str]]:
     path = sqlite_state(network.config)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return list(db.execute("SELECT status, key, container FROM files"))
+
+
+async def begun_stores(network: Network) -> list[FileRecord]:
+    """The stores the POP has named (in its journal) and neither finished nor forgotten."""
+    begun: list[FileRecord] = await network.pop.app[JOURNAL].interrupted_stores()
+    return begun
+
+
+async def named_store(network: Network) -> FileRecord:
+    """The one store the POP is taking, once it has named it."""
+    deadline = time.monotonic() + 10
+    while not (begun := await begun_stores(network)):
+        assert time.monotonic() < deadline, "timed out waiting for the store to be named"
+        await asyncio.sleep(0.05)
+    [record] = begun
+    return record
 
 
 async def open_raw_store(network: Network, declared: int) -> tuple[asyncio.StreamReader,
@@ -82,12 +106,13 @@ async def test_a_large_body_for_s3_is_staged_before_the_file_is_named(
     try:
         await send(writer, data[:2 * MiB])
         await eventually(lambda: staged_files(network) != [], "the body to be staged")
-        assert files_by_status(network) == []
+        assert await begun_stores(network) == []
         await send(writer, data[2 * MiB:])
         status_line = await reader.readline()
         assert status_line.startswith(b"HTTP/1.1 200"), status_line
     finally:
         writer.close()
+    await shipped(network)
     assert [row[0] for row in files_by_status(network)] == ["Complete"]
     assert staged_files(network) == []
 
@@ -98,15 +123,15 @@ async def test_bytes_reach_a_local_bucket_before_the_body_ends(network: Network)
     reader, writer = await open_raw_store(network, len(data))
     try:
         await send(writer, data[:4 * MiB])
-        # The coordinator has named the file while the body is still arriving.
-        await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Started"],
-                         "the file to be Started")
+        # The POP has named the file while the body is still arriving.
+        assert (await named_store(network)).status is FileStatus.STARTED
         assert staged_files(network) == []
         await send(writer, data[4 * MiB:])
         status_line = await reader.readline()
         assert status_line.startswith(b"HTTP/1.1 200"), status_line
     finally:
         writer.close()
+    await shipped(network)
     [(status, key, container)] = files_by_status(network)
     assert status == "Complete"
     async with open_storage(network.config.storage["bucket"]) as storage:
@@ -125,13 +150,15 @@ async def test_a_client_that_hangs_up_midway_leaves_no_object(network: Network) 
     declared, sent = straight_sizes(network)
     _, writer = await open_raw_store(network, declared)
     await send(writer, os.urandom(sent))
-    await eventually(lambda: files_by_status(network) != [], "the file to be Started")
+    named = await named_store(network)
     writer.close()
     await writer.wait_closed()
 
-    await eventually(lambda: [row[0] for row in files_by_status(network)] == ["Failed"],
-                     "the file to be recorded Failed")
-    await _nothing_stored(network)
+    deadline = time.monotonic() + 10
+    while await begun_stores(network):
+        assert time.monotonic() < deadline, "the POP's journal kept the store"
+        await asyncio.sleep(0.05)
+    await _nothing_stored(network, named)
 
 
 @pytest.mark.parametrize("network_settings", [{"timeouts": {"body_idle": 0.5}}])
@@ -141,22 +168,26 @@ async def test_a_client_that_stalls_midway_is_answered_408_and_leaves_no_object(
     reader, writer = await open_raw_store(network, declared)
     try:
         await send(writer, os.urandom(sent))
+        named = await named_store(network)
         status, answer = await asyncio.wait_for(read_answer(reader), 10)
         assert (status, answer["code"]) == (408, "body_timeout"), answer
     finally:
         writer.close()
-    assert [row[0] for row in files_by_status(network)] == ["Failed"]
-    await _nothing_stored(network)
+    assert await begun_stores(network) == []
+    await _nothing_stored(network, named)
 
 
-async def _nothing_stored(network: Network) -> None:
-    """No object for the one file on record, no pending upload, no stray file."""
-    [(_, key, container)] = files_by_status(network)
+async def _nothing_stored(network: Network, named: FileRecord) -> None:
+    """Nothing of the store the POP named and gave up: no record at the coordinator
+    once the POP's journal has reached it (a failed store is never reported), no
+    object at its key, no pending upload, no stray file."""
+    await shipped(network)
+    assert files_by_status(network) == []
     async with open_storage(network.config.storage["bucket"]) as storage:
         with pytest.raises(StorageError) as missing:
-            await storage.head(container, key)
+            await storage.head(named.container, named.key)
         assert missing.value.kind is StorageErrorKind.NOT_FOUND
-        assert await storage.list_multipart_uploads(container) == []
+        assert await storage.list_multipart_uploads(named.container) == []
     settings = network.config.storage["bucket"].settings
     if isinstance(settings, LocalSettings):
         assert [path for path in settings.root.rglob("*") if path.is_file()] == []

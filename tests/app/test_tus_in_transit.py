@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from support import APIKEY, Network
+from support import APIKEY, Network, shipped
 
 from common.protocol.tus import PART_SIZE
 from edge.keys import STORAGE
@@ -59,6 +59,7 @@ async def test_served_from_the_pop_while_in_transit(network: Network, release: a
     assert response.status == 201
     assert response.headers["Upload-Offset"] == str(size)
     handle = response.headers["Cin-Handle"]
+    await shipped(network)
     assert await status(network, handle) == "In Transit"
     download = await network.pop.get(f"/api/file/{handle}")
     assert download.status == 200

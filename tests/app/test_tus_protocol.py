@@ -15,11 +15,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
-from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from coordinator.keys import EXPIRY
-from edge.keys import SWEEPER
+from edge.keys import SWEEPER, UPLOADS
 from edge.tus.tus_uploads import TUS_UPLOADS
 
 V = {"Tus-Resumable": "1.0.0"}
@@ -230,16 +230,19 @@ async def test_termination_then_410(network: Network) -> None:
 
 async def test_expired_is_410_at_the_pop_and_from_the_coordinator(network: Network) -> None:
     url = await create(network)
+    await shipped(network)  # the coordinator knows the upload, and expires it too
     uploads = network.pop.app[TUS_UPLOADS]
     later = time.time() + network.config.upload_expiry.ttl + 1
     uploads.clock = lambda: later
     assert (await network.pop.head(url, headers=V)).status == 410
-    # Once the coordinator failed it and the POP's sweep removed its spool, the
-    # coordinator's word is what the POP answers with.
+    # Once the coordinator failed it and the POP's sweep removed its spool, the POP
+    # answers from the cin upload: expired at the POP that started it as at the
+    # coordinator, each by its own clock.
     await network.coordinator.app[EXPIRY].sweep_once(now=later)
     upload_id = url.rsplit("/", 1)[1]
     assert upload_id in await network.pop.app[SWEEPER].sweep_once(now=later)
     uploads.clock = time.time
+    network.pop.app[UPLOADS].clock = lambda: later
     response = await network.pop.patch(url, data=b"0", headers={**V, **OFFSET,
                                                                 "Upload-Offset": "0"})
     assert response.status == 410

@@ -4,6 +4,7 @@ each with figures of its own; one POP's metrics on an address of their own, open
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,17 @@ def test_cin_dev_serves_each_services_own_metrics(tmp_path: Path) -> None:
         assert 'cin_stored_bytes_total{api="store"} 5.0' in east_text
         assert "cin_rpc_messages_total" not in east_text  # the coordinator's, not its own
 
-        status, coordinator_text = curl("-H", BEARER, f"{coordinator}/metrics")
-        assert status == 200
-        assert 'cin_rpc_messages_total{outcome="ok",type="start_file"} 1.0' in coordinator_text
+        # The store's fact reaches the coordinator in the POP's next batch of events.
+        shipped = 'cin_rpc_messages_total{outcome="ok",type="event_batch"}'
+        deadline = time.monotonic() + 10
+        while True:
+            status, coordinator_text = curl("-H", BEARER, f"{coordinator}/metrics")
+            assert status == 200
+            if shipped in coordinator_text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert shipped in coordinator_text
+        assert 'type="start_file"' not in coordinator_text  # a store asks no more
         assert "cin_spool_bytes" not in coordinator_text
         status, refused = curl(f"{coordinator}/metrics")
         assert status == 401 and '"not_authenticated"' in refused

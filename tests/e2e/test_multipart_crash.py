@@ -49,6 +49,17 @@ async def status_of(session: aiohttp.ClientSession, coordinator: str, handle: st
         return str((await response.json())["upload_status"])
 
 
+async def reaches(session: aiohttp.ClientSession, coordinator: str, handle: str,
+                  status: str, seconds: float = 10) -> str:
+    """The file's status at the coordinator once it is `status`, or when `seconds` ran
+    out: a POP's facts reach the coordinator a moment after the POP answered."""
+    deadline = time.monotonic() + seconds
+    while (found := await status_of(session, coordinator, handle)) != status \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return found
+
+
 async def test_a_killed_pop_finishes_its_transfer_after_a_restart(
         tmp_path: Path, aws_environment: None) -> None:
     moto_port = free_port()
@@ -73,7 +84,7 @@ async def test_a_killed_pop_finishes_its_transfer_after_a_restart(
             reply = await send_and_complete(session, pop_url, start["upload_id"], payload)
             handle = reply["handle"]
             assert reply["status"] == "InTransit"
-            assert await status_of(session, coordinator_url, handle) == "In Transit"
+            assert await reaches(session, coordinator_url, handle, "In Transit") == "In Transit"
             pop.kill9()
 
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,14 +63,34 @@ class Network:
         self.part_query = dict(parse_qsl(urlsplit(url).query))
 
     def store(self) -> str:
-        """The handle of a new file."""
+        """The handle of a new file, once the coordinator has it (the POP ships its fact
+        a moment after answering; until then the coordinator sends requests there)."""
         reply = post(f"{self.pop_url}/api/store/S3?key={APIKEY}&filename=a.txt",
                      b"some bytes", "application/octet-stream")
-        return str(reply["handle"])
+        handle = str(reply["handle"])
+        deadline = time.monotonic() + 10
+        while not recorded(f"{self.coordinator_url}/api/file/{handle}/metadata"):
+            assert time.monotonic() < deadline, f"{handle} never reached the coordinator"
+            time.sleep(0.05)
+        return handle
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None  # the 302 itself is the answer
+
+
+def recorded(url: str) -> bool:
+    """The coordinator answers `url` itself, not with a redirect to a POP."""
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(url, timeout=10) as answer:
+            return bool(answer.status == 200)
+    except urllib.error.HTTPError:
+        return False
 
 
 def post(url: str, body: bytes, content_type: str) -> Any:

@@ -127,11 +127,13 @@ async def test_a_coordinator_away_gets_every_event_once_it_returns(
     recorded = await record_stores(rig.journal, 30)
     began = time.monotonic()
     with pytest.raises(CinError) as raised:
-        await shipper.flush(0.5)
+        await shipper.flush(5.0)
     assert raised.value.code is Code.COORDINATOR_UNAVAILABLE
-    assert 0.45 < time.monotonic() - began < 2.0
+    # Failed attempts in a row say the coordinator is away: a flush does not wait it out.
+    assert time.monotonic() - began < 1.0
     assert await rig.journal.pending_count() == 30
-    assert metrics._batches.labels("failed")._value.get() >= 2  # it kept trying
+    await asyncio.sleep(0.5)
+    assert metrics._batches.labels("failed")._value.get() >= 2  # it keeps trying
 
     rig.peer.mode = "answer"
     await shipper.flush(5.0)

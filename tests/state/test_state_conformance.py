@@ -234,9 +234,11 @@ async def test_delete_removes_the_file_its_upload_and_parts(store: StateStore) -
     file = await add_upload(store, "gone")
     await store.part_stored(file.handle, PartRecord(1, "us-east-1", "stored", 10, "e1"))
     await store.set_status(file.handle, FAILED)
+    assert not await store.was_deleted(file.handle)
     deleted = await store.delete_file(file.handle, events=one_event("fp.delete"))
     assert deleted == file.with_changes(status=FAILED)
     assert await store.get_file(file.handle) is None
+    assert await store.was_deleted(file.handle)  # not taken for one a POP has not reported
     assert await store.get_upload("up-gone") is None
     assert await store.get_upload(handle=file.handle) is None
     assert await store.parts_of(file.handle) == []

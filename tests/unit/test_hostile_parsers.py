@@ -71,8 +71,8 @@ from common.protocol.upload_api import (
     parse_body,
 )
 from common.protocol.upload_start import start_message
+from common.web.file_metadata import requested_fields
 from common.web.request_auth import credentials_in
-from coordinator.metadata import requested_fields
 from edge.multipart.part_urls import new_target, verify_target
 from edge.rest.base64stream import Base64Decoder
 from edge.rest.url_fetch import parse_source_url, source_content_type, source_filename

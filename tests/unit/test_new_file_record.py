@@ -1,4 +1,4 @@
-"""How the coordinator names a new file, the same way for a file stored whole (StartFile)
+"""How a new file is named, the same way for a file stored whole (StartFile)
 and for an upload in parts (StartUpload)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.protocol.file_status import FileStatus
-from common.protocol.naming import is_handle
+from common.protocol.naming import is_handle, new_handle
+from common.protocol.new_files import new_file_record
 from common.protocol.wire import StartFile, StartUpload
-from coordinator.files import new_file_record
 
 COMMON: dict[str, Any] = {"apikey": "KEY", "storage": "bucket", "provider": "s3", "container": "c",
           "path": "in/cat.png", "filename": "C:\\Users\\me\\cat\x07.png", "mimetype": "image/png",
@@ -18,9 +18,9 @@ COMMON: dict[str, Any] = {"apikey": "KEY", "storage": "bucket", "provider": "s3"
 def test_a_stored_file_and_an_upload_are_named_alike() -> None:
     whole = new_file_record(StartFile(origin="o1", pop="us-east-1", source_url="http://x/a",
                                       tags={"user": "42"}, **COMMON),
-                            pop="us-east-1", now=5.0)
+                            handle=new_handle(), pop="us-east-1", now=5.0)
     parts = new_file_record(StartUpload(origin="o2", fii=False, pop=None, **COMMON),
-                            pop="eu-west-1", now=6.0)
+                            handle=new_handle(), pop="eu-west-1", now=6.0)
     for record in (whole, parts):
         assert is_handle(record.handle)
         assert (record.filename, record.key) == ("cat.png", "in/cat.png")  # path is the key

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from journal_support import open_journal
 
 from common.config import UploadExpiryConfig
 from common.protocol import wire
@@ -17,6 +18,7 @@ from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, UploadRecord
 from edge.coordinator_client import CoordinatorClient
+from edge.journal.sqlite_journal import SqliteJournal
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.spool_sweeper import SpoolSweeper, may_remove
 
@@ -72,8 +74,18 @@ async def spool(tmp_path: Path) -> PartSpool:
     return made
 
 
-def sweeper(spool: PartSpool, coordinator: FakeCoordinator) -> SpoolSweeper:
-    return SpoolSweeper(spool, cast(CoordinatorClient, coordinator), SETTINGS)
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    """The POP's journal, empty: every upload here was started elsewhere, so the sweep
+    asks the coordinator about each."""
+    opened = await open_journal(tmp_path / "journal")
+    yield opened
+    await opened.close()
+
+
+def sweeper(spool: PartSpool, coordinator: FakeCoordinator,
+            journal: SqliteJournal) -> SpoolSweeper:
+    return SpoolSweeper(spool, cast(CoordinatorClient, coordinator), journal, SETTINGS)
 
 
 def spooled(spool: PartSpool) -> set[str]:
@@ -95,9 +107,10 @@ def test_ended_uploads_go_at_once_and_in_transit_ones_never(
     assert may_remove(status, idle=idle) is removed
 
 
-async def test_a_sweep_removes_the_uploads_nothing_needs(spool: PartSpool) -> None:
+async def test_a_sweep_removes_the_uploads_nothing_needs(
+        spool: PartSpool, journal: SqliteJournal) -> None:
     coordinator = FakeCoordinator()
-    removed = await sweeper(spool, coordinator).sweep_once()
+    removed = await sweeper(spool, coordinator, journal).sweep_once()
     assert set(removed) == {"complete-upload", "failed-upload", "started-upload",
                             "unknown-upload", "fresh-complete", "fresh-failed"}
     assert spooled(spool) == {"transit-upload", "fresh-upload"}
@@ -111,23 +124,25 @@ async def test_a_sweep_removes_the_uploads_nothing_needs(spool: PartSpool) -> No
     assert "failed-upload" not in spooled(spool)
 
 
-async def test_idleness_is_measured_at_the_given_time(spool: PartSpool) -> None:
+async def test_idleness_is_measured_at_the_given_time(
+        spool: PartSpool, journal: SqliteJournal) -> None:
     later = time.time() + DAY + 60  # the fresh upload has idled a whole TTL by then
-    removed = await sweeper(spool, FakeCoordinator()).sweep_once(now=later)
+    removed = await sweeper(spool, FakeCoordinator(), journal).sweep_once(now=later)
     assert "fresh-upload" in removed
     assert spooled(spool) == {"transit-upload"}
 
 
-async def test_nothing_is_removed_without_the_coordinator(spool: PartSpool) -> None:
+async def test_nothing_is_removed_without_the_coordinator(
+        spool: PartSpool, journal: SqliteJournal) -> None:
     coordinator = FakeCoordinator()
     coordinator.down = True
-    assert await sweeper(spool, coordinator).sweep_once() == []
+    assert await sweeper(spool, coordinator, journal).sweep_once() == []
     assert len(spooled(spool)) == 8
     assert len(coordinator.asked) == 1  # it stops at the first failure, for the next sweep
 
 
 async def test_a_sweep_does_its_disk_work_off_the_event_loop(
-        spool: PartSpool, monkeypatch: pytest.MonkeyPatch) -> None:
+        spool: PartSpool, journal: SqliteJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     loop_thread = threading.get_ident()
     on_loop: list[str] = []
     seen: set[str] = set()
@@ -141,7 +156,7 @@ async def test_a_sweep_does_its_disk_work_off_the_event_loop(
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(os, name, watched)
-    removed = await sweeper(spool, FakeCoordinator()).sweep_once()
+    removed = await sweeper(spool, FakeCoordinator(), journal).sweep_once()
     monkeypatch.undo()
     assert len(removed) == 6
     assert seen >= {"stat", "unlink", "rmdir"}

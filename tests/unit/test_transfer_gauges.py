@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+from journal_support import open_journal, pop_uploads
 from prometheus_client import CollectorRegistry
 
 from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, UploadRecord
 from common.storage.storage_set import StorageSet
-from edge.coordinator_client import CoordinatorClient
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import CONCURRENCY, PartTransfer
+from edge.multipart.uploads import KnownUpload
 
 UPLOAD_ID = "upload-0123456789"
 PARTS = CONCURRENCY + 2
@@ -54,10 +55,12 @@ async def test_parts_beyond_the_slots_show_as_queued(tmp_path: Path) -> None:
         finished.append(await spool.finish_part(UPLOAD_ID, number))
     registry, bucket = CollectorRegistry(), SlowBucket()
     metrics = EdgeMetrics(registry)
-    transfer = PartTransfer(spool, cast(StorageSet, {"bucket": bucket}),
-                            cast(CoordinatorClient, object()), "us-east-1", metrics)
+    journal = await open_journal(tmp_path)
+    storage = cast(StorageSet, {"bucket": bucket})
+    transfer = PartTransfer(spool, storage, pop_uploads(tmp_path, journal, object(), storage),
+                            journal, "us-east-1", metrics)
     try:
-        transfer.dispatch(RECORD, UPLOAD, finished)
+        transfer.dispatch(KnownUpload(RECORD, UPLOAD, local=False), finished)
         async with asyncio.timeout(5):
             while bucket.sending < CONCURRENCY:
                 await asyncio.sleep(0.001)
@@ -66,6 +69,7 @@ async def test_parts_beyond_the_slots_show_as_queued(tmp_path: Path) -> None:
         assert registry.get_sample_value("cin_transfer_parts_queued") == PARTS - CONCURRENCY
     finally:
         await transfer.close()
+        await journal.close()
     transfer.show_in(metrics)
     assert registry.get_sample_value("cin_transfer_parts_in_flight") == 0
     assert registry.get_sample_value("cin_transfer_parts_queued") == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from journal_support import open_journal, pop_uploads
 from prometheus_client import CollectorRegistry
 
 from common.protocol import wire
@@ -21,10 +22,10 @@ from common.protocol.file_status import FileStatus
 from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
-from edge.coordinator_client import CoordinatorClient
 from edge.metrics import EdgeMetrics
 from edge.multipart.part_spool import PartSpool
 from edge.multipart.part_transfer import PartTransfer
+from edge.multipart.uploads import KnownUpload
 
 UPLOAD_ID = "upload-0123456789"
 TURNS = 200  # moments to give the transfer: ample for a few zero-second retries
@@ -89,8 +90,10 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
     bucket, coordinator = Bucket(kind), Coordinator()
     registry = CollectorRegistry()
     metrics = EdgeMetrics(registry)
-    transfer = PartTransfer(spool, cast(StorageSet, {"bucket": bucket}),
-                            cast(CoordinatorClient, coordinator), "us-east-1", metrics)
+    journal = await open_journal(tmp_path)
+    storage = cast(StorageSet, {"bucket": bucket})
+    transfer = PartTransfer(spool, storage, pop_uploads(tmp_path, journal, coordinator, storage),
+                            journal, "us-east-1", metrics)
 
     real_sleep = asyncio.sleep
     slept: list[float] = []
@@ -100,7 +103,7 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
         await real_sleep(0)
 
     monkeypatch.setattr(asyncio, "sleep", no_wait)
-    transfer.send(record, upload, finished)
+    transfer.send(KnownUpload(record, upload, local=False), finished)
     for _ in range(TURNS):
         if not others():
             break
@@ -108,6 +111,7 @@ async def test_a_part_for_a_bucket_upload_that_is_gone_is_not_retried(
     still_running = bool(others())
     await transfer.close()
     monkeypatch.undo()
+    await journal.close()
 
     if gives_up:
         assert (bucket.attempts, slept, still_running) == (1, [], False)

@@ -16,9 +16,10 @@ import pytest
 from common.config import UploadExpiryConfig
 from common.protocol.file_status import FileStatus, IllegalTransition
 from common.protocol.records import FileRecord, UploadRecord
+from common.protocol.upload_expiry import describe_duration
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
-from coordinator.expiry import UploadExpiry, describe_duration
+from coordinator.expiry import UploadExpiry
 from coordinator.state.sqlite import SqliteStateStore
 
 DAY = 86400.0
