@@ -1,8 +1,10 @@
 """How a POP talks to the coordinator: signed msgpack messages, retried when safe.
 
-Every message the POP sends is idempotent on the coordinator's side (StartFile carries
-an origin id, status reports are repeatable), so a connection failure or a 503 is
-retried with backoff; a definite answer, error or not, is returned as is.
+Every message the POP sends is idempotent on the coordinator's side (event batches are
+applied once by event id, status reports are repeatable), so a connection failure or a
+503 is retried with backoff; a definite answer, error or not, is returned as is. Stores
+and uploads started at the POP send nothing here on their way: the journal ships their
+facts (edge/journal/shipper.py).
 """
 
 from __future__ import annotations
