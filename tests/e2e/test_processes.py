@@ -95,13 +95,16 @@ def test_store_at_one_pop_download_anywhere(deployment: Deployment, tmp_path: Pa
     assert status == 200, reply
     assert reply["type"] == "application/pdf"
     handle = reply["handle"]
+    # The link works at once everywhere: until the POP's journal reaches the coordinator,
+    # the coordinator and the other POP send the client on to the POP that holds the file
+    # (a 302, which every client follows), so the downloads follow redirects.
     for base in (deployment.coordinator_url, deployment.pop_url("us-east-1"),
                  deployment.pop_url("eu-west-1")):
         target = tmp_path / f"download-{len(base)}-{base[-4:]}"
-        status, _ = curl("-o", str(target), f"{base}/api/file/{handle}")
+        status, _ = curl("-L", "-o", str(target), f"{base}/api/file/{handle}")
         assert status == 200
         assert sha256_file(target) == sha256_file(source)
-        status, body = curl(f"{base}/{handle}/metadata?sha256=true&upload_status=true")
+        status, body = curl("-L", f"{base}/{handle}/metadata?sha256=true&upload_status=true")
         assert json.loads(body) == {"sha256": sha256_file(source), "upload_status": "Complete"}
 
     # A gzip body is inflated by cin, which checks the stream's end: a whole one is stored
@@ -115,7 +118,7 @@ def test_store_at_one_pop_download_anywhere(deployment: Deployment, tmp_path: Pa
     assert status == 200, body
     assert json.loads(body)["size"] == source.stat().st_size
     target = tmp_path / "inflated"
-    status, _ = curl("-o", str(target), f"{deployment.coordinator_url}/api/file/"
+    status, _ = curl("-L", "-o", str(target), f"{deployment.coordinator_url}/api/file/"
                      f"{json.loads(body)['handle']}")
     assert (status, sha256_file(target)) == (200, sha256_file(source))
     packed.write_bytes(packed.read_bytes()[:50_000])
