@@ -133,9 +133,14 @@ def _locked(directory: Path, *, exclusive: bool) -> Iterator[int]:
 
 
 def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
-    if make_dirs:
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+    except FileNotFoundError:
+        if not make_dirs:
+            raise
+        # The container's first object: made here rather than checked on every put.
         directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
     # Held until the file is sealed (closed): however long its writer waits between two
     # writes, no sweep takes the file from under it, and a writer that dies (kill -9)
     # drops the lock with its process.
