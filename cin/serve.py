@@ -196,8 +196,9 @@ async def _stop(group: list[tuple[web.AppRunner, GuardedSite]], grace_seconds: f
 
 # Blocking file work (every fsync of a store) runs in the loop's default executor. Python
 # sizes it at cores + 4: 6 threads on a 2-core host, so 50 concurrent stores, each with
-# three fsyncs, queued for a thread while the disk could take more. A thread waiting in
-# fsync holds no GIL; a fixed number keeps memory bounded.
+# its fsyncs (the object's, and a directory's it may share with others), queued for a
+# thread while the disk could take more. A thread waiting in fsync holds no GIL; a fixed
+# number keeps memory bounded.
 WORKER_THREADS = 32
 
 

@@ -113,14 +113,17 @@ class SqliteWriter:
             outcomes = [(False, exc)] * len(group)
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started)
-        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+        # One wake-up of the loop for the whole group, not one per write.
+        settled = [(future, ok, value)
+                   for (_, future), (ok, value) in zip(group, outcomes, strict=True)]
+        loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; the write stands all the same
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():  # the caller was cancelled; the write stands all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

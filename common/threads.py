@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -32,7 +34,11 @@ async def in_thread_releasing(release: Callable[[_T], object], fn: Callable[_P, 
 async def _outlasting(fn: Callable[..., _T], args: tuple[object, ...],
                       kwargs: dict[str, object],
                       release: Callable[[_T], object] | None) -> _T:
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    # As `asyncio.to_thread` (in the context of the caller, so its log lines name the
+    # request), without the task that wraps the thread's future there: one hop per call
+    # is what every file write costs.
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    task = asyncio.get_running_loop().run_in_executor(None, call)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from common.config import Config, SqliteStateConfig
 from common.config.loader import parse_config
+from common.storage._local_meta import read_tag
 from coordinator.app import make_app as make_coordinator_app
 from edge.app import make_app as make_edge_app
 from edge.keys import SHIPPER
@@ -231,3 +232,20 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]
         if name.strip().lower() == "content-length":
             length = int(value)
     return status, json.loads(await reader.readexactly(length))
+
+
+def local_object_keys(objects: Path) -> list[str]:
+    """The key of every object in a local-disk container's `objects` folder, read from
+    the bucket itself: the metadata on each object file, or its sidecar."""
+    keys = []
+    for path in sorted(objects.glob("*")):
+        if path.name.startswith(".") or path.name.endswith(".meta"):
+            continue  # temp files; sidecars are read through their object
+        meta = read_tag(path)
+        if meta is None:
+            sidecar = path.with_name(path.name + ".meta")
+            if not sidecar.exists():
+                continue  # a data file with no metadata is no object
+            meta = json.loads(sidecar.read_text())
+        keys.append(str(meta["key"]))
+    return keys

@@ -21,11 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import string
 from dataclasses import dataclass
 
-from common.protocol.naming import HANDLE_LENGTH, is_handle
+from common.protocol.naming import HANDLE_LENGTH, is_handle, random_text
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase  # base62
 BLOCK_CHARS = 8
@@ -48,7 +47,7 @@ class HandleBlock:
 
 
 def new_block_id() -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(BLOCK_CHARS))
+    return random_text(ALPHABET, BLOCK_CHARS)
 
 
 def is_block_id(text: str) -> bool:

@@ -28,7 +28,22 @@ _NOT_A_BYTE_RE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def new_handle() -> str:
-    return "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(HANDLE_LENGTH))
+    return random_text(HANDLE_ALPHABET, HANDLE_LENGTH)
+
+
+def random_text(alphabet: str, length: int) -> str:
+    """`length` characters drawn uniformly from `alphabet` (at most 256 of them), from
+    one read of the system's randomness rather than one per character (every store
+    names a key with this)."""
+    size = len(alphabet)
+    # Bytes at or past the last whole multiple of `size` are redrawn: kept, they would
+    # favour the first characters.
+    limit = 256 - 256 % size
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [alphabet[byte % size] for byte in secrets.token_bytes(length + length // 2)
+                  if byte < limit]
+    return "".join(chars[:length])
 
 
 def is_handle(text: str) -> bool:

@@ -2,18 +2,27 @@
 
 Layout of one container (a folder under the root):
 
-    {root}/{container}/objects/{name}          the object's bytes
-    {root}/{container}/objects/{name}.meta     JSON sidecar: key, content_type, access, etag
+    {root}/{container}/objects/{name}          the object's bytes; its key, content_type
+                                               and access in the `user.cin.object`
+                                               extended attribute (_local_meta.py)
+    {root}/{container}/objects/{name}.meta     JSON sidecar instead of the attribute: an
+                                               object written before it, or on a file
+                                               system without user attributes
     {root}/{container}/uploads/{upload_id}/    a pending multipart upload:
                                                meta.json and part-00001, part-00002, ...
 
-An object is written into a temp file beside its final name, fsynced, and renamed into
-place, so a reader sees the old object, the new one or none: never a torn one. A writer
+An object is written into a temp file beside its final name with its metadata attached,
+fsynced, and renamed into place, so a reader sees the old object, the new one or none:
+never a torn one. A put costs one fsync of the file and one of the directory, and the
+puts that rename into one directory at once share that one (_dir_sync.py). A writer
 holds a `flock` on its temp file until it is sealed, so `sweep_temporary` can tell the
-temp file of a writer that died (its lock went with its process) from a slow one. The data
-file and its sidecar are two renames; they happen under an exclusive `flock` on the
-`objects` directory and readers take a shared one, so no reader (in any process) sees new
-bytes with an old sidecar. An object exists only while its sidecar does.
+temp file of a writer that died (its lock went with its process) from a slow one.
+
+A sidecar object is two renames (data, then sidecar); they happen under an exclusive
+`flock` on the `objects` directory, and a reader that finds no attribute on the file reads
+the sidecar under a shared one, so no reader (in any process) sees new bytes with an old
+sidecar. Such an object exists only while its sidecar does; a put over it removes the
+sidecar (under the lock) once the new file is in place.
 
 Every file system call runs in a thread: a slow disk must never stall the event loop.
 """
@@ -36,6 +45,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from common.protocol.errors import DISK_FULL_ERRNOS
 from common.protocol.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
+from common.storage._dir_sync import fsync_dir, sync_after_rename
+from common.storage._local_meta import CorruptMetadata, read_tag, tag
 from common.storage._local_names import (
     META_SUFFIX,
     check_container,
@@ -118,21 +129,18 @@ def _locked(directory: Path, *, exclusive: bool) -> Iterator[int]:
         os.close(fd)  # also releases the lock
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------ blocking file work
 
 
 def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
-    if make_dirs:
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+    except FileNotFoundError:
+        if not make_dirs:
+            raise
+        # The container's first object: made here rather than checked on every put.
         directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
     # Held until the file is sealed (closed): however long its writer waits between two
     # writes, no sweep takes the file from under it, and a writer that dies (kill -9)
     # drops the lock with its process.
@@ -194,22 +202,43 @@ def _write_json_temp(directory: Path, data: dict[str, Any]) -> Path:
 
 
 def _put_whole(objects: Path, name: str, chunks: list[bytes],
-               sidecar: dict[str, Any]) -> os.stat_result:
+               meta: dict[str, Any]) -> os.stat_result:
     """Write, seal and commit an object whose bytes are all in hand."""
     fd, temp = _create_temp(objects, make_dirs=True)
     try:
         _writev_all(fd, chunks)
         sealing, fd = fd, -1
-        st = _seal(sealing)
-        _commit(objects, temp, name, {**sidecar, "etag": file_etag(st)})
+        return _seal_and_commit(objects, sealing, temp, name, meta)
     except BaseException:
         _discard(fd, temp)
         raise
+
+
+def _seal_and_commit(objects: Path, fd: int, temp: Path, name: str,
+                     meta: dict[str, Any]) -> os.stat_result:
+    """Attach the metadata to a written temp file, make it durable (closing `fd`) and
+    move it into place; its stat gives the ETag."""
+    try:
+        tagged = tag(fd, meta)
+    except BaseException:
+        os.close(fd)
+        raise
+    st = _seal(fd)
+    _commit(objects, temp, name, None if tagged else {**meta, "etag": file_etag(st)})
     return st
 
 
-def _commit(objects: Path, data_temp: Path, name: str, sidecar: dict[str, Any]) -> None:
-    """Move a sealed temp file and its sidecar into place, data first, as one step."""
+def _commit(objects: Path, data_temp: Path, name: str, sidecar: dict[str, Any] | None) -> None:
+    """Move a sealed temp file into place: alone if it carries its metadata, else with
+    its sidecar, data first, as one step."""
+    if sidecar is None:
+        os.replace(data_temp, objects / name)
+        stale = objects / (name + META_SUFFIX)
+        if stale.exists():  # the object this one replaced kept a sidecar
+            with _locked(objects, exclusive=True):
+                stale.unlink(missing_ok=True)
+        sync_after_rename(objects)
+        return
     meta_temp = _write_json_temp(objects, sidecar)
     try:
         with _locked(objects, exclusive=True) as dir_fd:
@@ -235,6 +264,41 @@ def _load_sidecar(objects: Path, name: str, key: str) -> dict[str, Any]:
     return sidecar
 
 
+def _open_object(objects: Path, name: str, key: str) -> tuple[int, dict[str, Any]]:
+    """Open an object file and read its metadata, from the file or else its sidecar.
+    Returns the fd (the caller closes it) and the metadata."""
+    opened = _open_tagged(objects / name)
+    if opened is not None:
+        return opened
+    with _locked(objects, exclusive=False):
+        # Again under the lock: a put may have replaced the file since (and it removes
+        # the sidecar of the object it replaced under this lock).
+        opened = _open_tagged(objects / name)
+        if opened is not None:
+            return opened
+        sidecar = _load_sidecar(objects, name, key)
+        return os.open(objects / name, os.O_RDONLY | os.O_CLOEXEC), sidecar
+
+
+def _open_tagged(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """The open file and its attached metadata; None if it has none. Raises
+    FileNotFoundError."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        meta = read_tag(fd)
+    except CorruptMetadata as exc:
+        os.close(fd)
+        raise StorageError(StorageErrorKind.UNAVAILABLE,
+                           f"the metadata of {path.name!r} is corrupt") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    if meta is None:
+        os.close(fd)
+        return None
+    return fd, meta
+
+
 def _info(container: str, key: str, sidecar: dict[str, Any], st: os.stat_result) -> ObjectInfo:
     return ObjectInfo(
         container=container,
@@ -247,24 +311,20 @@ def _info(container: str, key: str, sidecar: dict[str, Any], st: os.stat_result)
 
 
 def _head(objects: Path, name: str, container: str, key: str) -> ObjectInfo:
-    try:
-        with _locked(objects, exclusive=False):
-            sidecar = _load_sidecar(objects, name, key)
-            st = os.stat(objects / name)
-    except FileNotFoundError:
-        raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
-    return _info(container, key, sidecar, st)
+    fd, info = _open(objects, name, container, key)
+    os.close(fd)
+    return info
 
 
 def _open(objects: Path, name: str, container: str, key: str) -> tuple[int, ObjectInfo]:
     try:
-        with _locked(objects, exclusive=False):
-            sidecar = _load_sidecar(objects, name, key)
-            fd = os.open(objects / name, os.O_RDONLY | os.O_CLOEXEC)
+        fd, meta = _open_object(objects, name, key)
     except FileNotFoundError:
         raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}") from None
     try:
-        return fd, _info(container, key, sidecar, os.fstat(fd))
+        if meta.get("key") != key:  # two long keys whose hashes collide: not ours
+            raise StorageError(StorageErrorKind.NOT_FOUND, f"no object {key!r}")
+        return fd, _info(container, key, meta, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
@@ -277,7 +337,8 @@ def _release_opened(opened: tuple[int, ObjectInfo]) -> None:
 def _delete(objects: Path, name: str) -> None:
     try:
         with _locked(objects, exclusive=True) as dir_fd:
-            # Sidecar first: the object is gone the moment its sidecar is.
+            # Sidecar first: a sidecar object is gone the moment its sidecar is. A
+            # sidecar alone is no object, so a crash between the two leaves none.
             (objects / (name + META_SUFFIX)).unlink(missing_ok=True)
             (objects / name).unlink(missing_ok=True)
             os.fsync(dir_fd)
@@ -296,7 +357,7 @@ def _create_upload(uploads: Path, upload_id: str, meta: dict[str, Any]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(uploads)
+    fsync_dir(uploads)
 
 
 def _load_upload(upload_dir: Path, key: str) -> dict[str, Any]:
@@ -322,7 +383,7 @@ def _store_part(upload_dir: Path, temp: Path, part_number: int) -> None:
         os.replace(temp, upload_dir / part_file_name(part_number))
     except FileNotFoundError:
         raise StorageError(StorageErrorKind.NO_SUCH_UPLOAD, "the upload was aborted") from None
-    _fsync_dir(upload_dir)
+    fsync_dir(upload_dir)
 
 
 def _check_parts(upload_dir: Path, parts: list[CompletedPart]) -> None:
@@ -530,20 +591,19 @@ class LocalDiskStorage:
     ) -> ObjectInfo:
         name = object_name(key)
         objects = self._objects(container)
-        sidecar = {"key": key, "content_type": content_type, "access": access.value}
+        meta = {"key": key, "content_type": content_type, "access": access.value}
         chunks = aiter(body)
         first, ended = await read_ahead(chunks, WRITE_CHUNK)
         if ended:
-            # All of it fits one write: temp file, fsync, sidecar and rename in a single
-            # thread hop instead of four (most objects a POP stores are small).
-            st = await _io(_put_whole, objects, name, first, sidecar)
+            # All of it fits one write: temp file, fsync and rename in a single thread
+            # hop instead of three (most objects a POP stores are small).
+            st = await _io(_put_whole, objects, name, first, meta)
             return ObjectInfo(container, key, st.st_size, content_type, file_etag(st), access)
         fd, temp = await _io_acquire(_release_temp, _create_temp, objects, make_dirs=True)
         try:
             await self._write_stream(fd, chunks, limit=None, pending=first)
             sealing, fd = fd, -1
-            st = await _io(_seal, sealing)
-            await _io(_commit, objects, temp, name, {**sidecar, "etag": file_etag(st)})
+            st = await _io(_seal_and_commit, objects, sealing, temp, name, meta)
         except BaseException:
             await _io(_discard, fd, temp)
             raise
@@ -657,13 +717,11 @@ class LocalDiskStorage:
         try:
             for part in parts:  # one thread call per part, so cancellation can stop between
                 await _io(_append_part, fd, upload_dir, part)
-            sealing, fd = fd, -1
-            st = await _io(_seal, sealing)
             access = Access(meta.get("access", Access.PRIVATE.value))
             content_type = str(meta.get("content_type", "application/octet-stream"))
-            sidecar = {"key": key, "content_type": content_type, "access": access.value,
-                       "etag": file_etag(st)}
-            await _io(_commit, objects, temp, name, sidecar)
+            object_meta = {"key": key, "content_type": content_type, "access": access.value}
+            sealing, fd = fd, -1
+            st = await _io(_seal_and_commit, objects, sealing, temp, name, object_meta)
         except BaseException:
             await _io(_discard, fd, temp)
             raise

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from botocore.exceptions import ClientError
-from support import APIKEY, APP_SECRET, Network, shipped
+from support import APIKEY, APP_SECRET, Network, local_object_keys, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage.drivers import LocalSettings, S3Settings
@@ -80,11 +80,9 @@ async def object_bytes(network: Network, container: str, key: str) -> bytes | No
     settings = network.config.storage["bucket"].settings
     if isinstance(settings, LocalSettings):
         path = settings.root / container / "objects" / quote(key, safe="")
-        sidecar = path.with_name(path.name + ".meta")
         if not path.exists():
-            assert not sidecar.exists()
             return None
-        assert sidecar.exists()
+        assert local_object_keys(path.parent) == [key]  # its metadata on the file
         return path.read_bytes()
     assert isinstance(settings, S3Settings)
     async with aiobotocore.session.get_session().create_client(

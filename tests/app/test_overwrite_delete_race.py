@@ -8,7 +8,6 @@ and a file that is kept must keep its object.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,7 @@ from typing import Any
 import aiobotocore.session
 import aiohttp
 import pytest
-from support import APIKEY, APP_SECRET, Network, shipped
+from support import APIKEY, APP_SECRET, Network, local_object_keys, shipped
 
 from common.protocol.security import encode_policy, sign_policy
 from common.storage.drivers import LocalSettings, S3Settings, settings_of
@@ -49,8 +48,7 @@ async def bucket_lister(network: Network, container: str) -> AsyncIterator[
         objects = location.settings.root / container / "objects"
 
         async def on_disk() -> set[str]:
-            return {json.loads(sidecar.read_text())["key"]
-                    for sidecar in objects.glob("*.meta")}
+            return set(local_object_keys(objects))
 
         yield on_disk
         return

@@ -7,6 +7,7 @@ both services, the POP's going through the RPC."""
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 from support import APIKEY, APP_SECRET, Network
 
 from common.storage import open_storage
+from common.storage._local_meta import XATTR
 from common.storage.drivers import LocalSettings
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
@@ -49,12 +51,12 @@ async def reads(network: Network, handle: str) -> list[tuple[int, str]]:
 
 
 def break_the_bucket(network: Network, container: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Leave the location unable to serve: a local object's sidecar corrupt; an S3
+    """Leave the location unable to serve: a local object's metadata corrupt; an S3
     service that checks credentials (moto's own IAM check) and so refuses cin's."""
     settings = network.config.storage["bucket"].settings
     if isinstance(settings, LocalSettings):
-        (sidecar,) = (settings.root / container / "objects").glob("*.meta")
-        sidecar.write_text("{ not json")
+        (path,) = (settings.root / container / "objects").glob("*")
+        os.setxattr(path, XATTR, b"{ not json")
     else:
         monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
 

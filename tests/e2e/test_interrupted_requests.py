@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import APIKEY, CinProcess, config_data, write_config
+from support import APIKEY, CinProcess, config_data, local_object_keys, write_config
 
 from common.config import STATE_FILE
 
@@ -53,9 +52,9 @@ def temp_files(bucket: Path) -> list[Path]:
 
 
 def object_keys(bucket: Path) -> list[str]:
-    """The key of every object in the bucket, from its sidecar."""
-    return [json.loads(sidecar.read_text())["key"]
-            for sidecar in bucket.glob("*/objects/*.meta")]
+    """The key of every object in the bucket, from its metadata."""
+    return [key for objects in sorted(bucket.glob("*/objects"))
+            for key in local_object_keys(objects)]
 
 
 def staged(spool: Path) -> list[Path]:

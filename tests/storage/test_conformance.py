@@ -27,6 +27,7 @@ from common.storage import (
     StorageErrorKind,
 )
 from common.storage._local import LocalDiskStorage
+from common.storage._local_meta import read_tag
 from common.storage._local_names import object_name
 from common.storage._s3 import PART_SIZE, split_parts
 
@@ -407,7 +408,10 @@ async def test_local_layout(local: LocalDiskStorage) -> None:
     await upload_part_bytes(local, "big", upload_id, 1, b"part")
 
     objects = local.root / "files" / "objects"
-    assert sorted(os.listdir(objects)) == ["a%2Fb%20c", "a%2Fb%20c.meta"]
+    # The metadata travels on the object file itself: no sidecar.
+    assert sorted(os.listdir(objects)) == ["a%2Fb%20c"]
+    assert read_tag(objects / "a%2Fb%20c") == {
+        "key": "a/b c", "content_type": "text/plain", "access": "private"}
     upload_dir = local.root / "files" / "uploads" / upload_id
     assert sorted(os.listdir(upload_dir)) == ["meta.json", "part-00001"]
 

@@ -1,13 +1,32 @@
 import pytest
 
 from common.protocol.errors import CinError, Code
-from common.protocol.naming import clean_filename, is_handle, new_handle, object_key, validate_path
+from common.protocol.naming import (
+    clean_filename,
+    is_handle,
+    new_handle,
+    object_key,
+    random_text,
+    validate_path,
+)
 
 
 def test_handles_are_20_url_safe_characters_and_distinct() -> None:
     handles = {new_handle() for _ in range(1000)}
     assert len(handles) == 1000
     assert all(is_handle(h) and len(h) == 20 for h in handles)
+
+
+def test_random_text_favours_no_character() -> None:
+    """100 characters do not divide 256: taking every byte modulo 100 would draw the
+    first 56 half as often again as the rest."""
+    alphabet = "".join(chr(0x100 + n) for n in range(100))
+    text = random_text(alphabet, 200_000)
+    counts = [text.count(char) for char in alphabet]
+
+    assert len(text) == 200_000
+    low, high = sum(counts[:56]) / 56, sum(counts[56:]) / 44
+    assert 0.95 < low / high < 1.05
 
 
 def test_a_handle_is_exactly_20_letters_and_digits() -> None:
