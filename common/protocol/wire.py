@@ -49,28 +49,6 @@ def message(cls: M) -> M:
 
 @message
 @dataclass(frozen=True)
-class StartFile(Message):
-    """A POP has a whole file spooled and asks for its identity (handle and key)."""
-
-    TYPE: ClassVar[str] = "start_file"
-    origin: str  # "<pop>:<spool id>": makes a retried StartFile return the same file
-    apikey: str
-    storage: str
-    provider: str
-    container: str
-    path: str | None
-    filename: str
-    mimetype: str
-    size: int
-    pop: str
-    access: str = "private"
-    region: str | None = None
-    source_url: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@message
-@dataclass(frozen=True)
 class StartUpload(Message):
     """A client began a multipart upload (the Upload API's start), checked by a POP."""
 

@@ -15,6 +15,7 @@ from common.protocol import wire
 from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.handle_lease import mint_handle, mint_upload_id
 from common.protocol.naming import new_handle
+from coordinator.keys import STATE
 from edge.coordinator_client import RemoteFiles
 from edge.heartbeat import HEARTBEAT
 from edge.keys import COORDINATOR
@@ -127,3 +128,19 @@ async def test_a_pop_never_sends_a_client_to_itself(network: Network) -> None:
     elsewhere = RemoteFiles(network.pop.app[COORDINATOR], pop=WEST)
     with pytest.raises(FileAtPop):
         await elsewhere.lookup(handle)
+
+
+async def test_the_coordinator_no_longer_names_a_pops_files(network: Network) -> None:
+    # A POP names its stores and uploads from its lease and ships the facts: a start
+    # asked of the coordinator is a message it does not take, and names nothing.
+    start = wire.StartUpload(origin=f"{EAST}:asked", apikey=APIKEY, storage="bucket",
+                             provider="s3", container="cin-test", path=None, filename="f.bin",
+                             mimetype="application/octet-stream", size=5, access="private",
+                             region=None, fii=False, pop=EAST)
+    body = wire.encode(start)
+    response = await network.coordinator.post("/internal/v1/rpc", data=body, headers={
+        wire.SIGNATURE_HEADER: wire.sign(network.config.internal_secret, body)})
+    assert response.status == 400
+    reply = wire.decode(await response.read())
+    assert isinstance(reply, wire.ErrorReply) and reply.to_error().code is Code.BAD_MESSAGE
+    assert await network.coordinator.app[STATE].get_upload(origin=f"{EAST}:asked") is None
