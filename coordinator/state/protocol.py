@@ -165,6 +165,11 @@ class StateStore(Protocol):
         (then it is gone, a 404)."""
         ...
 
+    async def forget_deleted_files(self, deleted_before: float) -> int:
+        """Forget the handles of files deleted before then (`was_deleted` is False for
+        them from now on); returns how many."""
+        ...
+
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         """Keep the hashes of one version (`rules.hashes_apply`); ignored if the file
         has moved on since, or is gone."""

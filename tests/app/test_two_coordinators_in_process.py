@@ -174,7 +174,8 @@ async def test_a_woken_removal_waits_for_a_sweep_at_the_other_coordinator(
             record.handle]
         bucket = RecordingBucket()
         expiry = StoreExpiry(stores[1], cast(StorageSet, bucket), [],
-                             UploadExpiryConfig(sweep_interval=3600.0))
+                             UploadExpiryConfig(sweep_interval=3600.0),
+                             forget_deleted_after=3600.0)
         runs = asyncio.create_task(expiry.run())
         try:
             async with stores[0].locked(SWEEP_LOCK):  # the other coordinator sweeps
