@@ -190,8 +190,10 @@ class EventBatch(Message):
 @dataclass(frozen=True)
 class BatchReply(Message):
     """Every event of the batch is applied (now or before) except those `refused`
-    (`[event id, reason]`: never to be sent again). `statuses`: each file the batch
-    named, and its status after it (absent if the coordinator has no such file)."""
+    (`[event id, reason, position]`: never to be sent again; the position is the event's
+    index in the batch, in decimal, and the id is "" for an event with none readable).
+    `statuses`: each file the batch named, and its status after it (absent if the
+    coordinator has no such file)."""
 
     TYPE: ClassVar[str] = "batch_reply"
     refused: list[list[str]] = field(default_factory=list)

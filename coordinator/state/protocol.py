@@ -273,7 +273,7 @@ class StateStore(Protocol):
         was applied before is "repeated" and skipped; one the rules refuse is undone
         alone (a savepoint) and the others go on. A file made Complete writes `stored`'s
         webhook events with it. The ids of applied events are kept (with `now`) until
-        `forget_applied_events`."""
+        `forget_applied_events`. One outcome per event, in their order."""
         ...
 
     async def forget_applied_events(self, applied_before: float) -> int:
