@@ -53,17 +53,12 @@ class UploadFinisher:
 
     async def finish_if_free(self) -> list[str] | None:
         """A round, unless one is running already, here or at another coordinator on the
-        same state (None then)."""
+        same state (None then): the handles it made Complete."""
         async with self.state.locked(FINISH_LOCK, wait=False) as held:
             return await self._finish_all() if held else None
 
-    async def finish_once(self) -> list[str]:
-        """Finish every upload whose parts are all stored, after any round running
-        elsewhere; the handles now Complete."""
-        async with self.state.locked(FINISH_LOCK):
-            return await self._finish_all()
-
     async def _finish_all(self) -> list[str]:
+        """Finish every upload whose parts are all stored; the handles now Complete."""
         finished: list[str] = []
         while True:
             handles = await self.state.finishable_uploads(BATCH)
