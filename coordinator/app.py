@@ -57,7 +57,7 @@ from coordinator.pop_registry import PopRegistry
 from coordinator.pop_sharing import SharedHeartbeats
 from coordinator.state import open_state_store
 from coordinator.state.factory import engine_name
-from coordinator.store_expiry import StoreExpiry
+from coordinator.store_expiry import StoreExpiry, deleted_handle_retention
 from coordinator.upload_finisher import UploadFinisher
 from coordinator.webhooks import WebhookSender
 
@@ -120,7 +120,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             uploads = app[MULTIPART] = MultipartUploads(state, config, storage, files, pops)
             expiry = app[EXPIRY] = UploadExpiry(state, storage, config.upload_expiry)
             stores = app[STORE_EXPIRY] = StoreExpiry(
-                state, storage, list(config.storage.values()), config.upload_expiry)
+                state, storage, list(config.storage.values()), config.upload_expiry,
+                forget_deleted_after=deleted_handle_retention(config))
             leases = app[LEASES] = HandleLeases(
                 state, config, on_grant=lambda block: figures.lease_granted(block.pop,
                                                                             block.size))

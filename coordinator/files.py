@@ -14,10 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from common.config import Config
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
-from common.protocol.naming import new_handle
-from common.protocol.new_files import new_file_record
 from common.protocol.records import FileRecord, file_url
-from common.protocol.wire import StartFile
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator import events
@@ -34,15 +31,6 @@ class FileAuthority:
         self.config = config
         self.storage = storage
         self.on_events = on_events
-
-    async def start(self, request: StartFile) -> FileRecord:
-        """Give a new file its handle and key, recorded as Started."""
-        record = new_file_record(request, handle=new_handle(), pop=request.pop, now=time.time())
-        stored = await self.state.create_file(record, request.origin)
-        if stored.handle == record.handle:
-            log.info("file %s started at %s: %s/%s", record.handle, record.pop,
-                     record.container, record.key)
-        return stored
 
     async def get(self, handle: str) -> FileRecord:
         record = await self.state.get_file(handle)

@@ -80,8 +80,6 @@ async def _at_pop(app: web.Application, msg: wire.Message) -> FileAtPop | None:
 async def _dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
     files = app[FILES]
     match msg:
-        case wire.StartFile():
-            return wire.FileReply(await files.start(msg))
         case wire.FileStored(handle=handle, size=size, etag=etag):
             return wire.FileReply(await files.stored(handle, size, etag))
         case wire.FileFailed(handle=handle, reason=reason):
@@ -90,9 +88,6 @@ async def _dispatch(app: web.Application, msg: wire.Message) -> wire.Message:
             return wire.FileReply(await files.overwritten(handle, size, etag, mimetype))
         case wire.DeleteFile(handle=handle, skip_storage=skip_storage):
             return wire.FileReply(await files.delete(handle, skip_storage=skip_storage))
-        case wire.StartUpload():
-            record, upload = await app[MULTIPART].start(msg)
-            return wire.UploadReply(record=record, upload=upload)
         case wire.CompleteUpload(upload_id=upload_id, parts=parts, tags=tags, pop=pop):
             held = {int(number): int(size) for number, size in parts}
             return wire.FileReply(await app[MULTIPART].complete(upload_id, held, tags, pop))

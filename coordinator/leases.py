@@ -83,6 +83,3 @@ class HandleLeases:
         if block is None or made.index >= block.size:
             return None
         return block.pop
-
-    async def leased_to(self, handle: str, pop: str) -> bool:
-        return await self.holder(handle) == pop

@@ -5,7 +5,8 @@ A POP takes stores and uploads on its own and records what it did as events
 
 1. is judged event by event: one that is malformed, or names a handle not leased to the
    POP sending it (another POP's, one never leased, a bad MAC), or an upload id not made
-   for its handle, is refused with a reason and logged, and changes nothing;
+   for its handle, is refused with a reason and its position in the batch (its id may be
+   unreadable), logged, and changes nothing;
 2. is applied in one transaction (`StateStore.apply_pop_events`): each event at most once
    (by id: a batch sent again, or retried after a lost reply, changes nothing), in order,
    one the rules refuse undone alone;
@@ -75,31 +76,37 @@ class PopBatches:
         if not isinstance(batch.events, list):
             raise CinError(Code.BAD_MESSAGE, "events is a list")
         started = time.perf_counter()
+        # Each refusal names the event's position in the batch too: an event too
+        # malformed to have a readable id is still one the POP can name and drop.
         refused: list[list[str]] = []
         accepted: list[PopEvent] = []
-        for body in batch.events:
+        positions: list[int] = []  # of the accepted events, in the batch
+        for position, body in enumerate(batch.events):
             event, why = await self._judge(batch.pop, body)
             if event is None or why is not None:
                 event_id = event.id if event is not None else _id_of(body)
                 kind = event.KIND if event is not None else "malformed"
-                log.warning("POP %s: %s event %s refused: %s", batch.pop, kind, event_id, why)
+                log.warning("POP %s: %s event %s (#%d of the batch) refused: %s", batch.pop,
+                            kind, event_id or "with no id", position, why)
                 self.metrics.pop_event(kind, "refused")
-                refused.append([event_id, why or "refused"])
+                refused.append([event_id, why or "refused", str(position)])
                 continue
             accepted.append(event)
+            positions.append(position)
         applied = AppliedBatch([], {})
         if accepted:
             applied = await self.state.apply_pop_events(
                 batch.pop, accepted, now=time.time(),
                 stored=self.files.events_for(events.UPLOAD))
         kinds_applied: set[type[PopEvent]] = set()
-        for outcome in applied.outcomes:
+        # One outcome for each accepted event, in their order (StateStore.apply_pop_events).
+        for position, outcome in zip(positions, applied.outcomes, strict=True):
             self.metrics.pop_event(outcome.event.KIND, outcome.outcome)
             if outcome.outcome == "refused":
                 log.warning("POP %s: %s event %s of %s refused: %s", batch.pop,
                             outcome.event.KIND, outcome.event.id, outcome.event.handle,
                             outcome.reason)
-                refused.append([outcome.event.id, outcome.reason])
+                refused.append([outcome.event.id, outcome.reason, str(position)])
             elif outcome.outcome == "applied":
                 kinds_applied.add(type(outcome.event))
         if kinds_applied & {FileStored, UploadStored}:

@@ -14,9 +14,14 @@ written down as owed in one transaction, so a late report of the store can no lo
 it Complete; then the leftovers go, and only then is the removal recorded as done. A sweep
 may stop anywhere: the next one finishes it.
 
-Last, every location whose driver keeps temp files of its own (a local-disk bucket: its
+Then every location whose driver keeps temp files of its own (a local-disk bucket: its
 `sweeps_temporary` capability in common/storage/drivers.py) drops those untouched for
 the store TTL whose writer died.
+
+Last, the handles of files deleted longer ago than `forget_deleted_after` are forgotten
+(`StateStore.forget_deleted_files`): the coordinator remembers them so that a deleted
+file's handle, leased to a POP, is not taken for one that POP has not reported yet, which
+matters while the POP may still hold a view of the file in its journal.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from common.config import StorageConfig, UploadExpiryConfig
+from common.config import Config, StorageConfig, UploadExpiryConfig
 from common.protocol.upload_expiry import describe_duration
 from common.storage import Storage, StorageError, StorageErrorKind, SweepsTemporary
 from common.storage.drivers import driver_of
@@ -43,24 +48,37 @@ SWEEP_LOCK = "sweep:store-expiry"
 log = logging.getLogger("cin.coordinator.store_expiry")
 
 
+def deleted_handle_retention(config: Config) -> float:
+    """How long the handle of a deleted file is remembered: as long as a POP may keep its
+    view of the file in its journal. A file's facts all reached the coordinator before it
+    could be deleted (a delete waits for them), and a POP keeps the view of a file the
+    coordinator acknowledged for `event_shipping.retention` (Complete or Failed in its
+    view) or `upload_expiry.ttl` (still under way in its view). Past both, a read of the
+    handle at the coordinator goes to the POP it was leased to, which holds nothing of
+    it and answers 404 itself."""
+    return max(config.event_shipping.retention, config.upload_expiry.ttl)
+
+
 @dataclass(frozen=True)
 class StoreSweepResult:
     expired: tuple[str, ...]  # handles of the stores failed by this sweep
     removed: tuple[str, ...]  # handles whose leftovers are now known to be gone
     owed: int  # removals left for a later sweep (the bucket refused or was unreachable)
     temporary: int  # temp files of dead writers removed
+    forgotten: int = 0  # handles of deleted files forgotten
 
 
 class StoreExpiry:
     def __init__(self, state: StateStore, storage: StorageSet,
-                 locations: Sequence[StorageConfig], settings: UploadExpiryConfig,
-                 clock: Callable[[], float] = time.time) -> None:
+                 locations: Sequence[StorageConfig], settings: UploadExpiryConfig, *,
+                 forget_deleted_after: float, clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.storage = storage
         # The configured locations whose driver keeps temp files of its own.
         self.temporary = tuple(location.name for location in locations
                                if driver_of(location).capabilities.sweeps_temporary)
         self.settings = settings
+        self.forget_deleted_after = forget_deleted_after
         self.clock = clock
         self._woken = asyncio.Event()
 
@@ -98,7 +116,8 @@ class StoreExpiry:
 
     async def sweep_once(self, now: float | None = None) -> StoreSweepResult:
         """Fail the stores interrupted as of `now` (default: the clock), remove every
-        leftover still owed, then the temp files of writers that died."""
+        leftover still owed, then the temp files of writers that died, and forget the
+        handles of files deleted long enough before `now`."""
         async with self.state.locked(SWEEP_LOCK):
             return await self._sweep(self.clock() if now is None else now)
 
@@ -106,7 +125,11 @@ class StoreExpiry:
         expired = await self._expire(now)
         removed, owed = await self._remove_owed()
         temporary = await self._sweep_temporary()
-        return StoreSweepResult(tuple(expired), tuple(removed), owed, temporary)
+        forgotten = await self.state.forget_deleted_files(now - self.forget_deleted_after)
+        if forgotten:
+            log.info("forgot the handles of %d files deleted more than %s ago", forgotten,
+                     describe_duration(self.forget_deleted_after))
+        return StoreSweepResult(tuple(expired), tuple(removed), owed, temporary, forgotten)
 
     async def _expire(self, now: float) -> list[str]:
         expired: list[str] = []

@@ -6,7 +6,9 @@ stored: by an RPC, or by an event of a POP's batch (coordinator/pop_batches.py).
 coordinator that stopped between recording that part and finishing leaves the upload In
 Transit with nothing left to report it; so at start, and then periodically, every such
 upload is finished here. Finishing is idempotent (MultipartUploads.finish): one another
-coordinator finished meanwhile is found Complete.
+coordinator finished meanwhile is found Complete. Still, one round at a time among all the
+coordinators on the state: a round at each would ask the bucket to complete the same
+uploads once per coordinator.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from coordinator.state import StateStore
 
 log = logging.getLogger("cin.coordinator.upload_finisher")
 
+# One round at a time among all the coordinators on the state.
+FINISH_LOCK = "sweep:upload-finisher"
+
 # Seconds between two rounds: a finish missed only when a coordinator stopped at the
 # wrong moment, or the bucket failed the complete.
 INTERVAL = 60.0
@@ -36,16 +41,23 @@ class UploadFinisher:
         self.interval = interval
 
     async def run(self) -> None:
-        """A round at once, then one every `interval` seconds until cancelled."""
+        """A round at once, then one every `interval` seconds until cancelled; a round
+        another coordinator is running meanwhile does this one's."""
         try:
-            await self.finish_once()
+            await self.finish_if_free()
         except Exception:
             log.exception("finishing stored uploads failed; the next round is in %.0fs",
                           self.interval)
-        await periodic.every(self.interval, self.finish_once, log=log,
+        await periodic.every(self.interval, self.finish_if_free, log=log,
                              what="finishing stored uploads")
 
-    async def finish_once(self) -> list[str]:
+    async def finish_if_free(self) -> list[str] | None:
+        """A round, unless one is running already, here or at another coordinator on the
+        same state (None then): the handles it made Complete."""
+        async with self.state.locked(FINISH_LOCK, wait=False) as held:
+            return await self._finish_all() if held else None
+
+    async def _finish_all(self) -> list[str]:
         """Finish every upload whose parts are all stored; the handles now Complete."""
         finished: list[str] = []
         while True:

@@ -32,6 +32,7 @@ class CoordinatorPeer:
     # Seconds every batch takes to apply, to give the POP a chance to send two at once.
     apply_seconds: float = 0.0
     refuse: set[str] = field(default_factory=set)
+    unreadable: set[str] = field(default_factory=set)  # refused as if their id were unread
     lease_size: int = 1000
     lease_pop: str | None = None  # grant the lease to this POP instead of the asker
     batches: list[list[str]] = field(default_factory=list)  # event ids, as received
@@ -71,7 +72,11 @@ class CoordinatorPeer:
                     await asyncio.sleep(self.apply_seconds)
                 parsed = [event_from_wire(body) for body in events]
                 self.batches.append([event.id for event in parsed])
-                refused = [[e.id, "not leased to this POP"] for e in parsed if e.id in self.refuse]
+                # As the coordinator refuses: an id (none for an event it could not read),
+                # a reason, and the event's position in the batch.
+                refused = [["" if e.id in self.unreadable else e.id, "not leased to this POP",
+                            str(position)] for position, e in enumerate(parsed)
+                           if e.id in self.refuse | self.unreadable]
                 for event in parsed:
                     self.arrivals[event.id] = self.arrivals.get(event.id, 0) + 1
                 if self.mode == "stall":

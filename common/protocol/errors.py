@@ -78,6 +78,8 @@ class Code(Enum):
                                                   "here")
     RANGE_NOT_SATISFIABLE = ErrorSpec(416, "the requested range is not satisfiable")
     NOT_OFFSET_STREAM = ErrorSpec(415, "tus: a PATCH body is application/offset+octet-stream")
+    TOO_MANY_SIGN_INS = ErrorSpec(429, "too many wrong sign-ins from this address; try "
+                                        "again after Retry-After seconds")
     CHECKSUM_MISMATCH = ErrorSpec(460, "tus: the body does not match Upload-Checksum; "
                                        "none of it was kept")
     # Backends that are down: not the client's fault, but not a bug of ours either.

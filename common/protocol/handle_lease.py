@@ -111,12 +111,6 @@ def leased_handle(secret: str, handle: str) -> LeasedHandle | None:
     return LeasedHandle(block, index)
 
 
-def in_lease(secret: str, handle: str, lease: HandleBlock) -> bool:
-    """Whether `handle` is one of `lease`'s handles."""
-    found = leased_handle(secret, handle)
-    return found is not None and found.block == lease.block and found.index < lease.size
-
-
 def _upload_mac(secret: str, handle: str) -> str:
     digest = hmac.new(secret.encode(), f"cin-upload:{handle}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode()[:UPLOAD_MAC_CHARS]

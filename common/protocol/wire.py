@@ -49,28 +49,6 @@ def message(cls: M) -> M:
 
 @message
 @dataclass(frozen=True)
-class StartFile(Message):
-    """A POP has a whole file spooled and asks for its identity (handle and key)."""
-
-    TYPE: ClassVar[str] = "start_file"
-    origin: str  # "<pop>:<spool id>": makes a retried StartFile return the same file
-    apikey: str
-    storage: str
-    provider: str
-    container: str
-    path: str | None
-    filename: str
-    mimetype: str
-    size: int
-    pop: str
-    access: str = "private"
-    region: str | None = None
-    source_url: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@message
-@dataclass(frozen=True)
 class StartUpload(Message):
     """A client began a multipart upload (the Upload API's start), checked by a POP."""
 
@@ -212,8 +190,10 @@ class EventBatch(Message):
 @dataclass(frozen=True)
 class BatchReply(Message):
     """Every event of the batch is applied (now or before) except those `refused`
-    (`[event id, reason]`: never to be sent again). `statuses`: each file the batch
-    named, and its status after it (absent if the coordinator has no such file)."""
+    (`[event id, reason, position]`: never to be sent again; the position is the event's
+    index in the batch, in decimal, and the id is "" for an event with none readable).
+    `statuses`: each file the batch named, and its status after it (absent if the
+    coordinator has no such file)."""
 
     TYPE: ClassVar[str] = "batch_reply"
     refused: list[list[str]] = field(default_factory=list)

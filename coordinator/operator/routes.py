@@ -5,7 +5,8 @@ A browser signs in with HTTP basic auth: `coordinator.operator.user` and its pas
 (the internal secret unless `coordinator.operator.password` is set). It asks once and
 sends the same credential with the page's every request after; `curl -u` works the same.
 Without it, every route here answers 401 with a JSON error and the challenge that makes a
-browser ask. The page only reads: nothing here changes the network.
+browser ask; an address that keeps giving a wrong one is refused for a while (429 with
+Retry-After, sign_in_limit.py). The page only reads: nothing here changes the network.
 
 Every value on the page is escaped (the HTML here, `textContent` in page.js), and the
 answers forbid everything the page does not do itself (Content-Security-Policy): a file
@@ -26,10 +27,13 @@ from aiohttp import web
 from common.protocol.errors import CinError, Code
 from common.web.http import Handler, error_response
 from coordinator.keys import CONFIG, POPS, STATE
+from coordinator.operator.sign_in_limit import SignInLimit, retry_after
 from coordinator.operator.view import Cell, Snapshot, Table, snapshot
 
 PAGE_PATH = "/operator"
 STATUS_PATH = "/operator/status"
+# The wrong sign-ins of each client address.
+SIGN_INS = web.AppKey("operator_sign_ins", SignInLimit)
 # How often the page asks for `STATUS_PATH` (milliseconds).
 REFRESH_MS = 2000
 
@@ -64,9 +68,33 @@ def operator_only(handler: Handler) -> Handler:
 
 def _check(request: web.Request) -> web.Response | None:
     """None when the request carries the operator's credential; else the refusal."""
+    limit = request.app[SIGN_INS]
+    # The peer's own address: X-Forwarded-For is not read, since anyone can send it.
+    address = request.remote or "-"
+    wait = limit.refused_for(address)
+    if wait is not None:
+        refusal = error_response(CinError(Code.TOO_MANY_SIGN_INS))
+        refusal.headers["Retry-After"] = retry_after(wait)
+        refusal.headers.update(_HEADERS)
+        return refusal
+    authorization = request.headers.get("Authorization")
+    if _signed_in(request, authorization or ""):
+        limit.succeeded(address)
+        return None
+    if authorization is not None:
+        limit.failed(address)
+    refusal = error_response(CinError(
+        Code.NOT_AUTHENTICATED, "sign in with the operator's user and password "
+                                "(coordinator.operator in the config)"))
+    refusal.headers["WWW-Authenticate"] = _REALM
+    refusal.headers.update(_HEADERS)
+    return refusal
+
+
+def _signed_in(request: web.Request, authorization: str) -> bool:
     config = request.app[CONFIG]
     operator = config.coordinator.operator
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, encoded = authorization.partition(" ")
     given_user, given_password = b"", b""
     if scheme.lower() == "basic":
         try:
@@ -78,14 +106,7 @@ def _check(request: web.Request) -> web.Response | None:
     user_ok = hmac.compare_digest(given_user, operator.user.encode())
     password_ok = hmac.compare_digest(
         given_password, operator.password_or(config.internal_secret).encode())
-    if user_ok and password_ok:
-        return None
-    refusal = error_response(CinError(
-        Code.NOT_AUTHENTICATED, "sign in with the operator's user and password "
-                                "(coordinator.operator in the config)"))
-    refusal.headers["WWW-Authenticate"] = _REALM
-    refusal.headers.update(_HEADERS)
-    return refusal
+    return user_ok and password_ok
 
 
 async def _snapshot(request: web.Request) -> Snapshot:
@@ -141,6 +162,7 @@ def _summary(items: list[tuple[str, Cell]]) -> str:
 
 
 def add_routes(app: web.Application) -> None:
+    app[SIGN_INS] = SignInLimit()
     app.router.add_get(PAGE_PATH, operator_only(page))
     app.router.add_get(STATUS_PATH, operator_only(status))
     app.router.add_get(PAGE_PATH + "/{name}", operator_only(asset))

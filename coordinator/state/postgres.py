@@ -247,6 +247,14 @@ class PostgresStateStore:
             "SELECT 1 FROM deleted_files WHERE handle = $1", handle)
         return found is not None
 
+    async def forget_deleted_files(self, deleted_before: float) -> int:
+        async def write(db: Db) -> int:
+            status = await db.execute("DELETE FROM deleted_files WHERE deleted < $1",
+                                      deleted_before)
+            return int(status.split()[-1])
+
+        return await self._transaction(write)
+
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         async def write(db: Db) -> None:
             found = await db.fetchrow(

@@ -167,6 +167,11 @@ CREATE TABLE deleted_files (
 );
 """
 
+_DELETED_FILES_BY_AGE = """
+-- By age: what the sweep forgets (`forget_deleted_files`).
+CREATE INDEX deleted_files_deleted ON deleted_files (deleted);
+"""
+
 # (version, what it does, the statements). Append only.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "files, parts, uploads, expiry and the webhook outbox", _SCHEMA_1),
@@ -174,6 +179,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (3, "handle leases and the ids of applied POP events", _SCHEMA_3),
     (4, "the POPs' heartbeats, shared by the coordinators", _POP_HEARTBEATS),
     (5, "the handles of deleted files", _DELETED_FILES),
+    (6, "the handles of deleted files by age", _DELETED_FILES_BY_AGE),
 )
 
 

@@ -165,6 +165,11 @@ class StateStore(Protocol):
         (then it is gone, a 404)."""
         ...
 
+    async def forget_deleted_files(self, deleted_before: float) -> int:
+        """Forget the handles of files deleted before then (`was_deleted` is False for
+        them from now on); returns how many."""
+        ...
+
     async def save_hashes(self, handle: str, version: int, hashes: dict[str, str]) -> None:
         """Keep the hashes of one version (`rules.hashes_apply`); ignored if the file
         has moved on since, or is gone."""
@@ -268,7 +273,7 @@ class StateStore(Protocol):
         was applied before is "repeated" and skipped; one the rules refuse is undone
         alone (a savepoint) and the others go on. A file made Complete writes `stored`'s
         webhook events with it. The ids of applied events are kept (with `now`) until
-        `forget_applied_events`."""
+        `forget_applied_events`. One outcome per event, in their order."""
         ...
 
     async def forget_applied_events(self, applied_before: float) -> int:

@@ -38,7 +38,7 @@ from coordinator.state.protocol import (
     PendingRemoval,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -156,6 +156,8 @@ CREATE INDEX IF NOT EXISTS pop_events_applied ON pop_events (applied);
 -- The handles of deleted files: a leased handle without a record is otherwise taken for
 -- a file its POP has not reported yet.
 CREATE TABLE IF NOT EXISTS deleted_files (handle TEXT PRIMARY KEY, deleted REAL NOT NULL);
+-- By age: what the sweep forgets (`forget_deleted_files`).
+CREATE INDEX IF NOT EXISTS deleted_files_deleted ON deleted_files (deleted);
 """
 # What the operator's page reads (`files_in_flight`, `failed_files`, `outbox_entries`),
 # each a range of an index read in order and cut at its LIMIT; Started files are read
@@ -401,6 +403,13 @@ class SqliteStateStore:
                               (handle,)).fetchone() is not None
 
         return await self._writer.read(read)
+
+    async def forget_deleted_files(self, deleted_before: float) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM deleted_files WHERE deleted < ?",
+                              (deleted_before,)).rowcount
+
+        return await self._writer.write(write)
 
     # ------------------------------------------------------------------ upload expiry
 

@@ -187,9 +187,8 @@ class Shipper:
             wire.BatchReply, retry=False, wait_seconds=self.batch_timeout)
         for refusal in reply.refused:
             # Refused for good (a handle not leased to this POP, say): a bug or a forgery,
-            # never fixed by sending it again.
-            event_id, reason = ([*refusal, "?", "?"])[:2]
-            log.error("coordinator refused event %s: %s", event_id, reason)
+            # never fixed by sending it again. Dropped with the rest of the batch.
+            log.error("coordinator refused %s", _refused_event(refusal, batch))
         await self.journal.acknowledged([item.seq for item, _ in batch], reply.statuses)
         if reply.statuses:
             await self._tell(reply.statuses)
@@ -241,6 +240,19 @@ class Shipper:
     def _signal_progress(self) -> None:
         self._progress.set()
         self._progress = asyncio.Event()
+
+
+def _refused_event(refusal: Any, batch: list[tuple[Unshipped, dict[str, Any]]]) -> str:
+    """What a refusal (`[event id, reason, position]`) was about, for the log: the event
+    sent at that position, which this POP can name even when the coordinator could not
+    read its id. A coordinator that gives no position names the event by id alone."""
+    fields = [str(field)[:200] for field in refusal] if isinstance(refusal, list) else []
+    event_id, reason, position = [*fields, "", "?", ""][:3]
+    if position.isdecimal() and int(position) < len(batch):
+        item = batch[int(position)][0]
+        return (f"event {item.event.id or '(no id)'} ({item.event.KIND} of "
+                f"{item.event.handle}, journal seq {item.seq}): {reason}")
+    return f"event {event_id or '(no id)'}: {reason}"
 
 
 def _fit(pending: list[Unshipped]) -> tuple[list[tuple[Unshipped, dict[str, Any]]],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,11 +22,11 @@ from dataclasses import replace
 from aiohttp import web
 
 from common.config import AppConfig, StorageConfig
-from common.protocol import pop_events, wire
+from common.protocol import pop_events
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
 from common.protocol.naming import clean_filename, valid_text
-from common.protocol.new_files import new_file_record
+from common.protocol.new_files import NewStore, new_file_record
 from common.protocol.pop_events import new_event_id
 from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Credentials, authorize
@@ -87,7 +86,7 @@ async def store_incoming(request: web.Request, admitted: AdmittedStore,
             refuse_size(opened.size, grant=grant, limit=limit)
             head, body = await take_head(opened.chunks, SNIFF_BYTES)
             start = _start_file(request, app, location, params, opened, head=head,
-                                size=opened.size, origin_id=secrets.token_hex(12))
+                                size=opened.size)
             # The file is Started while the client sends; a client that stalls fails the
             # read (`timeouts.body_idle`), and the file is recorded Failed.
             body = exactly(opened.size, body)
@@ -96,7 +95,7 @@ async def store_incoming(request: web.Request, admitted: AdmittedStore,
         staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
         start = _start_file(request, app, location, params, opened, head=staged.head,
-                            size=staged.size, origin_id=staged.body_id)
+                            size=staged.size)
     except BaseException:
         await staged.remove()
         raise
@@ -114,16 +113,15 @@ def _goes_straight(location: StorageConfig, size: int) -> bool:
 
 
 def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
-                params: StoreParams, opened: IncomingFile, *, head: bytes, size: int,
-                origin_id: str) -> wire.StartFile:
+                params: StoreParams, opened: IncomingFile, *, head: bytes,
+                size: int) -> NewStore:
     if size == 0:
         raise CinError(Code.EMPTY_FILE)
     source_url = valid_text(opened.source_url) if opened.source_url else None
     given_name = params.filename or opened.filename or _name_from_url(source_url)
     filename = clean_filename(given_name) if given_name else None
     mimetype = choose_mimetype(params.mimetype or opened.content_type, head, filename)
-    return wire.StartFile(
-        origin=f"{request.app[POP].name}:{origin_id}",
+    return NewStore(
         apikey=app.apikey, storage=location.name, provider=location.provider,
         container=params.container, path=params.path, filename=filename or "",
         mimetype=mimetype, size=size, pop=request.app[POP].name,
@@ -131,7 +129,7 @@ def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
         tags=params.tags)
 
 
-async def _store_staged(app: web.Application, start: wire.StartFile, staged: StagedBody,
+async def _store_staged(app: web.Application, start: NewStore, staged: StagedBody,
                         params: StoreParams) -> FileRecord:
     try:
         return await _store(app, start, staged.chunks(), params)
@@ -139,7 +137,7 @@ async def _store_staged(app: web.Application, start: wire.StartFile, staged: Sta
         await staged.remove()
 
 
-async def _store(app: web.Application, start: wire.StartFile, body: AsyncIterator[bytes],
+async def _store(app: web.Application, start: NewStore, body: AsyncIterator[bytes],
                  params: StoreParams) -> FileRecord:
     """Name the file from this POP's lease, put its bytes in the bucket, and journal the
     fact: the store is acknowledged once both are durable, without asking the

@@ -4,17 +4,21 @@ cannot serve), never 404; a POP asked for another POP's such file does the same.
 
 from __future__ import annotations
 
+import base64
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import APIKEY, Network, start_network
+from support import APIKEY, APP_SECRET, Network, shipped, start_network
 
 from common.protocol import wire
 from common.protocol.errors import CinError, Code, FileAtPop
 from common.protocol.handle_lease import mint_handle, mint_upload_id
 from common.protocol.naming import new_handle
+from coordinator.keys import STATE, STORE_EXPIRY
+from coordinator.store_expiry import deleted_handle_retention
 from edge.coordinator_client import RemoteFiles
 from edge.heartbeat import HEARTBEAT
 from edge.keys import COORDINATOR
@@ -127,3 +131,44 @@ async def test_a_pop_never_sends_a_client_to_itself(network: Network) -> None:
     elsewhere = RemoteFiles(network.pop.app[COORDINATOR], pop=WEST)
     with pytest.raises(FileAtPop):
         await elsewhere.lookup(handle)
+
+
+async def test_the_coordinator_no_longer_names_a_pops_files(network: Network) -> None:
+    # A POP names its stores and uploads from its lease and ships the facts: a start
+    # asked of the coordinator is a message it does not take, and names nothing.
+    start = wire.StartUpload(origin=f"{EAST}:asked", apikey=APIKEY, storage="bucket",
+                             provider="s3", container="cin-test", path=None, filename="f.bin",
+                             mimetype="application/octet-stream", size=5, access="private",
+                             region=None, fii=False, pop=EAST)
+    body = wire.encode(start)
+    response = await network.coordinator.post("/internal/v1/rpc", data=body, headers={
+        wire.SIGNATURE_HEADER: wire.sign(network.config.internal_secret, body)})
+    assert response.status == 400
+    reply = wire.decode(await response.read())
+    assert isinstance(reply, wire.ErrorReply) and reply.to_error().code is Code.BAD_MESSAGE
+    assert await network.coordinator.app[STATE].get_upload(origin=f"{EAST}:asked") is None
+
+
+async def test_a_deleted_handle_stays_404_after_the_coordinator_forgets_it(
+        network: Network) -> None:
+    stored = await network.pop.post("/api/store/S3", params={"key": APIKEY},
+                                    data=b"soon gone")
+    handle = (await stored.json())["handle"]
+    await shipped(network)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"app:{APP_SECRET}".encode()).decode()}
+    deleted = await network.coordinator.delete(f"/api/file/{handle}", headers=auth)
+    assert deleted.status == 200, await deleted.text()
+    response = await network.coordinator.get(f"/{handle}", allow_redirects=False)
+    assert response.status == 404  # remembered as deleted
+
+    swept = await network.coordinator.app[STORE_EXPIRY].sweep_once(
+        now=time.time() + deleted_handle_retention(network.config) + 1)
+    assert swept.forgotten == 1
+    # Forgotten, the handle is taken for one its POP has not reported: the read goes
+    # there, and the POP, which holds nothing of it, answers 404 itself.
+    response = await network.coordinator.get(f"/{handle}", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == public_url(network, EAST) + f"/{handle}"
+    at_pop = await network.pop.get(f"/{handle}", allow_redirects=False)
+    assert at_pop.status == 404
+    assert (await at_pop.json())["code"] == "file_not_found"

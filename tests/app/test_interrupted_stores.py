@@ -20,13 +20,15 @@ from typing import Any
 import pytest
 from support import APIKEY, APP_SECRET, Network, read_answer, shipped
 
-from common.protocol import wire
+from common.protocol.naming import new_handle
+from common.protocol.new_files import NewStore, new_file_record
 from common.protocol.records import FileRecord
 from common.protocol.security import encode_policy, sign_policy
 from common.storage import Storage, StorageError, StorageErrorKind
 from common.storage.drivers import LocalSettings
-from coordinator.keys import FILES, STORE_EXPIRY
+from coordinator.keys import STATE, STORE_EXPIRY
 from coordinator.keys import STORAGE as COORDINATOR_STORAGE
+from coordinator.state import StateStore
 from coordinator.store_expiry import StoreSweepResult
 
 STORE_TTL = 1.5
@@ -56,13 +58,24 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+async def started_at_coordinator(network: Network, container: str, path: str,
+                                 origin: str) -> FileRecord:
+    """A REST store the coordinator holds Started: what a POP that named its stores at the
+    coordinator (before POPs took handles from their lease) left when it died mid-store."""
+    record = new_file_record(NewStore(apikey=APIKEY, storage="bucket", provider="s3",
+                                      container=container, path=path, filename="f.bin",
+                                      mimetype="application/octet-stream", size=5,
+                                      pop="us-east-1"),
+                             handle=new_handle(), pop="us-east-1", now=time.time())
+    state: StateStore = network.coordinator.app[STATE]
+    return await state.create_file(record, f"us-east-1:{origin}")
+
+
 async def interrupted_store(network: Network, path: str) -> FileRecord:
     """What a POP killed mid-store leaves: its file named and Started, an object put at its
     key but never reported, and a pending multipart upload there."""
-    record: FileRecord = await network.coordinator.app[FILES].start(wire.StartFile(
-        origin="us-east-1:killed-mid-store", apikey=APIKEY, storage="bucket", provider="s3",
-        container=network.config.storage["bucket"].container, path=path, filename="f.bin",
-        mimetype="application/octet-stream", size=5, pop="us-east-1"))
+    record = await started_at_coordinator(network, network.config.storage["bucket"].container,
+                                          path, "killed-mid-store")
     bucket = storage(network)
     await bucket.put(record.container, record.key, body(b"bytes"),
                      content_type="application/octet-stream")
@@ -113,10 +126,7 @@ async def test_the_bytes_of_another_file_at_the_key_stay(network: Network) -> No
     assert stored.status == 200, first
     await shipped(network)  # the coordinator knows the first file is Complete at that key
     # A second store to the same path, whose POP died before it put anything.
-    second = await network.coordinator.app[FILES].start(wire.StartFile(
-        origin="us-east-1:second", apikey=APIKEY, storage="bucket", provider="s3",
-        container=first["container"], path=path, filename="f.bin",
-        mimetype="application/octet-stream", size=5, pop="us-east-1"))
+    second = await started_at_coordinator(network, first["container"], path, "second")
     assert second.key == first["key"]
 
     assert await sweep_past_the_ttl(network) == (second.handle,)

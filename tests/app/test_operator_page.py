@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from common.web.drain import DRAIN
 from coordinator.app import make_app
 from coordinator.events import WebhookEvent
 from coordinator.keys import STATE
+from coordinator.operator.routes import SIGN_INS
+from coordinator.operator.sign_in_limit import MAX_FAILURES, WINDOW
 
 # A file name a client may choose (no slash: a POP keeps what follows the last one).
 HOSTILE = '<img src=x onerror=alert(1)>&amp;"quoted".txt'
@@ -203,3 +206,28 @@ def _tbody(page: str, table: str) -> str:
     found = re.search(rf'<table id="{table}">.*?<tbody>(.*?)</tbody>', page, re.DOTALL)
     assert found is not None, table
     return found.group(1)
+
+
+async def test_an_address_that_keeps_guessing_is_refused_for_a_while(
+        network: Network) -> None:
+    coordinator = network.coordinator
+    # A browser's first request carries no credential: not a wrong guess.
+    for _ in range(MAX_FAILURES + 2):
+        assert (await coordinator.get("/operator/status")).status == 401
+    for _ in range(MAX_FAILURES):
+        response = await coordinator.get("/operator/status",
+                                         headers=basic("operator", "a-wrong-guess"))
+        assert response.status == 401
+    # Past the limit even the right password is refused: a guess must tell nothing.
+    for headers in (basic("operator", "another-guess"), OPERATOR):
+        refused = await coordinator.get("/operator/status", headers=headers)
+        assert refused.status == 429
+        assert (await refused.json())["code"] == "too_many_sign_ins"
+        assert 1 <= int(refused.headers["Retry-After"]) <= WINDOW
+        assert refused.headers["Cache-Control"] == "no-store"
+
+    # Once the oldest failure is a window old, the address may sign in again.
+    limit = coordinator.app[SIGN_INS]
+    now = time.monotonic()
+    limit.clock = lambda: now + WINDOW + 1
+    assert (await coordinator.get("/operator/status", headers=OPERATOR)).status == 200

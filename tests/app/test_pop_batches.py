@@ -116,8 +116,6 @@ async def test_a_lease_is_a_block_of_the_pops_handles(network: Network) -> None:
     assert await leases.holder(handle_of(network, block, 0)) == EAST
     assert await leases.holder(handle_of(network, block, 4)) == EAST
     assert await leases.holder(handle_of(network, block, 5)) is None  # past its size
-    assert await leases.leased_to(handle_of(network, block, 0), EAST)
-    assert not await leases.leased_to(handle_of(network, block, 0), WEST)
     forged = handle_of(network, block, 1)
     forged = forged[:-1] + ("a" if forged[-1] != "a" else "b")
     assert await leases.holder(forged) is None
@@ -184,12 +182,16 @@ async def test_forged_events_are_refused_and_change_nothing(network: Network) ->
     also_good = stored(handle_of(network, east, 4))
     reply = await send(network, good, wrong_pop, never_leased, bad_mac, past_block,
                        malformed, unknown_kind, foreign_upload, also_good)
-    refused = dict((event_id, why) for event_id, why in reply.refused)
+    refused = dict((event_id, why) for event_id, why, _ in reply.refused)
     assert list(refused) == [wrong_pop.id, never_leased.id, bad_mac.id, past_block.id,
                              "broken", "vanished", foreign_upload.id]
     assert "eu-west-1" in refused[wrong_pop.id]
     assert "never leased" in refused[never_leased.id]
     assert refused["broken"].startswith("bad_message")
+    # Each refusal names the event's position in the batch.
+    assert [(event_id, int(position)) for event_id, _, position in reply.refused] == [
+        (wrong_pop.id, 1), (never_leased.id, 2), (bad_mac.id, 3), (past_block.id, 4),
+        ("broken", 5), ("vanished", 6), (foreign_upload.id, 7)]
     assert reply.statuses == {good.handle: "Complete", also_good.handle: "Complete"}
     for event in (wrong_pop, never_leased, bad_mac, past_block):
         assert await status_of(network, event.handle) is None
@@ -276,6 +278,17 @@ async def test_an_upload_reported_in_events_ends_complete(network: Network) -> N
     assert response.status == 200 and await response.read() == first + last
 
 
+async def test_an_event_with_no_readable_id_is_refused_by_its_position(
+        network: Network) -> None:
+    block = await lease(network)
+    good = stored(handle_of(network, block, 0))
+    reply = await send(network, {"kind": "file_stored"}, good, {"kind": 42}, {"id": 7})
+    assert [(event_id, int(position)) for event_id, _, position in reply.refused] == [
+        ("", 0), ("", 2), ("", 3)]
+    assert all(why.startswith("bad_message") for _, why, _ in reply.refused)
+    assert reply.statuses == {good.handle: "Complete"}
+
+
 async def test_a_complete_whose_parts_do_not_make_up_the_file_is_refused(
         network: Network) -> None:
     secret = network.config.internal_secret
@@ -289,7 +302,7 @@ async def test_a_complete_whose_parts_do_not_make_up_the_file_is_refused(
     gap = UploadInTransit(id=new_event_id(), handle=handle, at=time.time(),
                           upload_id=upload.upload_id, parts=[[1, 5], [3, 5]])
     reply = await send(network, start, gap)
-    assert [event_id for event_id, _ in reply.refused] == [gap.id]
+    assert reply.refused == [[gap.id, reply.refused[0][1], "1"]]
     assert "conflict" in reply.refused[0][1]
     assert reply.statuses == {handle: "Started"}
     whole = UploadStored(id=new_event_id(), handle=handle, at=time.time(),
@@ -328,10 +341,10 @@ async def test_the_finisher_completes_uploads_left_in_transit(network: Network) 
     assert await state.parts_of(handle) == [PartRecord(1, EAST, "stored", 1000, etag)]
     assert await status_of(network, handle) is FileStatus.IN_TRANSIT
     finisher = UploadFinisher(state, network.coordinator.app[MULTIPART])
-    assert await finisher.finish_once() == [handle]
+    assert await finisher.finish_if_free() == [handle]
     assert await status_of(network, handle) is FileStatus.COMPLETE
     assert await webhooks_of(network, handle) == 1
-    assert await finisher.finish_once() == []
+    assert await finisher.finish_if_free() == []
 
 
 async def test_leases_events_and_batches_are_counted(network: Network) -> None:

@@ -1,7 +1,8 @@
 """Two coordinators on one PostgreSQL database, as two apps in this process: any of them
 answers `/pops` and hands out POPs from heartbeats the other heard; a start repeated to
 both at once makes one upload; expiry sweeping at both at once aborts each bucket upload
-once; a removal woken at one waits for a sweep running at the other.
+once; a removal woken at one waits for a sweep running at the other; one finishes stored
+uploads while the other skips its round.
 (tests/e2e/test_several_coordinators.py does it with real processes.)"""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from support import APIKEY, Network, free_port, start_network
 from common.config import PostgresStateConfig, UploadExpiryConfig
 from common.protocol.file_status import FileStatus
 from common.protocol.limits import MIN_PART_SIZE
+from common.protocol.pop_events import PartStored, UploadInTransit, UploadStarted
 from common.protocol.records import FileRecord, UploadRecord
 from common.protocol.wire import StartUpload
 from common.storage import StorageError, StorageErrorKind
@@ -27,8 +29,10 @@ from common.storage.storage_set import StorageSet
 from coordinator.app import make_app as make_coordinator_app
 from coordinator.expiry import UploadExpiry
 from coordinator.keys import MULTIPART, STORAGE
+from coordinator.multipart import MultipartUploads
 from coordinator.state.postgres import PostgresStateStore
 from coordinator.store_expiry import SWEEP_LOCK, StoreExpiry
+from coordinator.upload_finisher import UploadFinisher
 
 FAST = {"interval": 0.05, "timeout": 1.0}
 EAST = "us-east-1"
@@ -174,7 +178,8 @@ async def test_a_woken_removal_waits_for_a_sweep_at_the_other_coordinator(
             record.handle]
         bucket = RecordingBucket()
         expiry = StoreExpiry(stores[1], cast(StorageSet, bucket), [],
-                             UploadExpiryConfig(sweep_interval=3600.0))
+                             UploadExpiryConfig(sweep_interval=3600.0),
+                             forget_deleted_after=3600.0)
         runs = asyncio.create_task(expiry.run())
         try:
             async with stores[0].locked(SWEEP_LOCK):  # the other coordinator sweeps
@@ -191,5 +196,63 @@ async def test_a_woken_removal_waits_for_a_sweep_at_the_other_coordinator(
             runs.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runs
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+class SlowFinish:
+    """Uploads whose finish takes a while, as a distant bucket's complete does; counts the
+    finishes asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def finish(self, handle: str) -> FileRecord:
+        self.asked.append(handle)
+        self.entered.set()
+        await self.release.wait()
+        return FINISHABLE.with_changes(status=FileStatus.COMPLETE)
+
+
+FINISHABLE = FileRecord(handle="finishable".ljust(20, "x"), apikey=APIKEY, storage="bucket",
+                        provider="s3", container="c", key="k/finishable", filename="f",
+                        mimetype="t/p", size=10, status=FileStatus.STARTED, pop=EAST,
+                        uploaded=100.0)
+
+
+async def test_one_coordinator_at_a_time_finishes_stored_uploads(
+        postgres_database: str) -> None:
+    config = PostgresStateConfig(postgres_database)
+    stores = [PostgresStateStore(config), PostgresStateStore(config)]
+    for store in stores:
+        await store.open()
+    try:
+        handle, upload_id = FINISHABLE.handle, "up-finishable"
+        # An upload In Transit with its one part stored: all that is left is to finish it.
+        await stores[0].apply_pop_events(EAST, [
+            UploadStarted(id="s", handle=handle, at=0, record=FINISHABLE,
+                          upload=UploadRecord(upload_id, handle, "s3-up", EAST, False, 0)),
+            UploadInTransit(id="t", handle=handle, at=0, upload_id=upload_id,
+                            parts=[[1, 10]]),
+            PartStored(id="p", handle=handle, at=0, upload_id=upload_id, part=1, size=10,
+                       etag="e1")], now=time.time(), stored=lambda record: [])
+        assert await stores[0].finishable_uploads(10) == [handle]
+        uploads = [SlowFinish(), SlowFinish()]
+        finishers = [UploadFinisher(store, cast(MultipartUploads, finishing))
+                     for store, finishing in zip(stores, uploads, strict=True)]
+        first = asyncio.create_task(finishers[0].finish_if_free())
+        try:
+            await asyncio.wait_for(uploads[0].entered.wait(), 10)
+            # The second coordinator's round, while the first is finishing: skipped.
+            assert await finishers[1].finish_if_free() is None
+            assert uploads[1].asked == []
+            uploads[0].release.set()
+            assert await asyncio.wait_for(first, 10) == [handle]
+        finally:
+            uploads[0].release.set()
+            await asyncio.gather(first, return_exceptions=True)
+        assert uploads[0].asked == [handle]
     finally:
         await asyncio.gather(*(store.close() for store in stores))

@@ -311,7 +311,7 @@ async def test_forged_facts_are_refused_by_the_coordinator_process(network: Netw
         wrong_pop = forged_store(await lease(west), east)  # west's handle, told by east
         never_leased = forged_store(new_handle(), east)
         reply = await send(east, good, wrong_pop, never_leased)
-        assert [event_id for event_id, _ in reply.refused] == [wrong_pop.id, never_leased.id]
+        assert [event_id for event_id, *_ in reply.refused] == [wrong_pop.id, never_leased.id]
         assert reply.statuses == {good.handle: "Complete"}
         replayed = await send(east, good, wrong_pop, never_leased)  # a retry, or a replay
         assert replayed == reply

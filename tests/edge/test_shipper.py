@@ -173,6 +173,21 @@ async def test_a_refused_event_is_logged_and_never_sent_again(
     assert any(recorded[2] in message for message in errors)
 
 
+async def test_a_refused_event_with_no_readable_id_is_named_by_its_position(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    recorded = await record_stores(rig.journal, 4)
+    rig.peer.unreadable = {recorded[1]}
+    shipper = rig.shipper()
+    shipper.start()
+    await shipper.flush(5.0)
+    await shipper.stop()
+    assert rig.shipped_in_order() == recorded
+    assert await rig.journal.pending_count() == 0  # dropped with the rest of the batch
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and recorded[1] in errors[0], errors
+    assert "file_stored" in errors[0] and "not leased to this POP" in errors[0]
+
+
 async def test_events_no_one_woke_it_for_go_at_the_next_poll(rig: Rig) -> None:
     recorded = await record_stores(rig.journal, 3)
     shipper = Shipper(rig.journal, rig.client, POP, poll_interval=0.1)  # never woken

@@ -8,6 +8,7 @@ contract the coordinator relies on (coordinator/state/protocol.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -247,6 +248,25 @@ async def test_delete_removes_the_file_its_upload_and_parts(store: StateStore) -
     assert caught.value.code is Code.FILE_NOT_FOUND
     deliveries = await store.due_deliveries(now=1e12, limit=10)
     assert [(d.action, d.text) for d in deliveries] == [("fp.delete", {"size": 10})]
+
+
+async def test_the_handles_of_files_deleted_long_ago_are_forgotten(store: StateStore) -> None:
+    early = await add_upload(store, "early", status=FAILED)
+    late = await add_upload(store, "late", status=FAILED)
+    # A delete is stamped with the engine's wall clock: a moment apart on either side.
+    await store.delete_file(early.handle, events=one_event("fp.delete"))
+    await asyncio.sleep(0.01)
+    between = time.time()
+    await asyncio.sleep(0.01)
+    await store.delete_file(late.handle, events=one_event("fp.delete"))
+
+    assert await store.forget_deleted_files(between - DAY) == 0
+    assert await store.was_deleted(early.handle) and await store.was_deleted(late.handle)
+    assert await store.forget_deleted_files(between) == 1
+    assert not await store.was_deleted(early.handle)
+    assert await store.was_deleted(late.handle)
+    assert await store.forget_deleted_files(time.time() + 1) == 1
+    assert not await store.was_deleted(late.handle)
 
 
 # ---------------------------------------------------------------------------- uploads, parts

@@ -1,4 +1,4 @@
-"""How a new file is named, the same way for a file stored whole (StartFile)
+"""How a new file is named, the same way for a file stored whole (NewStore)
 and for an upload in parts (StartUpload)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 from common.protocol.file_status import FileStatus
 from common.protocol.naming import is_handle, new_handle
-from common.protocol.new_files import new_file_record
-from common.protocol.wire import StartFile, StartUpload
+from common.protocol.new_files import NewStore, new_file_record
+from common.protocol.wire import StartUpload
 
 COMMON: dict[str, Any] = {"apikey": "KEY", "storage": "bucket", "provider": "s3", "container": "c",
           "path": "in/cat.png", "filename": "C:\\Users\\me\\cat\x07.png", "mimetype": "image/png",
@@ -16,8 +16,8 @@ COMMON: dict[str, Any] = {"apikey": "KEY", "storage": "bucket", "provider": "s3"
 
 
 def test_a_stored_file_and_an_upload_are_named_alike() -> None:
-    whole = new_file_record(StartFile(origin="o1", pop="us-east-1", source_url="http://x/a",
-                                      tags={"user": "42"}, **COMMON),
+    whole = new_file_record(NewStore(pop="us-east-1", source_url="http://x/a",
+                                     tags={"user": "42"}, **COMMON),
                             handle=new_handle(), pop="us-east-1", now=5.0)
     parts = new_file_record(StartUpload(origin="o2", fii=False, pop=None, **COMMON),
                             handle=new_handle(), pop="eu-west-1", now=6.0)

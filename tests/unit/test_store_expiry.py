@@ -8,11 +8,14 @@ multipart uploads by key, so a crash between two steps of a sweep can be staged 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import pytest
+from support import config_data, to_config
 
 from common.config import StorageConfig, UploadExpiryConfig
 from common.protocol.file_status import FileStatus, IllegalTransition
@@ -20,10 +23,11 @@ from common.protocol.records import FileRecord, UploadRecord
 from common.storage import StorageError, StorageErrorKind
 from common.storage.storage_set import StorageSet
 from coordinator.state.sqlite import SqliteStateStore
-from coordinator.store_expiry import StoreExpiry
+from coordinator.store_expiry import StoreExpiry, deleted_handle_retention
 
 HOUR = 3600.0
 NOW = 1_700_000_000.0
+FORGET_DELETED_AFTER = 24 * HOUR
 SETTINGS = UploadExpiryConfig(store_ttl=HOUR, sweep_interval=600)
 
 
@@ -118,7 +122,7 @@ def expiry(state: SqliteStateStore, bucket: FakeBucket) -> StoreExpiry:
     driver = "local" if isinstance(bucket, LocalBucket) else "s3"
     location = StorageConfig(name="bucket", provider="S3", driver=driver, container="c")
     return StoreExpiry(state, cast(StorageSet, FakeStorage(bucket)), [location], SETTINGS,
-                       clock=lambda: NOW)
+                       forget_deleted_after=FORGET_DELETED_AFTER, clock=lambda: NOW)
 
 
 async def test_a_sweep_fails_the_store_and_removes_what_it_left_and_nothing_else(
@@ -189,3 +193,26 @@ async def test_temp_files_are_swept_where_the_driver_keeps_them(
     result = await expiry(state, local).sweep_once()
     assert result.temporary == 2
     assert local.swept == [HOUR]  # untouched for the store TTL
+
+
+async def test_a_sweep_forgets_the_handles_of_files_deleted_long_ago(
+        stores: SqliteStateStore) -> None:
+    # A delete stamps the handle with the wall clock, not the sweep's NOW.
+    await stores.delete_file(handle_of("done"), events=lambda record: [])
+    sweeps = expiry(stores, FakeBucket())
+    deleted_at = time.time()
+    kept = await sweeps.sweep_once(now=deleted_at + FORGET_DELETED_AFTER - 60)
+    assert kept.forgotten == 0 and await stores.was_deleted(handle_of("done"))
+    later = await sweeps.sweep_once(now=deleted_at + FORGET_DELETED_AFTER + 60)
+    assert later.forgotten == 1 and not await stores.was_deleted(handle_of("done"))
+
+
+def test_a_deleted_handle_is_remembered_as_long_as_a_pop_keeps_the_file(
+        tmp_path: Path) -> None:
+    config = to_config(config_data(tmp_path), tmp_path)
+    config = replace(config, event_shipping=replace(config.event_shipping, retention=HOUR),
+                     upload_expiry=replace(config.upload_expiry, ttl=48 * HOUR))
+    assert deleted_handle_retention(config) == 48 * HOUR  # a view of an upload under way
+    longer = replace(config, event_shipping=replace(config.event_shipping,
+                                                    retention=72 * HOUR))
+    assert deleted_handle_retention(longer) == 72 * HOUR

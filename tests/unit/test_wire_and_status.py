@@ -14,9 +14,8 @@ RECORD = FileRecord(handle="a" * 20, apikey="KEY", storage="bucket", provider="s
 
 def test_messages_round_trip() -> None:
     assert wire.decode(wire.encode(wire.FileReply(RECORD))) == wire.FileReply(RECORD)
-    start = wire.StartFile(origin="p:1", apikey="K", storage="s", provider="s3", container="c",
-                           path="a/", filename="f", mimetype="t/p", size=1, pop="p")
-    assert wire.decode(wire.encode(start)) == start
+    lease = wire.LeaseHandles(pop="p", count=3)
+    assert wire.decode(wire.encode(lease)) == lease
     error = wire.ErrorReply.of(CinError(Code.FILE_NOT_FOUND, "h"))
     decoded = wire.decode(wire.encode(error))
     assert isinstance(decoded, wire.ErrorReply)
