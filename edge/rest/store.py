@@ -3,7 +3,7 @@
 The reply is sent once the object is stored and the fact is in the POP's journal
 (edge/journal), which ships it to the coordinator: an acknowledged store is complete, and
 no store waits on the coordinator. A raw body that declares its length goes straight to a
-local-disk bucket as it arrives (to S3 only if it is small; see `_goes_straight`): its
+local-disk bucket as it arrives (to S3 only if it is small; see `goes_straight`): its
 size is known up front, so the file can be named before the rest of the bytes come, and
 nothing is written twice. Any other body (a form, a URL to fetch, base64, a chunked raw
 body) is staged first (bounded by the app's size limit), since the file's size is only
@@ -33,11 +33,13 @@ from common.protocol.security import Credentials, authorize
 from common.protocol.sniff import SNIFF_BYTES, choose_mimetype
 from common.protocol.store_admission import AdmittedStore, admit_store
 from common.protocol.store_params import StoreParams
+from common.storage import Access
 from common.storage.drivers import driver_of
 from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
 from edge.jobs import JOBS
 from edge.keys import CONFIG, EDGE_METRICS, FETCHER, JOURNAL, POP, STAGING, STORAGE
+from edge.metrics import Api
 from edge.rest.intake import (
     IncomingFile,
     exactly,
@@ -82,7 +84,7 @@ async def store_incoming(request: web.Request, admitted: AdmittedStore,
         limit = min(limit, config.url_fetch.max_size)
     async with open_incoming(incoming, request.app[FETCHER],
                              base64=params.base64decode) as opened:
-        if opened.size is not None and _goes_straight(location, opened.size):
+        if opened.size is not None and goes_straight(location, opened.size):
             refuse_size(opened.size, grant=grant, limit=limit)
             head, body = await take_head(opened.chunks, SNIFF_BYTES)
             start = _start_file(request, app, location, params, opened, head=head,
@@ -91,7 +93,8 @@ async def store_incoming(request: web.Request, admitted: AdmittedStore,
             # read (`timeouts.body_idle`), and the file is recorded Failed.
             body = exactly(opened.size, body)
             # Shielded, so that a cancelled handler still records how the store ended.
-            return await request.app[JOBS].shield(_store(request.app, start, body, params))
+            return await request.app[JOBS].shield(
+                store_file(request.app, start, body, access=params.access))
         staged = await stage_within(request.app[STAGING], opened, limit=limit, grant=grant)
     try:
         start = _start_file(request, app, location, params, opened, head=staged.head,
@@ -104,7 +107,7 @@ async def store_incoming(request: web.Request, admitted: AdmittedStore,
     return await request.app[JOBS].shield(_store_staged(request.app, start, staged, params))
 
 
-def _goes_straight(location: StorageConfig, size: int) -> bool:
+def goes_straight(location: StorageConfig, size: int) -> bool:
     """Whether a body of a known size can go to the bucket as it arrives at no more
     memory than staging it: a driver that streams a body (local disk) holds nothing, one
     that gathers it into parts of several MiB (S3) would hold them for as long as a slow
@@ -132,18 +135,20 @@ def _start_file(request: web.Request, app: AppConfig, location: StorageConfig,
 async def _store_staged(app: web.Application, start: NewStore, staged: StagedBody,
                         params: StoreParams) -> FileRecord:
     try:
-        return await _store(app, start, staged.chunks(), params)
+        return await store_file(app, start, staged.chunks(), access=params.access)
     finally:
         await staged.remove()
 
 
-async def _store(app: web.Application, start: NewStore, body: AsyncIterator[bytes],
-                 params: StoreParams) -> FileRecord:
+async def store_file(app: web.Application, start: NewStore,
+                     body: AsyncIterator[bytes], *, access: Access,
+                     api: Api = "store") -> FileRecord:
     """Name the file from this POP's lease, put its bytes in the bucket, and journal the
     fact: the store is acknowledged once both are durable, without asking the
     coordinator (the journal ships the fact to it). A store that fails on the way is
     forgotten, and what it put removed; one this POP never finishes (it stopped) is
-    found in the journal when it starts again (edge/rest/store_recovery.py)."""
+    found in the journal when it starts again (edge/rest/store_recovery.py). tus stores a
+    creation that carries its whole file through here too (edge/tus/one_shot.py)."""
     journal, metrics = app[JOURNAL], app[EDGE_METRICS]
     record = new_file_record(start, handle=await journal.take_handle(), pop=start.pop,
                              now=time.time())
@@ -158,19 +163,19 @@ async def _store(app: web.Application, start: NewStore, body: AsyncIterator[byte
     try:
         async with deadline:
             info = await storage.put(record.container, record.key, body,
-                                     content_type=record.mimetype, access=params.access)
+                                     content_type=record.mimetype, access=access)
     except BaseException as exc:
         failure = (CinError(Code.STORE_TIMEOUT, f"{store_ttl:g} s") if deadline.expired()
                    else exc)
         log.warning("storing %s failed: %s", record.handle, str(failure) or type(failure).__name__)
-        metrics.upload("store", FileStatus.FAILED)
+        metrics.upload(api, FileStatus.FAILED)
         # The driver removed what it wrote; the client hears of `exc`, not of this.
         with contextlib.suppress(Exception):
             await asyncio.shield(journal.forget(record.handle))
         if failure is not exc:
             raise failure from exc
         raise
-    metrics.stored("store", info.size)
+    metrics.stored(api, info.size)
     stored = record.with_changes(status=FileStatus.COMPLETE, size=info.size, etag=info.etag)
     try:
         if info.size != record.size:
@@ -180,13 +185,13 @@ async def _store(app: web.Application, start: NewStore, body: AsyncIterator[byte
     except BaseException:
         # Not journaled, so the client is told it failed: the object must go too, or it
         # would sit in the bucket with no file pointing at it.
-        metrics.upload("store", FileStatus.FAILED)
+        metrics.upload(api, FileStatus.FAILED)
         await asyncio.shield(_forget(app, record, info.etag))
         raise
     journal.wake_shipper()
     log.info("%s stored: %d bytes in %s/%s", record.handle, info.size, record.container,
              record.key)
-    metrics.upload("store", stored.status)
+    metrics.upload(api, stored.status)
     return stored
 
 

@@ -20,6 +20,8 @@ from aiohttp import web
 
 from common.config import Config, PopConfig
 from common.protocol import wire
+from common.protocol.errors import CinError, Code
+from common.protocol.handle_lease import handle_of_upload_id
 from common.protocol.records import FileRecord, PartRecord, UploadRecord
 from common.protocol.security import Credentials
 from common.protocol.upload_start import start_message
@@ -104,6 +106,27 @@ class CinUploads:
                 log.warning("terminated upload %s not aborted in the bucket: %s",
                             cin.upload.upload_id, exc)
         return record
+
+
+    async def stored_whole(self, upload_id: str, *, ask_coordinator: bool) -> FileRecord | None:
+        """The file a creation that carried all its bytes stored as a REST store does
+        (edge/tus/one_shot.py): it has no upload, and its tus id is the upload id minted
+        from its handle. From this POP's journal; then, if `ask_coordinator`, the
+        coordinator's record. None when the id names no such file."""
+        handle = handle_of_upload_id(self.config.internal_secret, upload_id)
+        if handle is None:
+            return None
+        local = await self.uploads.journal.file(handle)
+        if local is not None:
+            return local.record if local.upload is None else None
+        if not ask_coordinator:
+            return None
+        try:
+            return await self.coordinator.file(wire.LookupFile(handle=handle))
+        except CinError as error:
+            if error.code is Code.FILE_NOT_FOUND:
+                return None
+            raise
 
 
 CIN_UPLOADS = web.AppKey("tus_cin_uploads", CinUploads)

@@ -22,6 +22,7 @@ from common.web.request_auth import request_credentials
 from edge.disk_space import DISK_SPACE
 from edge.keys import CONFIG, POP
 from edge.tus.byte_source import READ_BYTES, ByteSource, file_chunks, stage_body
+from edge.tus.one_shot import carries_whole_file, store_whole
 from edge.tus.tus_state import TusEnd, TusUpload
 from edge.tus.tus_uploads import HANDLE_HEADER, TUS_UPLOADS, TusUploads, metadata_header
 
@@ -47,7 +48,11 @@ def _header_size(request: web.Request, name: str) -> int | None:
 
 
 def _url(request: web.Request, upload: TusUpload) -> str:
-    return f"{request.app[POP].public_url}{tus.PREFIX}/{upload.tus_id}"
+    return _url_of(request, upload.tus_id)
+
+
+def _url_of(request: web.Request, tus_id: str) -> str:
+    return f"{request.app[POP].public_url}{tus.PREFIX}/{tus_id}"
 
 
 def _expiry(upload: TusUpload) -> dict[str, str]:
@@ -83,6 +88,14 @@ async def create(request: web.Request) -> web.Response:
     apikey = request.query.get("key") or request.headers.get(APIKEY_HEADER)
     creds = request_credentials(request, tus.credential_fields(metadata))
     uploads = request.app[TUS_UPLOADS]
+    if length is not None and carries_whole_file(request, length,
+                                                 partial=concat is not None):
+        start = uploads.checked_start(metadata, apikey=apikey, creds=creds, size=length)
+        stored = await store_whole(request, uploads, start, tus.upload_tags(metadata))
+        if stored is not None:
+            return web.Response(status=201, headers={
+                "Location": _url_of(request, uploads.whole_file_id(stored.handle)),
+                "Upload-Offset": str(stored.size), HANDLE_HEADER: stored.handle})
     upload = await uploads.create(length=length, metadata=metadata, apikey=apikey,
                                   creds=creds, concat=concat)
     headers = {"Location": _url(request, upload), **_expiry(upload),

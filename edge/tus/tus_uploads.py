@@ -36,6 +36,7 @@ from common.config import Config
 from common.protocol import tus, wire
 from common.protocol.errors import CinError, Code
 from common.protocol.file_status import FileStatus
+from common.protocol.handle_lease import mint_upload_id
 from common.protocol.records import FileRecord, UploadRecord
 from common.protocol.security import Credentials
 from common.threads import in_thread
@@ -100,9 +101,8 @@ class TusUploads:
                 raise CinError(Code.EMPTY_FILE, "the partial uploads hold no bytes")
         # A deferred length is checked against the app's limit when it comes; the
         # policy's maxSize only here, where its credentials are.
-        size = length if length is not None else 1
-        fields = tus.start_fields(metadata, apikey=apikey, size=max(size, 1))
-        start = self.cin.check_start(fields, creds)
+        start = self.checked_start(metadata, apikey=apikey, creds=creds,
+                                   size=length if length is not None else 1)
         tags = tus.upload_tags(metadata)
         now = self.clock()
         expires = now + self.config.upload_expiry.ttl
@@ -124,6 +124,18 @@ class TusUploads:
         cin = await self.cin.start(start)
         return await self._open_file(cin, cin.upload.upload_id, length, shown, tags,
                                      created=now)
+
+    def checked_start(self, metadata: dict[str, str | None], *, apikey: str | None,
+                      creds: Credentials, size: int) -> wire.StartUpload:
+        """The app, its credentials and policy, and the store options, checked for a file
+        of `size` bytes (at least one: an empty file is refused after)."""
+        fields = tus.start_fields(metadata, apikey=apikey, size=max(size, 1))
+        return self.cin.check_start(fields, creds)
+
+    def whole_file_id(self, handle: str) -> str:
+        """The tus id of a file a creation stored whole (edge/tus/one_shot.py): the upload
+        id an upload of it would have had, so any POP finds the file from it."""
+        return mint_upload_id(self.config.internal_secret, handle)
 
     async def _open_file(self, cin: CinUpload, tus_id: str, length: int,
                          metadata: dict[str, str | None], tags: dict[str, str], *,
@@ -219,10 +231,16 @@ class TusUploads:
         return upload
 
     async def _adopt(self, upload_id: str) -> TusUpload:
+        whole = await self.cin.stored_whole(upload_id, ask_coordinator=False)
+        if whole is not None:
+            return self._stored_whole(upload_id, whole)
         try:
             cin = await self.cin.lookup(upload_id)
         except CinError as error:
             if error.code is Code.FILE_NOT_FOUND:
+                whole = await self.cin.stored_whole(upload_id, ask_coordinator=True)
+                if whole is not None:
+                    return self._stored_whole(upload_id, whole)
                 raise CinError(Code.FILE_NOT_FOUND, "no tus upload has this id") from error
             raise
         record, upload = cin.record, cin.upload
@@ -244,6 +262,17 @@ class TusUploads:
                      upload_id, record.handle, prefix)
             await self._keep(adopted, cin)
         return adopted
+
+    def _stored_whole(self, tus_id: str, record: FileRecord) -> TusUpload:
+        """A file a creation stored whole: finished, at every POP, once it is stored."""
+        if record.status is FileStatus.FAILED:
+            raise CinError(Code.UPLOAD_GONE, "the upload failed")
+        if record.status not in _ENDED:  # still being stored: its creation is unanswered
+            raise CinError(Code.FILE_NOT_FOUND, "no tus upload has this id")
+        return TusUpload(tus_id, TusKind.FILE, record.size, tus.part_size(record.size),
+                         {"filename": record.filename, "filetype": record.mimetype},
+                         record.uploaded, record.uploaded + self.config.upload_expiry.ttl,
+                         handle=record.handle, tags=dict(record.tags), ended=TusEnd.FINISHED)
 
     async def offset(self, upload: TusUpload) -> int:
         """The bytes acknowledged from the upload's start without a gap."""

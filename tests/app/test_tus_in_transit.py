@@ -54,11 +54,17 @@ async def status(network: Network, handle: str) -> str:
 async def test_served_from_the_pop_while_in_transit(network: Network, release: asyncio.Event,
                                                     size: int) -> None:
     payload = os.urandom(size)
+    # Created, then sent in a PATCH: a creation that carried the whole file would be
+    # stored as a REST store is, never In Transit (tests/app/test_tus_whole_creation.py).
     response = await network.pop.post(f"/files/?key={APIKEY}", headers={
-        **V, **OFFSET, "Upload-Length": str(size)}, data=payload)
+        **V, "Upload-Length": str(size)})
     assert response.status == 201
-    assert response.headers["Upload-Offset"] == str(size)
     handle = response.headers["Cin-Handle"]
+    url = response.headers["Location"].removeprefix(network.config.pops[0].public_url)
+    response = await network.pop.patch(url, headers={**V, **OFFSET, "Upload-Offset": "0"},
+                                       data=payload)
+    assert response.status == 204
+    assert response.headers["Upload-Offset"] == str(size)
     await shipped(network)
     assert await status(network, handle) == "In Transit"
     download = await network.pop.get(f"/api/file/{handle}")
