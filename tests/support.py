@@ -43,10 +43,24 @@ def sqlite_state(config: Config) -> Path:
     return state.path
 
 
+# Every port free_port has handed out in this test run.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, and one this run has not handed out before.
+
+    The kernel picks a free port at random, so two picks in a row may be the same port
+    (a network's three ports collide about once in 4,000 networks, and a run starts
+    hundreds): the ports are picked before anything binds them, so without this the
+    coordinator and a POP of one network could be given one port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "cin-test",
