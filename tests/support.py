@@ -160,7 +160,8 @@ class CinProcess:
         self.proc = subprocess.Popen([*program, *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -190,19 +191,26 @@ class CinProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM")
 
+    def wait(self, timeout: float) -> int:
+        """The exit status, once the process has ended and `output` has every line it
+        wrote (a thread reads them: its last lines may still be in the pipe when the
+        process is gone)."""
+        self.proc.wait(timeout)
+        self._reader.join(10)
+        return self.proc.returncode
+
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.wait(10)
 
     def stop(self, timeout: float = 15) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                return self.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return self.wait(5)
 
 
 @dataclass
