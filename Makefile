@@ -61,7 +61,7 @@ dev: $(STAMP)
 test: $(STAMP) $(JS_STAMP) $(PG_STAMP) $(BROWSER_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # Every case at full size, both event loops: about 15 minutes. BENCH_ARGS narrows it,
 # e.g. `make bench BENCH_ARGS="large --loop asyncio"`.

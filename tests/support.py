@@ -44,10 +44,24 @@ def sqlite_state(config: Config) -> Path:
     return state.path
 
 
+# Every port free_port has handed out in this test run.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, and one this run has not handed out before.
+
+    The kernel picks a free port at random, so two picks in a row may be the same port
+    (a network's three ports collide about once in 4,000 networks, and a run starts
+    hundreds): the ports are picked before anything binds them, so without this the
+    coordinator and a POP of one network could be given one port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def config_data(root: Path, *, s3_endpoint: str | None = None, bucket: str = "cin-test",
@@ -147,7 +161,8 @@ class CinProcess:
         self.proc = subprocess.Popen([*program, *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -177,19 +192,26 @@ class CinProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM")
 
+    def wait(self, timeout: float) -> int:
+        """The exit status, once the process has ended and `output` has every line it
+        wrote (a thread reads them: its last lines may still be in the pipe when the
+        process is gone)."""
+        self.proc.wait(timeout)
+        self._reader.join(10)
+        return self.proc.returncode
+
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.wait(10)
 
     def stop(self, timeout: float = 15) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                return self.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return self.wait(5)
 
 
 @dataclass

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiobotocore.session
 import pytest
 from support import Network, start_network
+
+from common.storage._s3 import s3_client
+from common.storage.drivers import S3Settings
 
 
 @pytest.fixture
@@ -28,8 +30,9 @@ async def network_on_each_driver(request: pytest.FixtureRequest, tmp_path: Path,
     settings: dict[str, Any] = dict(network_settings)
     if request.param == "s3":
         bucket = f"cin-{uuid.uuid4().hex[:12]}"
-        async with aiobotocore.session.get_session().create_client(
-                "s3", endpoint_url=moto_url, region_name="us-east-1") as s3:
+        # The driver's own client: it shares S3's model, read once per process.
+        driver = S3Settings(endpoint_url=moto_url, addressing_style="path")
+        async with s3_client(driver, "us-east-1") as s3:
             for name in (bucket, f"{bucket}-other"):
                 await s3.create_bucket(Bucket=name)
         settings.update(s3_endpoint=moto_url, bucket=bucket)

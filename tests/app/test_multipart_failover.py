@@ -135,6 +135,9 @@ async def test_another_pop_finishes_an_upload_the_first_began(network: Network,
         upload_id = start["upload_id"]
         early = await send_parts(session, east, upload_id, payload, numbers={1, 2})
         await wait_for_stored(session, east, upload_id, {1, 2})
+        # East knows at once that a part is stored; west learns it from the coordinator,
+        # which hears it from east's journal a moment later.
+        await shipped(network)
 
         # From here on the client uses the other POP only, as if the first were gone.
         status = await part_status(session, west, upload_id)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped
 
 from common.protocol.security import encode_policy, sign_policy
+from common.web.drain import DRAIN
 from coordinator.keys import EXPIRY
 from edge.app import make_app as make_edge_app
 from edge.keys import UPLOADS
@@ -259,6 +260,18 @@ async def test_an_expired_upload_starts_afresh(network: Network, tmp_path: Path)
         await check_stored(cin, result, original, tmp_path)
 
 
+async def stop_as_cin_does(pop: TestClient) -> None:  # type: ignore[type-arg]
+    """Stop a POP as `cin edge` stops (cin/serve.py): no new connection, the requests in
+    flight finished while new ones on kept-alive connections are answered 503, then the
+    app closed. aiohttp's own shutdown alone (TestClient.close) stops reading every body
+    at once: a chunk half sent would wait out the POP's 60 s body timeout."""
+    assert pop.server.runner is not None
+    for site in list(pop.server.runner.sites):
+        await site.stop()
+    assert await pop.app[DRAIN].drain(30.0), "requests in flight outlived the drain"
+    await pop.close()
+
+
 @pytest.fixture
 async def west(network_on_each_driver: Network) -> AsyncIterator[str]:
     """The second POP, eu-west-1, running beside us-east-1 and known healthy."""
@@ -283,7 +296,7 @@ async def test_the_upload_moves_to_another_pop_when_its_pop_stops(
 
     def stop_east(update: Progress) -> None:
         if update.acknowledged >= 9 * MiB and not stopping:
-            stopping.append(asyncio.create_task(network.pop.close()))
+            stopping.append(asyncio.create_task(stop_as_cin_does(network.pop)))
 
     async with client(network, tmp_path / "state", pop="us-east-1") as cin:
         result = await cin.upload(original, progress=stop_east)

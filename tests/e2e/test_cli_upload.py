@@ -207,7 +207,7 @@ def test_ctrl_c_then_the_same_command_resumes(deployment: Deployment,
     first = CinProcess([*args, "--limit-rate", "4MiB"], tmp_path, env)
     wait_for_bytes_at(deployment, "us-east-1", state, first, 2 * MiB)
     first.proc.send_signal(signal.SIGINT)
-    assert first.proc.wait(30) == EXIT_RESUMABLE, first.output
+    assert first.wait(30) == EXIT_RESUMABLE, first.output
     assert "run the same command again" in first.output
     assert list((state / "uploads").glob("*.json")), "the state was not kept"
 
@@ -232,7 +232,7 @@ def test_the_upload_finishes_at_another_pop_when_its_pop_is_killed(tmp_path: Pat
                              "us-east-1", "--limit-rate", "4MiB"], tmp_path, env)
         wait_for_bytes_at(deployment, "us-east-1", state, upload, 2 * MiB)
         deployment.processes["us-east-1"].kill9()
-        assert upload.proc.wait(120) == 0, upload.output
+        assert upload.wait(120) == 0, upload.output
         [result] = json_lines(upload.output)
         assert result["pops"] == ["us-east-1", "eu-west-1"]
         assert result["status"] == "Complete"

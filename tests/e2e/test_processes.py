@@ -88,6 +88,16 @@ def store_file(pop_url: str, path: Path, timeout: float = 120) -> tuple[int, dic
     return status, json.loads(body) if body.startswith("{") else {"raw": body}
 
 
+def wait_for_a_body_in(spool: Path) -> None:
+    """Until a store's body is landing in the POP's staging area: the store is under way
+    (a fixed pause would be too short on a busy machine, and wasted on an idle one)."""
+    incoming = spool / "incoming"
+    deadline = time.monotonic() + 30
+    while not (incoming.is_dir() and any(incoming.iterdir())):
+        assert time.monotonic() < deadline, "the store never got under way"
+        time.sleep(0.02)
+
+
 def test_store_at_one_pop_download_anywhere(deployment: Deployment, tmp_path: Path) -> None:
     source = tmp_path / "report.pdf"
     source.write_bytes(b"%PDF-1.4\n" + os.urandom(200_000))
@@ -185,7 +195,7 @@ def test_graceful_shutdown_finishes_the_upload_in_flight(deployment: Deployment,
         ["curl", "-sS", "--limit-rate", "50M", "-w", "\n%{http_code}", "-X", "POST",
          "-F", f"fileUpload=@{big}", f"{deployment.pop_url()}/api/store/S3?key={APIKEY}"],
         stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    wait_for_a_body_in(Path(deployment.data["pops"][0]["spool_dir"]))
     pop = deployment.pops["us-east-1"]
     stop_started = time.monotonic()
     assert pop.stop(timeout=30) == 0
@@ -253,7 +263,7 @@ def test_cin_dev_shutdown_lets_a_pop_upload_finish(tmp_path: Path) -> None:
         ["curl", "-sS", "--limit-rate", "50M", "-w", "\n%{http_code}", "-X", "POST",
          "-F", f"fileUpload=@{big}", f"{pop_url}/api/store/S3?key={APIKEY}"],
         stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    wait_for_a_body_in(Path(data["pops"][0]["spool_dir"]))
     assert network.stop(timeout=30) == 0, network.output
     output, _ = upload.communicate(timeout=30)
     body, _, status = output.rpartition("\n")
