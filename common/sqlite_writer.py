@@ -132,7 +132,9 @@ def _run_alone(db: sqlite3.Connection,
     try:
         return True, fn(db)
     except Exception as exc:
-        db.execute("ROLLBACK")
+        # SQLite itself rolls the transaction back on some errors (a full disk, I/O).
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         return False, exc
 
 

@@ -43,6 +43,25 @@ async def test_a_lone_write_takes_no_savepoint_and_a_failing_one_is_undone_whole
     assert rows == [("one",), ("two",)]
 
 
+async def test_a_lone_write_whose_transaction_sqlite_ended_fails_with_its_own_error(
+        tmp_path: Path) -> None:
+    """SQLite rolls a transaction back by itself on some errors (a full disk, I/O): the
+    write is told its own error, not that there was nothing left to roll back."""
+    writer = await _opened(tmp_path / "w.db")
+
+    def transaction_lost(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t VALUES ('lost')")
+        db.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await writer.write(transaction_lost)
+    await writer.write(lambda db: db.execute("INSERT INTO t VALUES ('next')"))
+    rows = await writer.read(lambda db: db.execute("SELECT k FROM t").fetchall())
+    await writer.close()
+    assert rows == [("next",)]
+
+
 async def test_writes_together_still_fail_alone(tmp_path: Path) -> None:
     """Several writes in one transaction each keep a savepoint: the one that fails after
     writing undoes only its own rows."""
