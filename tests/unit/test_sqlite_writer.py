@@ -82,3 +82,29 @@ async def test_writes_together_still_fail_alone(tmp_path: Path) -> None:
     assert [isinstance(o, ValueError) for o in outcomes] == [False] * 5 + [True] + [False] * 5
     assert rows == sorted((f"{p}{n}",) for p in "km" for n in range(5))
     assert any("SAVEPOINT" in s for s in statements)
+
+
+async def test_one_statement_writes_take_no_savepoint_and_fail_alone(tmp_path: Path) -> None:
+    """A write of one statement, in a group with others, is undone by SQLite alone if it
+    fails: the others commit, and it took no savepoint."""
+    writer = await _opened(tmp_path / "w.db")
+    await writer.write(lambda db: db.execute("INSERT INTO t VALUES ('taken')"))
+    statements: list[str] = []
+    await writer.read(lambda db: db.set_trace_callback(statements.append))
+
+    def insert(key: str) -> Callable[[sqlite3.Connection], None]:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO t VALUES (?)", (key,))
+        return write
+
+    keys = ["a", "b", "taken", "c", "d"]  # "taken" breaks the primary key
+    outcomes = await asyncio.gather(
+        *(writer.write(insert(key), one_statement=True) for key in keys),
+        return_exceptions=True)
+    rows = await writer.read(lambda db: db.execute("SELECT k FROM t ORDER BY k").fetchall())
+    await writer.close()
+    assert [isinstance(o, sqlite3.IntegrityError) for o in outcomes] == [
+        False, False, True, False, False]
+    assert rows == [("a",), ("b",), ("c",), ("d",), ("taken",)]
+    assert statements.count("COMMIT") < len(keys)  # some of them shared a transaction
+    assert not any("SAVEPOINT" in s for s in statements), statements
