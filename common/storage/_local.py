@@ -15,8 +15,10 @@ An object is written into a temp file beside its final name with its metadata at
 fsynced, and renamed into place, so a reader sees the old object, the new one or none:
 never a torn one. A put costs one fsync of the file and one of the directory, and the
 puts that rename into one directory at once share that one (_dir_sync.py). A writer
-holds a `flock` on its temp file until it is sealed, so `sweep_temporary` can tell the
-temp file of a writer that died (its lock went with its process) from a slow one.
+that streams holds a `flock` on its temp file until it is sealed, so `sweep_temporary`
+can tell the temp file of a writer that died (its lock went with its process) from a slow
+one; a put of bytes all in hand makes, seals and renames its temp file in one call, too
+briefly for a sweep's age to reach it.
 
 A sidecar object is two renames (data, then sidecar); they happen under an exclusive
 `flock` on the `objects` directory, and a reader that finds no attribute on the file reads
