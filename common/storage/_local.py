@@ -15,8 +15,10 @@ An object is written into a temp file beside its final name with its metadata at
 fsynced, and renamed into place, so a reader sees the old object, the new one or none:
 never a torn one. A put costs one fsync of the file and one of the directory, and the
 puts that rename into one directory at once share that one (_dir_sync.py). A writer
-holds a `flock` on its temp file until it is sealed, so `sweep_temporary` can tell the
-temp file of a writer that died (its lock went with its process) from a slow one.
+that streams holds a `flock` on its temp file until it is sealed, so `sweep_temporary`
+can tell the temp file of a writer that died (its lock went with its process) from a slow
+one; a put of bytes all in hand makes, seals and renames its temp file in one call, too
+briefly for a sweep's age to reach it.
 
 A sidecar object is two renames (data, then sidecar); they happen under an exclusive
 `flock` on the `objects` directory, and a reader that finds no attribute on the file reads
@@ -132,7 +134,7 @@ def _locked(directory: Path, *, exclusive: bool) -> Iterator[int]:
 # ------------------------------------------------------------------ blocking file work
 
 
-def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
+def _create_temp(directory: Path, *, make_dirs: bool, lock: bool = True) -> tuple[int, Path]:
     try:
         fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
     except FileNotFoundError:
@@ -143,9 +145,13 @@ def _create_temp(directory: Path, *, make_dirs: bool) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
     # Held until the file is sealed (closed): however long its writer waits between two
     # writes, no sweep takes the file from under it, and a writer that dies (kill -9)
-    # drops the lock with its process.
-    with contextlib.suppress(OSError):  # a file system without locks: sweeps go by age
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # drops the lock with its process. A file made, written, sealed and renamed in one
+    # call (`lock` false) never waits on a client: it lives for one fsync, far less than
+    # the age a sweep leaves a temp file alone for, so the lock would be one more system
+    # call (a hand-off of the GIL) for nothing.
+    if lock:
+        with contextlib.suppress(OSError):  # a file system without locks: sweeps go by age
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd, Path(name)
 
 
@@ -204,7 +210,7 @@ def _write_json_temp(directory: Path, data: dict[str, Any]) -> Path:
 def _put_whole(objects: Path, name: str, chunks: list[bytes],
                meta: dict[str, Any]) -> os.stat_result:
     """Write, seal and commit an object whose bytes are all in hand."""
-    fd, temp = _create_temp(objects, make_dirs=True)
+    fd, temp = _create_temp(objects, make_dirs=True, lock=False)
     try:
         _writev_all(fd, chunks)
         sealing, fd = fd, -1

@@ -210,7 +210,8 @@ class SqliteJournal:
                        (record.handle, view.upload_id, view.record, view.upload,
                         record.status.value, last_seq))
 
-        await self._writer.write(write)
+        # A REST store's begin is the one INSERT: no savepoint needed in a group commit.
+        await self._writer.write(write, one_statement=event is None)
         if event is not None:
             self.wake_shipper()
 
@@ -244,7 +245,7 @@ class SqliteJournal:
 
     async def forget(self, handle: str) -> None:
         await self._writer.write(lambda db: db.execute(
-            "DELETE FROM files WHERE handle = ?", (handle,)))
+            "DELETE FROM files WHERE handle = ?", (handle,)), one_statement=True)
 
     # ------------------------------------------------------------------ this POP's view
 
