@@ -369,11 +369,11 @@ class TusUploads:
         try:
             while offset < end:
                 part, within = tus.part_of(offset, upload.part_size)
-                size = min(end - offset, upload.part_size - within)
-                piece = _Piece(part, within + size, offset + size)
+                length = min(end - offset, upload.part_size - within)
+                piece = _Piece(part, within + length, offset + length)
                 unsettled.append(piece)
                 piece.start(spool.write_chunk(spool_id, part, within, piece.reading(
-                    source.take(size)), size))
+                    source.take(length)), length))
                 await piece.read()
                 if len(unsettled) == 2:
                     await self._acknowledged_piece(upload, spool, spool_id, cin, unsettled[0])
@@ -572,7 +572,7 @@ class _Piece:
         self._read.set()
 
     async def read(self) -> None:
-        """Until the piece's body is all read, or it ended (a failure shows in `done`)."""
+        """Until the piece's body is all read; its failure before that is raised."""
         assert self._task is not None
         read = asyncio.ensure_future(self._read.wait())
         try:
