@@ -340,16 +340,19 @@ class _ClaimedRange:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    async def write(self, fd: int, runs: ChunkRuns, buffers: list[bytes]) -> None:
-        # Checked and marked busy in one step of the event loop: a newer chunk that takes
-        # the range over after this either sees the write under way and waits for it, or
-        # this chunk sees it was superseded and writes nothing.
+    def start_write(self, fd: int, runs: ChunkRuns,
+                    buffers: list[bytes]) -> asyncio.Future[None]:
+        """Start writing the next batch in a worker thread; the caller goes on reading
+        the body while it runs, and awaits it before starting the next.
+
+        Checked and marked busy in one step of the event loop: a newer chunk that takes
+        the range over after this either sees the write under way and waits for it, or
+        this chunk sees it was superseded and writes nothing."""
         self.claim.check_current()
         self.idle.clear()
-        try:
-            await in_thread(_write_runs, fd, runs, buffers)
-        finally:
-            self.idle.set()
+        batch = asyncio.ensure_future(in_thread(_write_runs, fd, runs, buffers))
+        batch.add_done_callback(lambda _: self.idle.set())
+        return batch
 
 
 async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: bytes | None,
@@ -358,15 +361,20 @@ async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: by
     """Take exactly the chunk's size in bytes from `body`, write them at its offset in
     `path` (when given, for the `claimed` range; held bytes are compared instead) and
     fsync them. Returns `runs`, which has their MD5 and the runs written with theirs.
-    Never writes past the chunk, nor once a newer chunk took its range over."""
+    Never writes past the chunk, nor once a newer chunk took its range over.
+
+    One batch at a time is hashed and written in a worker thread while the event loop
+    reads the next from the body: hashlib and the write release the GIL, so on a large
+    chunk the two run side by side instead of taking turns."""
     fd = None if path is None else await in_thread(_open_for_writing, path)
 
-    async def write(buffers: list[bytes]) -> None:
+    def start(buffers: list[bytes]) -> asyncio.Future[None]:
         if fd is None or claimed is None:
-            await in_thread(_write_runs, None, runs, buffers)  # only hashed
-        else:
-            await claimed.write(fd, runs, buffers)
+            # Only hashed.
+            return asyncio.ensure_future(in_thread(_write_runs, None, runs, buffers))
+        return claimed.start_write(fd, runs, buffers)
 
+    batch: asyncio.Future[None] | None = None
     try:
         pending: list[bytes] = []
         pending_bytes = 0
@@ -377,10 +385,15 @@ async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: by
             pending.append(piece)
             pending_bytes += len(piece)
             if pending_bytes >= FLUSH_BYTES:
-                await write(pending)
+                if batch is not None:
+                    await batch  # in order, and its failure stops the chunk
+                batch = start(pending)
                 pending, pending_bytes = [], 0
+        if batch is not None:
+            await batch
+            batch = None
         if pending:
-            await write(pending)
+            await start(pending)
         runs.check_whole(expected_md5)
         if claimed is not None:
             claimed.claim.commit()
@@ -388,8 +401,22 @@ async def _receive(runs: ChunkRuns, body: AsyncIterable[bytes], expected_md5: by
             await in_thread(os.fsync, fd)
         return runs
     finally:
+        if batch is not None:
+            # The chunk failed while a batch was in a thread: the descriptor is closed,
+            # and the range freed, only once that write has ended.
+            await _outlive(batch)
         if fd is not None:
             await in_thread(os.close, fd)
+
+
+async def _outlive(batch: asyncio.Future[None]) -> None:
+    """Wait for a batch under way whatever happens to the caller, its outcome dropped
+    (the chunk already failed for another reason)."""
+    while not batch.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({batch})
+    if not batch.cancelled():
+        batch.exception()
 
 
 def _write_runs(fd: int | None, runs: ChunkRuns, buffers: list[bytes]) -> None:

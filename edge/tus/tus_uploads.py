@@ -26,9 +26,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import StreamReader, web
 
@@ -357,23 +358,52 @@ class TusUploads:
 
     async def _write(self, upload: TusUpload, offset: int, source: ByteSource,
                      size: int) -> int:
+        """Each piece is written by the spool, fsync'd and journaled; the offset moves
+        past a piece only once it is, and in order. While one piece is made durable (its
+        fsync and journal line: disk work), the next one's body is already read: the
+        client is not kept waiting on the disk at every part's end."""
         spool, spool_id = self._bytes_of(upload)
-        live = self._live_of(upload.tus_id)
         cin = None if upload.local else await self._cin_of(upload)
         end = offset + size
-        while offset < end:
-            part, within = tus.part_of(offset, upload.part_size)
-            piece = min(end - offset, upload.part_size - within)
-            await spool.write_chunk(spool_id, part, within, source.take(piece), piece)
-            offset += piece
-            live.offset = offset
-            last = upload.length is not None and offset == upload.length
-            if (cin is not None and not cin.upload.in_one_put
-                    and within + piece == upload.part_size and not last):
-                # A whole part, not the last: to the bucket now, while the rest arrives.
-                finished = await spool.finish_part(spool_id, part)
-                self.transfer.send(cin.known, finished)
-        return offset
+        unsettled: list[_Piece] = []  # in order: at most one being made durable, one read
+        try:
+            while offset < end:
+                part, within = tus.part_of(offset, upload.part_size)
+                length = min(end - offset, upload.part_size - within)
+                piece = _Piece(part, within + length, offset + length)
+                unsettled.append(piece)
+                piece.start(spool.write_chunk(spool_id, part, within, piece.reading(
+                    source.take(length)), length))
+                await piece.read()
+                if len(unsettled) == 2:
+                    await self._acknowledged_piece(upload, spool, spool_id, cin, unsettled[0])
+                    unsettled.pop(0)
+                offset = piece.end
+            if unsettled:
+                await self._acknowledged_piece(upload, spool, spool_id, cin, unsettled[0])
+                unsettled.pop(0)
+        finally:
+            # Failed: a piece still reading its body stops; one being made durable is
+            # waited for before the next PATCH, and counted if all before it were.
+            counted = True
+            for piece in unsettled:
+                acknowledged = await piece.settle()
+                counted = counted and acknowledged
+                if counted:
+                    self._live_of(upload.tus_id).offset = piece.end
+        return end
+
+    async def _acknowledged_piece(self, upload: TusUpload, spool: PartSpool, spool_id: str,
+                                  cin: CinUpload | None, piece: _Piece) -> None:
+        """Wait for `piece` to be durable, move the offset past it, and send its part to
+        the bucket now when it filled one (not the last: that goes at the end)."""
+        await piece.done()
+        self._live_of(upload.tus_id).offset = piece.end
+        last = upload.length is not None and piece.end == upload.length
+        if (cin is not None and not cin.upload.in_one_put
+                and piece.part_end == upload.part_size and not last):
+            finished = await spool.finish_part(spool_id, piece.part)
+            self.transfer.send(cin.known, finished)
 
     async def _cin_of(self, upload: TusUpload) -> CinUpload:
         assert upload.upload_id is not None
@@ -519,3 +549,53 @@ def metadata_header(upload: TusUpload) -> Mapping[str, str]:
 
 
 TUS_UPLOADS = web.AppKey("tus_uploads", TusUploads)
+
+
+class _Piece:
+    """One piece of a PATCH (it ends at the end of a part or of the PATCH) in the spool:
+    its body being read, then its bytes being made durable."""
+
+    def __init__(self, part: int, part_end: int, end: int) -> None:
+        self.part = part
+        self.part_end = part_end  # its end in the part
+        self.end = end  # its end in the upload
+        self._read = asyncio.Event()
+        self._task: asyncio.Task[object] | None = None
+
+    def start(self, write: Coroutine[Any, Any, object]) -> None:
+        self._task = asyncio.ensure_future(write)
+
+    async def reading(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`body`, noting when it has all been read."""
+        async for chunk in body:
+            yield chunk
+        self._read.set()
+
+    async def read(self) -> None:
+        """Until the piece's body is all read; its failure before that is raised."""
+        assert self._task is not None
+        read = asyncio.ensure_future(self._read.wait())
+        try:
+            await asyncio.wait({self._task, read}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            read.cancel()
+        if self._task.done():
+            self._task.result()  # it failed before the end of its body: so does the PATCH
+
+    async def done(self) -> None:
+        """The piece is acknowledged (its failure raised). A caller cancelled here
+        leaves its disk work be: `settle` waits for it."""
+        assert self._task is not None
+        await asyncio.shield(self._task)
+
+    async def settle(self) -> bool:
+        """After a failure: stop the piece if it still reads its body, wait for its disk
+        work whatever happens to the caller; whether it was acknowledged."""
+        if self._task is None:
+            return False
+        if not self._read.is_set():
+            self._task.cancel()
+        while not self._task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({self._task})
+        return not self._task.cancelled() and self._task.exception() is None

@@ -614,7 +614,8 @@ async def test_a_64_mib_part_streams_through_bounded_memory(spool: PartSpool,
     finally:
         tracemalloc.stop()
     assert peak < 4 * MiB
-    assert worst_lag <= FLUSH_BYTES
+    # One batch in a worker thread while the next is read: at most two behind the body.
+    assert worst_lag <= 2 * FLUSH_BYTES
     assert finished.size == 64 * MiB
     read_back = hashlib.sha256()
     with data_path.open("rb") as data:
