@@ -50,6 +50,19 @@ async def two_coordinators(tmp_path: Path, postgres_database: str
             yield network, second
 
 
+@pytest.fixture
+async def states(postgres_database: str) -> AsyncIterator[list[PostgresStateStore]]:
+    """Two coordinators' state stores on one PostgreSQL database, opened."""
+    config = PostgresStateConfig(postgres_database)
+    opened = [PostgresStateStore(config), PostgresStateStore(config)]
+    for store in opened:
+        await store.open()
+    try:
+        yield opened
+    finally:
+        await asyncio.gather(*(store.close() for store in opened))
+
+
 async def pops_at(client: TestClient) -> dict[str, Any]:  # type: ignore[type-arg]
     response = await client.get("/pops")
     assert response.status == 200
@@ -113,37 +126,30 @@ class SlowBucket:
 
 
 async def test_expiry_sweeping_at_both_coordinators_aborts_each_upload_once(
-        postgres_database: str) -> None:
-    config = PostgresStateConfig(postgres_database)
-    stores = [PostgresStateStore(config), PostgresStateStore(config)]
-    for store in stores:
-        await store.open()
-    try:
-        names = [f"u{n}" for n in range(6)]
-        for name in names:
-            handle = name.ljust(20, "x")
-            record = FileRecord(handle=handle, apikey=APIKEY, storage="bucket",
-                                provider="s3", container="c", key=f"k/{name}",
-                                filename="f", mimetype="t/p", size=1,
-                                status=FileStatus.STARTED, pop=EAST, uploaded=100.0)
-            await stores[0].create_upload(record, UploadRecord(
-                upload_id=name, handle=handle, storage_upload_id=f"s3-{name}", pop=EAST,
-                fii=False, created=100.0), origin=name)
-        bucket = SlowBucket({f"s3-{name}" for name in names})
-        settings = UploadExpiryConfig(ttl=10.0, sweep_interval=60.0)
-        sweeps = [UploadExpiry(store, cast(StorageSet, bucket), settings, clock=lambda: 1000.0)
-                  for store in stores]
-        # The timer's sweeps: one runs, the other finds it running and leaves it the work.
-        results = await asyncio.gather(*(sweep.sweep_if_free() for sweep in sweeps))
-        ran = [result for result in results if result is not None]
-        assert len(ran) == 1 and sorted(ran[0].aborted) == names
-        assert sorted(bucket.aborts) == sorted(f"s3-{name}" for name in names)
-        # Sweeps asked for take turns; the second finds nothing owed.
-        again = await asyncio.gather(*(sweep.sweep_once() for sweep in sweeps))
-        assert [(r.expired, r.aborted) for r in again] == [((), ()), ((), ())]
-        assert len(bucket.aborts) == len(names) and not bucket.pending
-    finally:
-        await asyncio.gather(*(store.close() for store in stores))
+        states: list[PostgresStateStore]) -> None:
+    names = [f"u{n}" for n in range(6)]
+    for name in names:
+        handle = name.ljust(20, "x")
+        record = FileRecord(handle=handle, apikey=APIKEY, storage="bucket",
+                            provider="s3", container="c", key=f"k/{name}",
+                            filename="f", mimetype="t/p", size=1,
+                            status=FileStatus.STARTED, pop=EAST, uploaded=100.0)
+        await states[0].create_upload(record, UploadRecord(
+            upload_id=name, handle=handle, storage_upload_id=f"s3-{name}", pop=EAST,
+            fii=False, created=100.0), origin=name)
+    bucket = SlowBucket({f"s3-{name}" for name in names})
+    settings = UploadExpiryConfig(ttl=10.0, sweep_interval=60.0)
+    sweeps = [UploadExpiry(store, cast(StorageSet, bucket), settings, clock=lambda: 1000.0)
+              for store in states]
+    # The timer's sweeps: one runs, the other finds it running and leaves it the work.
+    results = await asyncio.gather(*(sweep.sweep_if_free() for sweep in sweeps))
+    ran = [result for result in results if result is not None]
+    assert len(ran) == 1 and sorted(ran[0].aborted) == names
+    assert sorted(bucket.aborts) == sorted(f"s3-{name}" for name in names)
+    # Sweeps asked for take turns; the second finds nothing owed.
+    again = await asyncio.gather(*(sweep.sweep_once() for sweep in sweeps))
+    assert [(r.expired, r.aborted) for r in again] == [((), ()), ((), ())]
+    assert len(bucket.aborts) == len(names) and not bucket.pending
 
 
 class RecordingBucket:
@@ -163,41 +169,34 @@ class RecordingBucket:
 
 
 async def test_a_woken_removal_waits_for_a_sweep_at_the_other_coordinator(
-        postgres_database: str) -> None:
-    config = PostgresStateConfig(postgres_database)
-    stores = [PostgresStateStore(config), PostgresStateStore(config)]
-    for store in stores:
-        await store.open()
+        states: list[PostgresStateStore]) -> None:
+    record = FileRecord(handle="abandoned".ljust(20, "x"), apikey=APIKEY,
+                        storage="bucket", provider="s3", container="c", key="k/gone",
+                        filename="f", mimetype="t/p", size=1,
+                        status=FileStatus.STARTED, pop=EAST, uploaded=100.0)
+    await states[0].create_file(record, origin="abandoned")
+    assert [r.handle for r in await states[0].expire_stores(200.0, 300.0, 10)] == [
+        record.handle]
+    bucket = RecordingBucket()
+    expiry = StoreExpiry(states[1], cast(StorageSet, bucket), [],
+                         UploadExpiryConfig(sweep_interval=3600.0),
+                         forget_deleted_after=3600.0)
+    runs = asyncio.create_task(expiry.run())
     try:
-        record = FileRecord(handle="abandoned".ljust(20, "x"), apikey=APIKEY,
-                            storage="bucket", provider="s3", container="c", key="k/gone",
-                            filename="f", mimetype="t/p", size=1,
-                            status=FileStatus.STARTED, pop=EAST, uploaded=100.0)
-        await stores[0].create_file(record, origin="abandoned")
-        assert [r.handle for r in await stores[0].expire_stores(200.0, 300.0, 10)] == [
-            record.handle]
-        bucket = RecordingBucket()
-        expiry = StoreExpiry(stores[1], cast(StorageSet, bucket), [],
-                             UploadExpiryConfig(sweep_interval=3600.0),
-                             forget_deleted_after=3600.0)
-        runs = asyncio.create_task(expiry.run())
-        try:
-            async with stores[0].locked(SWEEP_LOCK):  # the other coordinator sweeps
-                expiry.wake()
-                await asyncio.sleep(0.3)
-                assert bucket.deleted == []
-                assert await stores[0].pending_removals(10)
-            give_up = time.monotonic() + 10
-            while await stores[0].pending_removals(10):
-                assert time.monotonic() < give_up, "the woken removal never ran"
-                await asyncio.sleep(0.02)
-            assert bucket.deleted == ["k/gone"]
-        finally:
-            runs.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runs
+        async with states[0].locked(SWEEP_LOCK):  # the other coordinator sweeps
+            expiry.wake()
+            await asyncio.sleep(0.3)
+            assert bucket.deleted == []
+            assert await states[0].pending_removals(10)
+        give_up = time.monotonic() + 10
+        while await states[0].pending_removals(10):
+            assert time.monotonic() < give_up, "the woken removal never ran"
+            await asyncio.sleep(0.02)
+        assert bucket.deleted == ["k/gone"]
     finally:
-        await asyncio.gather(*(store.close() for store in stores))
+        runs.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runs
 
 
 class SlowFinish:
@@ -223,36 +222,29 @@ FINISHABLE = FileRecord(handle="finishable".ljust(20, "x"), apikey=APIKEY, stora
 
 
 async def test_one_coordinator_at_a_time_finishes_stored_uploads(
-        postgres_database: str) -> None:
-    config = PostgresStateConfig(postgres_database)
-    stores = [PostgresStateStore(config), PostgresStateStore(config)]
-    for store in stores:
-        await store.open()
+        states: list[PostgresStateStore]) -> None:
+    handle, upload_id = FINISHABLE.handle, "up-finishable"
+    # An upload In Transit with its one part stored: all that is left is to finish it.
+    await states[0].apply_pop_events(EAST, [
+        UploadStarted(id="s", handle=handle, at=0, record=FINISHABLE,
+                      upload=UploadRecord(upload_id, handle, "s3-up", EAST, False, 0)),
+        UploadInTransit(id="t", handle=handle, at=0, upload_id=upload_id,
+                        parts=[[1, 10]]),
+        PartStored(id="p", handle=handle, at=0, upload_id=upload_id, part=1, size=10,
+                   etag="e1")], now=time.time(), stored=lambda record: [])
+    assert await states[0].finishable_uploads(10) == [handle]
+    uploads = [SlowFinish(), SlowFinish()]
+    finishers = [UploadFinisher(store, cast(MultipartUploads, finishing))
+                 for store, finishing in zip(states, uploads, strict=True)]
+    first = asyncio.create_task(finishers[0].finish_if_free())
     try:
-        handle, upload_id = FINISHABLE.handle, "up-finishable"
-        # An upload In Transit with its one part stored: all that is left is to finish it.
-        await stores[0].apply_pop_events(EAST, [
-            UploadStarted(id="s", handle=handle, at=0, record=FINISHABLE,
-                          upload=UploadRecord(upload_id, handle, "s3-up", EAST, False, 0)),
-            UploadInTransit(id="t", handle=handle, at=0, upload_id=upload_id,
-                            parts=[[1, 10]]),
-            PartStored(id="p", handle=handle, at=0, upload_id=upload_id, part=1, size=10,
-                       etag="e1")], now=time.time(), stored=lambda record: [])
-        assert await stores[0].finishable_uploads(10) == [handle]
-        uploads = [SlowFinish(), SlowFinish()]
-        finishers = [UploadFinisher(store, cast(MultipartUploads, finishing))
-                     for store, finishing in zip(stores, uploads, strict=True)]
-        first = asyncio.create_task(finishers[0].finish_if_free())
-        try:
-            await asyncio.wait_for(uploads[0].entered.wait(), 10)
-            # The second coordinator's round, while the first is finishing: skipped.
-            assert await finishers[1].finish_if_free() is None
-            assert uploads[1].asked == []
-            uploads[0].release.set()
-            assert await asyncio.wait_for(first, 10) == [handle]
-        finally:
-            uploads[0].release.set()
-            await asyncio.gather(first, return_exceptions=True)
-        assert uploads[0].asked == [handle]
+        await asyncio.wait_for(uploads[0].entered.wait(), 10)
+        # The second coordinator's round, while the first is finishing: skipped.
+        assert await finishers[1].finish_if_free() is None
+        assert uploads[1].asked == []
+        uploads[0].release.set()
+        assert await asyncio.wait_for(first, 10) == [handle]
     finally:
-        await asyncio.gather(*(store.close() for store in stores))
+        uploads[0].release.set()
+        await asyncio.gather(first, return_exceptions=True)
+    assert uploads[0].asked == [handle]
