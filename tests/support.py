@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -242,6 +243,19 @@ async def shipped(network: Network, timeout: float = 10.0) -> None:
     hears of it a moment later (edge/journal/shipper.py): a test that looks at the
     coordinator right after a POP answered waits for this first, never for a time."""
     await network.pop.app[SHIPPER].flush(timeout)
+
+
+async def wait_complete(network: Network, handle: str, timeout: float = 30.0
+                        ) -> dict[str, Any]:
+    """The file's metadata at the coordinator once it is Complete, or as it stands when
+    `timeout` runs out (the caller's assertion then says what it is instead)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
+        metadata: dict[str, Any] = await response.json()
+        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
+            return metadata
+        await asyncio.sleep(0.05)
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, SECURE_APIKEY, Network, shipped
+from support import APIKEY, SECURE_APIKEY, Network, shipped, wait_complete
 from upload_client import (
     PART,
     complete,
@@ -53,16 +53,6 @@ def bucket(network: Network) -> Storage:
 async def pending_uploads(network: Network) -> list[tuple[str, str]]:
     storage = bucket(network)
     return await storage.list_multipart_uploads(storage.default_container)
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata["upload_status"] == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
 
 
 async def downloaded_sha256(network: Network, handle: str) -> str:

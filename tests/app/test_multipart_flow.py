@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import upload_client
-from support import APIKEY, APP_SECRET, Network
+from support import APIKEY, APP_SECRET, Network, wait_complete
 from upload_client import PART
 
 from common.storage import StorageError, StorageErrorKind, open_storage
@@ -28,16 +28,6 @@ def network(network_on_each_driver: Network) -> Network:
 async def upload(network: Network, payload: bytes, **options: Any) -> dict[str, Any]:
     return await upload_client.upload(network.config.pops[0].public_url, payload,
                                       path="movies/", **options)
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata = await response.json()
-        if metadata["upload_status"] == "Complete" or time.monotonic() > deadline:
-            return dict(metadata)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("fii", [False, True], ids=["regular", "intelligent"])

@@ -4,19 +4,16 @@ transactions timed in the metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 import upload_client
 from prometheus_client.parser import text_string_to_metric_families
-from support import APIKEY, INTERNAL_SECRET, Network, start_network
+from support import APIKEY, INTERNAL_SECRET, Network, start_network, wait_complete
 from upload_client import PART
 
 
@@ -24,16 +21,6 @@ from upload_client import PART
 async def network(tmp_path: Path, postgres_database: str) -> AsyncIterator[Network]:
     async with start_network(tmp_path, state=postgres_database) as started:
         yield started
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata["upload_status"] == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
 
 
 async def test_stores_and_uploads_complete_with_the_state_on_postgresql(

@@ -4,17 +4,14 @@ POP held but had not stored is sent again, as `HEAD` at the second POP says."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support import APIKEY, Network
+from support import APIKEY, Network, wait_complete
 from upload_client import wait_for_stored
 
 from common.protocol.tus import PART_SIZE
@@ -35,16 +32,6 @@ async def west(network: Network) -> AsyncIterator[str]:
     async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
                                      port=pop.listen.port)):
         yield pop.public_url
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
 
 
 async def test_an_upload_goes_on_at_another_pop(network: Network, west: str) -> None:

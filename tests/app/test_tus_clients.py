@@ -12,12 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import APIKEY, REPO, Network
+from support import APIKEY, REPO, Network, wait_complete
 from tusclient import client
 
 MiB = 1024 * 1024
@@ -31,16 +30,6 @@ def network(network_on_each_driver: Network) -> Network:
 
 def creation_url(network: Network) -> str:
     return f"{network.config.pops[0].public_url}/files/"
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
 
 
 async def handle_of(network: Network, url: str) -> str:

@@ -5,7 +5,6 @@ terminated or expired, 460 for a wrong checksum)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -15,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
-from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped
+from support import APIKEY, SECURE_APIKEY, SECURE_SECRET, Network, shipped, wait_complete
 
 from common.protocol.security import encode_policy, sign_policy
 from coordinator.keys import EXPIRY
@@ -48,16 +47,6 @@ async def create(network: Network, length: int | None = 10, **headers: str) -> s
     location = response.headers["Location"]
     assert location.startswith(network.config.pops[0].public_url + "/files/")
     return location.removeprefix(network.config.pops[0].public_url)
-
-
-async def wait_complete(network: Network, handle: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
 
 
 @dataclass
