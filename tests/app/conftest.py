@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from support import Network, start_network
 
 from common.storage._s3 import s3_client
 from common.storage.drivers import S3Settings
+from edge.app import make_app as make_edge_app
 
 
 @pytest.fixture
@@ -38,3 +40,13 @@ async def network_on_each_driver(request: pytest.FixtureRequest, tmp_path: Path,
         settings.update(s3_endpoint=moto_url, bucket=bucket)
     async with start_network(tmp_path, **settings) as started:
         yield started
+
+
+@pytest.fixture
+async def west(network: Network) -> AsyncIterator[str]:
+    """The network's second POP, eu-west-1, running beside the first: its public URL.
+    A module that uses it names its `network` (e.g. `network_on_each_driver`)."""
+    pop = network.config.pops[1]
+    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
+                                     port=pop.listen.port)):
+        yield pop.public_url

@@ -8,12 +8,10 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, SECURE_APIKEY, Network, shipped, wait_complete
 from upload_client import (
     PART,
@@ -26,7 +24,6 @@ from upload_client import (
 
 from common.storage import Storage
 from coordinator.keys import STORAGE
-from edge.app import make_app as make_edge_app
 
 PAYLOAD_SIZE = 2 * PART + 777  # three parts, the last a short one
 
@@ -34,15 +31,6 @@ PAYLOAD_SIZE = 2 * PART + 777  # three parts, the last a short one
 @pytest.fixture
 def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
-
-
-@pytest.fixture
-async def west(network: Network) -> AsyncIterator[str]:
-    """The network's second POP, eu-west-1, running beside the first."""
-    pop = network.config.pops[1]
-    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
-                                     port=pop.listen.port)):
-        yield pop.public_url
 
 
 def bucket(network: Network) -> Storage:

@@ -9,19 +9,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from support import Network, shipped
 from upload_client import PART, complete, send_parts, start_upload, wait_for_stored
 
 from coordinator.expiry import SweepResult
 from coordinator.keys import EXPIRY
-from edge.app import make_app as make_edge_app
 from edge.keys import STORAGE as POP_STORAGE
 from edge.keys import SWEEPER, TRANSFER, UPLOADS
 
@@ -29,15 +26,6 @@ from edge.keys import SWEEPER, TRANSFER, UPLOADS
 @pytest.fixture
 def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
-
-
-@pytest.fixture
-async def west(network: Network) -> AsyncIterator[str]:
-    """The network's second POP, eu-west-1, running beside the first."""
-    pop = network.config.pops[1]
-    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
-                                     port=pop.listen.port)):
-        yield pop.public_url
 
 
 def spool_of(network: Network, upload_id: str) -> Path:

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, Network, wait_complete
 from upload_client import wait_for_stored
 
 from common.protocol.tus import PART_SIZE
-from edge.app import make_app as make_edge_app
 
 V = {"Tus-Resumable": "1.0.0"}
 OFFSET = {"Content-Type": "application/offset+octet-stream"}
@@ -24,14 +21,6 @@ OFFSET = {"Content-Type": "application/offset+octet-stream"}
 @pytest.fixture
 def network(network_on_each_driver: Network) -> Network:
     return network_on_each_driver
-
-
-@pytest.fixture
-async def west(network: Network) -> AsyncIterator[str]:
-    pop = network.config.pops[1]
-    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
-                                     port=pop.listen.port)):
-        yield pop.public_url
 
 
 async def test_an_upload_goes_on_at_another_pop(network: Network, west: str) -> None:

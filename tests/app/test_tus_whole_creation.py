@@ -12,16 +12,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from support import APIKEY, Network, shipped
 
 from common.protocol.records import file_url
-from edge.app import make_app as make_edge_app
 from edge.keys import JOURNAL
 
 V = {"Tus-Resumable": "1.0.0"}
@@ -154,14 +151,6 @@ async def test_a_partial_body_at_creation_is_an_upload_in_parts(network: Network
         **V, **OFFSET, "Upload-Offset": "1000"})
     assert rest.status == 204
     assert rest.headers["Upload-Offset"] == str(len(payload))
-
-
-@pytest.fixture
-async def west(network: Network) -> AsyncIterator[str]:
-    pop = network.config.pops[1]
-    async with TestClient(TestServer(make_edge_app(network.config, pop), host="127.0.0.1",
-                                     port=pop.listen.port)):
-        yield pop.public_url
 
 
 async def test_a_whole_creation_answers_head_at_another_pop(network: Network,
