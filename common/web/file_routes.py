@@ -67,16 +67,21 @@ def request_handle(request: web.Request) -> str:
 
 
 async def find_file(request: web.Request) -> FileRecord:
-    """The file a File API request names. An apikey given with it (query `key`, or the
-    CDN path) must be the file's own: another app's file is as good as missing."""
+    """The file a File API request names, if the apikey given is its own."""
     record = await request.app[FILE_SOURCE].lookup(request_handle(request))
+    check_apikey(request, record)
+    return record
+
+
+def check_apikey(request: web.Request, record: FileRecord) -> None:
+    """An apikey given with a request (query `key`, or the CDN path) must be the file's
+    own: another app's file is as good as missing."""
     key = request.query.get("key")
     if key is not None and is_flag_value(key):
         key = None  # `key=true` asks metadata for the storage key; it names no app
     apikey = request.match_info.get("apikey") or key or request.query.get("apikey")
     if apikey and apikey != record.apikey:
         raise CinError(Code.FILE_NOT_FOUND, record.handle)
-    return record
 
 
 def to_holder(request: web.Request, at_pop: FileAtPop) -> web.StreamResponse:
