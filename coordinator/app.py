@@ -173,10 +173,12 @@ def make_app(config: Config) -> web.Application:
     app[metrics.METRICS].on_scrape(read_at_scrape)
     # The coordinator holds no bytes: an In Transit file is served by the POP holding it,
     # unless its heartbeats say it is gone.
-    # A file leased to a POP that has not reported it yet likewise.
+    # A file leased to a POP that has not reported it yet likewise, and one only Started
+    # here (its POP may have completed it a moment ago).
     holders = HolderRedirect(config, unavailable=lambda pop: app[POPS].unavailable(pop))
     app[file_routes.FILE_IN_TRANSIT] = holders
     app[file_routes.FILE_AT_POP] = holders
+    app[file_routes.FILE_STARTED] = holders.started
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/health", health)
     internal_api.add_routes(app)

@@ -28,7 +28,7 @@ READ_FLUSH_SECONDS = 2.0
 
 # What the coordinator may answer while it cannot speak for a file of this POP's journal.
 # Not FILE_NOT_FOUND: for a file it has heard of, that means the file was deleted.
-_CANNOT_SAY = frozenset({Code.COORDINATOR_UNAVAILABLE, Code.FILE_AT_POP})
+CANNOT_SAY = frozenset({Code.COORDINATOR_UNAVAILABLE, Code.FILE_AT_POP})
 
 
 class JournalFirstFiles:
@@ -106,7 +106,7 @@ class JournalFirstFiles:
         POP holds; the coordinator's error otherwise."""
         if error.code is Code.FILE_AT_POP and await self._ours_and_gone(handle, error):
             raise CinError(Code.FILE_NOT_FOUND, handle) from error
-        if error.code in _CANNOT_SAY:
+        if error.code in CANNOT_SAY:
             local = await self.journal.file(handle)
             if local is not None:
                 return local.record

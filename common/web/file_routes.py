@@ -4,8 +4,9 @@ Download, metadata and delete, under the API routes (`/api/file/{handle}`) and t
 routes the SDKs call (`/{handle}`, `/{handle}/metadata`, `/security=p:..,s:../{handle}`,
 `/{apikey}/[security=../]{handle}`). Every route authorizes against the app the file
 belongs to. Where the file record comes from, how an overwrite's bytes are taken, and
-who serves a file while it is In Transit are the only differences between the two
-services: small injected protocols (`FileSource`, `InTransitServer`) and a handler.
+who serves a file while it is In Transit (or, at the coordinator, only Started) are the
+only differences between the two services: small injected protocols (`FileSource`,
+`InTransitServer`) and a handler.
 
 A file a POP took on its own is there before the coordinator hears of it: a `FileSource`
 answers such a handle with `FileAtPop`, naming the POP that holds it. Downloads and
@@ -50,6 +51,10 @@ FILE_IN_TRANSIT = web.AppKey("file_in_transit", InTransitServer)
 # Who sends reads of a file at a POP to it; by default a redirect with no news of the
 # POPs' health (the coordinator sets one that knows it).
 FILE_AT_POP = web.AppKey("file_at_pop", HolderRedirect)
+# Who answers a download of a file that is Started here, where another node may know
+# better: the coordinator asks the file's POP (`HolderRedirect.started`). Absent where
+# nobody knows more than this node (a POP): 409, not stored yet.
+FILE_STARTED = web.AppKey("file_started", InTransitServer)
 
 APIKEY_PATTERN = "[A-Za-z0-9_-]{8,64}"
 
@@ -62,16 +67,21 @@ def request_handle(request: web.Request) -> str:
 
 
 async def find_file(request: web.Request) -> FileRecord:
-    """The file a File API request names. An apikey given with it (query `key`, or the
-    CDN path) must be the file's own: another app's file is as good as missing."""
+    """The file a File API request names, if the apikey given is its own."""
     record = await request.app[FILE_SOURCE].lookup(request_handle(request))
+    check_apikey(request, record)
+    return record
+
+
+def check_apikey(request: web.Request, record: FileRecord) -> None:
+    """An apikey given with a request (query `key`, or the CDN path) must be the file's
+    own: another app's file is as good as missing."""
     key = request.query.get("key")
     if key is not None and is_flag_value(key):
         key = None  # `key=true` asks metadata for the storage key; it names no app
     apikey = request.match_info.get("apikey") or key or request.query.get("apikey")
     if apikey and apikey != record.apikey:
         raise CinError(Code.FILE_NOT_FOUND, record.handle)
-    return record
 
 
 def to_holder(request: web.Request, at_pop: FileAtPop) -> web.StreamResponse:
@@ -92,15 +102,14 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 async def serve_record(request: web.Request, record: FileRecord) -> web.StreamResponse:
     """An authorized download, as the file's status allows: from the bucket once Complete,
-    by the app's `InTransitServer` while In Transit."""
+    by the app's `InTransitServer` while In Transit, by its `FILE_STARTED` (if any) while
+    Started."""
     if record.status is FileStatus.FAILED:
         raise CinError(Code.FILE_NOT_FOUND, f"{record.handle} failed to upload")
     if record.status is FileStatus.IN_TRANSIT:
         return await request.app[FILE_IN_TRANSIT](request, record)
-    if record.status is FileStatus.STARTED and FILE_AT_POP in request.app:
-        # At the coordinator, an upload its POP completed a moment ago is still Started
-        # until that POP's In Transit fact arrives: the POP knows, so ask it.
-        return to_holder(request, FileAtPop(record.handle, record.pop))
+    if record.status is FileStatus.STARTED and FILE_STARTED in request.app:
+        return await request.app[FILE_STARTED](request, record)
     if record.status is not FileStatus.COMPLETE:
         raise CinError(Code.CONFLICT, f"{record.handle} is {record.status.value}, not stored yet")
     storage = request.app[FILE_STORAGE][record.storage]

@@ -62,6 +62,13 @@ class HolderRedirect:
         pop = holder_of(self.config, record)
         return self._to(request, pop, record.handle, Code.IN_TRANSIT_UNAVAILABLE)
 
+    async def started(self, request: web.Request,
+                      record: FileRecord) -> web.StreamResponse:
+        """The same redirect for a file this node knows only as Started: at the
+        coordinator, an upload its POP completed a moment ago stays Started until that
+        POP's In Transit fact arrives. The POP knows, so ask it."""
+        return self.to_pop(request, FileAtPop(record.handle, record.pop))
+
     def to_pop(self, request: web.Request, at_pop: FileAtPop) -> web.StreamResponse:
         """The same redirect for a file leased to a POP that has not reported it yet
         (FILE_AT_POP when that POP cannot serve it, or is unknown here)."""

@@ -20,10 +20,11 @@ from common.protocol.records import FileRecord, file_url
 from common.protocol.security import Action, authorize
 from common.protocol.sniff import choose_mimetype, is_mimetype
 from common.storage import Access, StorageError
-from common.web.file_routes import find_file, request_handle
+from common.web.file_routes import check_apikey, request_handle
 from common.web.request_auth import app_of, request_credentials
 from edge.jobs import JOBS
 from edge.keys import CONFIG, COORDINATOR, FETCHER, FILES, STAGING, STORAGE
+from edge.local_files import CANNOT_SAY
 from edge.rest.intake import open_incoming, receive, stage_within
 from edge.rest.own_object import remove_own_object
 from edge.rest.staging import StagedBody
@@ -33,10 +34,7 @@ log = logging.getLogger("cin.edge.overwrite")
 
 async def overwrite(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    await find_file(request)  # the apikey given must be the file's
-    # Decided at the coordinator: asked before anything is read or put, so that while it
-    # is away the file's bytes stay as recorded (503, retry).
-    record = await request.app[FILES].at_coordinator(request_handle(request))
+    record = await _file_to_overwrite(request)
     app = app_of(config, record)
     creds = request_credentials(request)
     if not creds.present:
@@ -74,6 +72,24 @@ async def overwrite(request: web.Request) -> web.Response:
         "size": updated.size,
         "filename": updated.filename,
     })
+
+
+async def _file_to_overwrite(request: web.Request) -> FileRecord:
+    """The file as the coordinator records it, if the apikey given is its own. Decided
+    there: asked before anything is read or put, so that while it is away the file's
+    bytes stay as recorded (503, retry). Another app's file is 404 even then, when this
+    POP's journal holds it."""
+    files, handle = request.app[FILES], request_handle(request)
+    try:
+        record = await files.at_coordinator(handle)
+    except CinError as exc:
+        if exc.code in CANNOT_SAY:
+            local = await files.journal.file(handle)
+            if local is not None:
+                check_apikey(request, local.record)
+        raise
+    check_apikey(request, record)
+    return record
 
 
 async def _put(app: web.Application, record: FileRecord, staged: StagedBody,
