@@ -5,12 +5,18 @@ request whose body is still arriving. So a cin node first stops listening, then 
 (up to a timeout) for the requests it is serving to end, answering any new request on a
 kept-alive connection with a 503 that tells the client to go elsewhere; only then does
 aiohttp close the connections.
+
+That 503 closes its connection as soon as it is written. aiohttp would otherwise go on
+reading ("lingering") a body still arriving for up to 10 s after the answer, so that the
+client gets to see it, and the node's shutdown would wait for that reading; a node on its
+way out has no use for the rest of the body, and the client goes elsewhere either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 from aiohttp import web
 
@@ -33,7 +39,7 @@ class Drain:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.draining and not request.path.startswith(self.always_open):
-            raise CinError(Code.SHUTTING_DOWN)
+            return _LastAnswer(request, CinError(Code.SHUTTING_DOWN))
         self.active += 1
         self._idle.clear()
         try:
@@ -58,6 +64,22 @@ class Drain:
             async with asyncio.timeout(grace_seconds):
                 await self._idle.wait()
         return self.active == 0
+
+
+class _LastAnswer(web.Response):
+    """An error answer after which the connection is closed at once: `Connection: close`,
+    and no lingering over a body still arriving (aiohttp skips it on a connection it has
+    been told to close)."""
+
+    def __init__(self, request: web.Request, error: CinError) -> None:
+        super().__init__(text=json.dumps(error.to_json()), status=error.status,
+                         content_type="application/json")
+        self._protocol = request.protocol
+        self.force_close()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        self._protocol.force_close()  # after the answer is handed to the transport
 
 
 DRAIN = web.AppKey("drain", Drain)
