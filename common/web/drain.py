@@ -6,10 +6,12 @@ request whose body is still arriving. So a cin node first stops listening, then 
 kept-alive connection with a 503 that tells the client to go elsewhere; only then does
 aiohttp close the connections.
 
-That 503 closes its connection as soon as it is written. aiohttp would otherwise go on
-reading ("lingering") a body still arriving for up to 10 s after the answer, so that the
-client gets to see it, and the node's shutdown would wait for that reading; a node on its
-way out has no use for the rest of the body, and the client goes elsewhere either way.
+That 503 closes its connection a moment after it is written. aiohttp would otherwise go
+on reading ("lingering") a body still arriving for up to 10 s after the answer, so that
+the client gets to see it, and the node's shutdown would wait for that reading; a node on
+its way out reads off what arrives for `LAST_ANSWER_LINGER_SECONDS` only (closing a
+socket with unread bytes resets it, and the reset can destroy the 503 on its way, as for
+a refused connection in common/web/connections.py), then closes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import contextlib
 import json
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.protocol.errors import CinError, Code
 from common.web.http import Handler
+
+# How long a draining node reads off a body still arriving after its 503, before it closes.
+LAST_ANSWER_LINGER_SECONDS = 1.0
 
 
 class Drain:
@@ -74,12 +80,18 @@ class _LastAnswer(web.Response):
     def __init__(self, request: web.Request, error: CinError) -> None:
         super().__init__(text=json.dumps(error.to_json()), status=error.status,
                          content_type="application/json")
-        self._protocol = request.protocol
+        self._request = request
         self.force_close()
 
     async def write_eof(self, data: bytes = b"") -> None:
         await super().write_eof(data)
-        self._protocol.force_close()  # after the answer is handed to the transport
+        # The answer is with the transport: read off what the client is still sending
+        # for a moment, so that the close does not reset the answer away, then close.
+        with contextlib.suppress(TimeoutError, OSError, HttpProcessingError):
+            async with asyncio.timeout(LAST_ANSWER_LINGER_SECONDS):
+                while await self._request.content.readany():
+                    pass
+        self._request.protocol.force_close()
 
 
 DRAIN = web.AppKey("drain", Drain)
