@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import APIKEY, REPO, Network
+from support import APIKEY, REPO, Network, wait_complete
 
 JS = REPO / "tests" / "js"
 MiB = 1024 * 1024
@@ -55,15 +54,9 @@ async def head(network: Network, url: str) -> Any:
     return await network.pop.head(local_path(network, url), headers=V)
 
 
-async def wait_complete(network: Network, url: str) -> dict[str, Any]:
-    handle = (await head(network, url)).headers["Cin-Handle"]
-    deadline = time.monotonic() + 30
-    while True:
-        response = await network.coordinator.get(f"/api/file/{handle}/metadata")
-        metadata: dict[str, Any] = await response.json()
-        if metadata.get("upload_status") == "Complete" or time.monotonic() > deadline:
-            return metadata
-        await asyncio.sleep(0.05)
+async def url_complete(network: Network, url: str) -> dict[str, Any]:
+    """The metadata of the file behind a tus upload URL, once it is Complete."""
+    return await wait_complete(network, (await head(network, url)).headers["Cin-Handle"])
 
 
 def payload_file(tmp_path: Path, size: int) -> tuple[Path, bytes]:
@@ -80,7 +73,7 @@ async def test_tus_js_client_uploads(network: Network, tmp_path: Path) -> None:
     path, payload = payload_file(tmp_path, 13 * MiB + 5)
     result = await tus_js(call="upload", endpoint=endpoint(network), file=str(path),
                           metadata=META, chunkSize=4 * MiB)
-    metadata = await wait_complete(network, result["url"])
+    metadata = await url_complete(network, result["url"])
     assert metadata["upload_status"] == "Complete", metadata
     assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
     assert (metadata["filename"], metadata["mimetype"]) == ("upload.bin",
@@ -96,7 +89,7 @@ async def test_parallel_uploads_are_concatenated(network: Network, tmp_path: Pat
     final = await head(network, result["url"])
     assert final.headers["Upload-Concat"].startswith("final;")
     assert len(final.headers["Upload-Concat"].split()) == 4
-    metadata = await wait_complete(network, result["url"])
+    metadata = await url_complete(network, result["url"])
     assert metadata["upload_status"] == "Complete", metadata
     assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
 
@@ -111,7 +104,7 @@ async def test_resume_from_the_stored_url(network: Network, tmp_path: Path) -> N
                           metadata=META, chunkSize=MiB, storage=storage)
     assert second["url"] == first["url"]
     assert second["resumedFrom"] >= first["offset"]
-    metadata = await wait_complete(network, second["url"])
+    metadata = await url_complete(network, second["url"])
     assert metadata["upload_status"] == "Complete", metadata
     assert metadata["sha256"] == hashlib.sha256(payload).hexdigest()
 

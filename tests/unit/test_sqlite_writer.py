@@ -62,6 +62,13 @@ async def test_a_lone_write_whose_transaction_sqlite_ended_fails_with_its_own_er
     assert rows == [("next",)]
 
 
+def _inserting(key: str) -> Callable[[sqlite3.Connection], None]:
+    """A write of one row."""
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t VALUES (?)", (key,))
+    return write
+
+
 async def test_writes_together_still_fail_alone(tmp_path: Path) -> None:
     """Several writes in one transaction each keep a savepoint: the one that fails after
     writing undoes only its own rows."""
@@ -69,14 +76,9 @@ async def test_writes_together_still_fail_alone(tmp_path: Path) -> None:
     statements: list[str] = []
     await writer.read(lambda db: db.set_trace_callback(statements.append))
 
-    def insert(key: str) -> Callable[[sqlite3.Connection], None]:
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO t VALUES (?)", (key,))
-        return write
-
     outcomes = await asyncio.gather(
-        *(writer.write(insert(f"k{n}")) for n in range(5)), writer.write(_insert_then_fail),
-        *(writer.write(insert(f"m{n}")) for n in range(5)), return_exceptions=True)
+        *(writer.write(_inserting(f"k{n}")) for n in range(5)), writer.write(_insert_then_fail),
+        *(writer.write(_inserting(f"m{n}")) for n in range(5)), return_exceptions=True)
     rows = await writer.read(lambda db: db.execute("SELECT k FROM t ORDER BY k").fetchall())
     await writer.close()
     assert [isinstance(o, ValueError) for o in outcomes] == [False] * 5 + [True] + [False] * 5
@@ -92,14 +94,9 @@ async def test_one_statement_writes_take_no_savepoint_and_fail_alone(tmp_path: P
     statements: list[str] = []
     await writer.read(lambda db: db.set_trace_callback(statements.append))
 
-    def insert(key: str) -> Callable[[sqlite3.Connection], None]:
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO t VALUES (?)", (key,))
-        return write
-
     keys = ["a", "b", "taken", "c", "d"]  # "taken" breaks the primary key
     outcomes = await asyncio.gather(
-        *(writer.write(insert(key), one_statement=True) for key in keys),
+        *(writer.write(_inserting(key), one_statement=True) for key in keys),
         return_exceptions=True)
     rows = await writer.read(lambda db: db.execute("SELECT k FROM t ORDER BY k").fetchall())
     await writer.close()
